@@ -1,0 +1,139 @@
+//! The platform boundary: everything that differs between running natively
+//! under QEMU, at VMPL0 of an SEV-SNP guest, and as the L1 of a TDX
+//! partitioned TD. The rest of the kernel calls only this trait.
+//!
+//! | need | native | snp | tdp |
+//! | --- | --- | --- | --- |
+//! | console | 16550 port I/O | port I/O through the GHCB | TDG.VP.VMCALL I/O |
+//! | page validation | nothing to do (no RMP) | PVALIDATE | TDG.MEM.PAGE.ACCEPT |
+//! | guest world switch | VMRUN (nested SVM) | SNP_RUN_VMPL | TDG.VP.ENTER |
+//! | attestation report | simulated SNP-layout report | MSG_REPORT_REQ | TDG.MR.REPORT |
+//! | termination | isa-debug-exit | GHCB termination request | TDG.VP.VMCALL |
+
+#[cfg(target_os = "none")]
+pub mod native;
+
+use crate::mm::PhysRange;
+
+/// Which platform the kernel runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlatformKind {
+    /// Plain QEMU (TCG) without confidential-computing hardware.
+    Native,
+    /// AMD SEV-SNP, SVSM at VMPL0.
+    Snp,
+    /// Intel TDX with TD partitioning, SVSM as L1.
+    Tdp,
+}
+
+/// How the VM ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Everything asked of the kernel was done.
+    Success,
+    /// A fatal error or a failed test.
+    Failure,
+}
+
+/// Why the platform could not do what was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlatformError {
+    /// This platform does not (yet) provide the operation; nothing was done.
+    Unsupported(&'static str),
+    /// The range is not page aligned or not memory the platform manages.
+    InvalidRange(PhysRange),
+    /// The hardware or firmware refused (its code).
+    Firmware(u64),
+    /// An output buffer is too small; the size needed.
+    BufferTooSmall(usize),
+}
+
+impl core::fmt::Display for PlatformError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Unsupported(what) => write!(f, "not supported on this platform: {what}"),
+            Self::InvalidRange(r) => write!(f, "invalid range {}..{}", r.start, r.end),
+            Self::Firmware(code) => write!(f, "firmware error {code:#x}"),
+            Self::BufferTooSmall(n) => write!(f, "buffer too small, {n} bytes needed"),
+        }
+    }
+}
+
+/// Why the guest stopped running and the SVSM got control back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestExit {
+    /// The guest asked for an SVSM call (its Calling Area says which).
+    SvsmCall,
+    /// The guest halted.
+    Halt,
+    /// The guest shut down or reset.
+    Shutdown,
+    /// An exit the SVSM does not handle: its platform code and detail.
+    Unhandled {
+        /// Exit code (SVM exit code, TDX exit reason).
+        code: u64,
+        /// First detail word (EXITINFO1, exit qualification).
+        info: u64,
+    },
+}
+
+/// The guest's register state that the SVSM protocols read and write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestRegisters {
+    /// Call/result register.
+    pub rax: u64,
+    /// First parameter.
+    pub rcx: u64,
+    /// Second parameter.
+    pub rdx: u64,
+    /// Third parameter.
+    pub r8: u64,
+    /// Fourth parameter.
+    pub r9: u64,
+}
+
+/// What a platform provides.
+pub trait Platform: Sync {
+    /// Which platform this is.
+    fn kind(&self) -> PlatformKind;
+
+    /// Writes console output.
+    fn console_write(&self, bytes: &[u8]);
+
+    /// Makes `range` (page aligned) usable as private SVSM memory: PVALIDATE
+    /// on SNP, page acceptance on TDX.
+    fn validate_pages(&self, range: PhysRange) -> Result<(), PlatformError>;
+
+    /// Gives up `range` (the reverse of [`Platform::validate_pages`]).
+    fn invalidate_pages(&self, range: PhysRange) -> Result<(), PlatformError>;
+
+    /// Runs guest vCPU `vcpu` with `regs` until it exits to the SVSM; `regs`
+    /// holds the guest's registers on return.
+    fn run_guest(&self, vcpu: u32, regs: &mut GuestRegisters) -> Result<GuestExit, PlatformError>;
+
+    /// Fills `out` with an attestation report carrying `report_data` and
+    /// returns its length.
+    fn attestation_report(
+        &self,
+        report_data: &[u8; 64],
+        out: &mut [u8],
+    ) -> Result<usize, PlatformError>;
+
+    /// Ends the VM.
+    fn terminate(&self, status: ExitStatus) -> !;
+}
+
+#[cfg(target_os = "none")]
+static CURRENT: spin::Once<&'static dyn Platform> = spin::Once::new();
+
+/// Installs the platform the kernel runs on (once).
+#[cfg(target_os = "none")]
+pub fn install(platform: &'static dyn Platform) -> &'static dyn Platform {
+    *CURRENT.call_once(|| platform)
+}
+
+/// The installed platform, if any yet.
+#[cfg(target_os = "none")]
+pub fn current() -> Option<&'static dyn Platform> {
+    CURRENT.get().copied()
+}
