@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what Rivet needs, only what is missing: the Rust target for the
+# kernel, and the Debian packages for running it (`run`) or for the whole
+# test suite (`test`, the default).
+set -euo pipefail
+
+what="${1:-test}"
+packages=(qemu-system-x86)
+if [ "$what" = test ]; then
+    # Peer tools and the reference TPM the tests compare against.
+    packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtpms-dev dbus)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+fi
+
+# rust-toolchain.toml names the target and components; make sure they are here.
+if ! rustup target list --installed | grep -qx x86_64-unknown-none; then
+    rustup target add x86_64-unknown-none
+fi
+for c in rustfmt clippy; do
+    rustup component list --installed | grep -q "^$c" || rustup component add "$c"
+done

@@ -1,0 +1,104 @@
+//! Builds the Rivet kernel image and boots it under QEMU, showing its serial
+//! output; exits 0 only if the kernel reported success.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use rivet_qemu::{Boot, Exit, KernelBuild, median};
+
+/// Build and boot the Rivet SVSM under QEMU (TCG).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Boot the in-kernel test image instead of the normal kernel.
+    #[arg(long)]
+    ktest: bool,
+    /// Optimised kernel build.
+    #[arg(long)]
+    release: bool,
+    /// Kernel command line (e.g. "rivet.log=debug").
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory: u32,
+    /// Seconds before the boot is killed.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Boot this many times and print the median boot-to-ready time.
+    #[arg(long, default_value_t = 1)]
+    boots: u32,
+    /// Extra QEMU arguments (after `--`).
+    #[arg(last = true)]
+    qemu_args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let build = KernelBuild {
+        features: if args.ktest {
+            vec!["ktest".into()]
+        } else {
+            vec![]
+        },
+        release: args.release,
+    };
+    let kernel = match build.build() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("rivet-run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let size = std::fs::metadata(&kernel).map(|m| m.len()).unwrap_or(0);
+    eprintln!("rivet-run: image {} ({size} bytes)", kernel.display());
+    let mut ready = Vec::new();
+    let mut last = None;
+    for i in 0..args.boots.max(1) {
+        let boot = Boot::new(&kernel)
+            .append(args.append.clone())
+            .memory_mib(args.memory)
+            .timeout(Duration::from_secs(args.timeout))
+            .extra_args(args.qemu_args.clone())
+            .echo(i == 0);
+        let outcome = match boot.run() {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("rivet-run: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if !outcome.stderr.trim().is_empty() {
+            eprint!("{}", outcome.stderr);
+        }
+        if let Some(t) = outcome.ready_after {
+            ready.push(t);
+        }
+        let failed = outcome.exit != Exit::Success;
+        last = Some(outcome);
+        if failed {
+            break;
+        }
+    }
+    let Some(last) = last else {
+        return ExitCode::from(2);
+    };
+    eprintln!(
+        "rivet-run: exit {:?} after {:.3} s",
+        last.exit,
+        last.elapsed.as_secs_f64()
+    );
+    if let Some(m) = median(ready.clone()) {
+        eprintln!(
+            "rivet-run: boot-to-ready median {:.1} ms over {} boot(s)",
+            m.as_secs_f64() * 1000.0,
+            ready.len()
+        );
+    }
+    if last.exit == Exit::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
