@@ -82,11 +82,14 @@ impl KernelBuild {
     /// other, even when tests run them at the same time.
     pub fn build(&self) -> Result<PathBuf, RunnerError> {
         let root = workspace_root();
-        let flavour = if self.features.is_empty() {
+        let mut flavour = if self.features.is_empty() {
             "default".to_string()
         } else {
             self.features.join("-")
         };
+        if self.release {
+            flavour.push_str("-release");
+        }
         let target_dir = root.join("target").join(format!("kernel-{flavour}"));
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(&cargo);

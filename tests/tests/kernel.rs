@@ -33,6 +33,17 @@ fn ktest_kernel() -> &'static PathBuf {
     IMAGE.get_or_init(|| KernelBuild::ktest().build().unwrap_or_else(|e| panic!("{e}")))
 }
 
+fn ktest_kernel_release() -> &'static PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let build = KernelBuild {
+            release: true,
+            ..KernelBuild::ktest()
+        };
+        build.build().unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
 fn boot(image: &PathBuf, append: &str) -> Outcome {
     Boot::new(image)
         .append(append)
@@ -72,7 +83,18 @@ fn kernel_boots_to_ready() {
 
 #[test]
 fn in_kernel_tests_all_pass() {
-    let out = boot(ktest_kernel(), "");
+    check_ktests(ktest_kernel());
+}
+
+/// The optimiser is free to exploit undefined behaviour (a register clash in
+/// inline assembly, say) that a debug build hides: run the tests optimised too.
+#[test]
+fn in_kernel_tests_all_pass_optimised() {
+    check_ktests(ktest_kernel_release());
+}
+
+fn check_ktests(image: &PathBuf) {
+    let out = boot(image, "");
     let mut missing = Vec::new();
     for name in KTESTS {
         let line = out

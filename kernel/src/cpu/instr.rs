@@ -160,7 +160,7 @@ pub unsafe fn reload_segments(code: u16, data: u16) {
             "mov ss, {data:x}",
             code = in(reg) u64::from(code),
             data = in(reg) data,
-            tmp = lateout(reg) _,
+            tmp = out(reg) _,
             options(preserves_flags),
         )
     }
