@@ -1,0 +1,27 @@
+//! Random number generator (Part 3 §16): GetRandom and StirRandom.
+
+use alloc::vec;
+
+use crate::command::random;
+use crate::dispatch::{Call, Ctx};
+use crate::rc::{CmdResult, Locate};
+use crate::spec::{MAX_DIGEST, MAX_SYM_DATA};
+
+pub fn get_random(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let requested = call.params.u16().p(1)?;
+    call.done()?;
+    // At most sizeof(TPMU_HA) bytes per call (Part 3 §16.1).
+    let mut buf = vec![0u8; usize::from(requested).min(MAX_DIGEST)];
+    random(cx, &mut buf)?;
+    call.out.tpm2b(&buf);
+    Ok(())
+}
+
+pub fn stir_random(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let data = call.params.tpm2b(MAX_SYM_DATA).p(1)?;
+    call.done()?;
+    if let Some(d) = cx.core.drbg.as_mut() {
+        d.stir(data);
+    }
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! Command processing (Part 1 §18, Part 3 §5): header, handle area, auth area,
+//! parameters, response. A table maps each command code to its handle count,
+//! the handles that need authorization, attributes and handler.
+
+use alloc::vec::Vec;
+
+use crate::auth::{self, Session};
+use crate::command;
+use crate::marshal::{Reader, Writer};
+use crate::rc::{self, CmdResult, Rc};
+use crate::spec::{self, cc, ht, nv, rh, st};
+use crate::{Core, Platform};
+
+/// How a handle in the handle area is typed (TPMI_* of Part 2) and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandleKind {
+    /// TPMI_RH_PROVISION: owner or platform.
+    Provision,
+    /// TPMI_RH_CLEAR: lockout or platform.
+    ClearAuth,
+    /// TPMI_RH_HIERARCHY: owner, endorsement or platform.
+    Hierarchy,
+    /// TPMI_RH_HIERARCHY_AUTH: lockout, endorsement, owner or platform.
+    HierarchyAuth,
+    /// TPMI_RH_PLATFORM.
+    Platform,
+    /// TPMI_RH_LOCKOUT.
+    Lockout,
+    /// TPMI_RH_NV_AUTH: owner, platform or an NV index.
+    NvAuth,
+    /// TPMI_RH_NV_INDEX.
+    NvIndex,
+    /// TPMI_DH_PCR, with or without TPM_RH_NULL.
+    Pcr { null: bool },
+    /// TPMI_DH_OBJECT: a transient (or, later, persistent) object.
+    Object,
+}
+
+pub type Handler = fn(&mut Ctx, &mut Call) -> CmdResult<()>;
+
+pub struct Entry {
+    pub cc: u32,
+    pub handles: &'static [HandleKind],
+    /// The first `auth` handles need an authorization session.
+    pub auth: usize,
+    pub response_handle: bool,
+    /// TPMA_CC.nv: the command may write NV.
+    pub nv: bool,
+    /// Sessions are not allowed (TPM_RC_AUTH_CONTEXT if given).
+    pub no_sessions: bool,
+    pub handler: Handler,
+}
+
+const fn e(cc: u32, handles: &'static [HandleKind], auth: usize, handler: Handler) -> Entry {
+    Entry {
+        cc,
+        handles,
+        auth,
+        response_handle: false,
+        nv: false,
+        no_sessions: false,
+        handler,
+    }
+}
+const fn nvw(mut x: Entry) -> Entry {
+    x.nv = true;
+    x
+}
+
+use HandleKind as K;
+use command::{capability, clock, hash, hierarchy, nv as nvc, pcr, random, startup, testing};
+
+/// The implemented commands, sorted by command code.
+pub static TABLE: &[Entry] = &[
+    nvw(e(
+        cc::HIERARCHY_CONTROL,
+        &[K::Hierarchy],
+        1,
+        hierarchy::hierarchy_control,
+    )),
+    nvw(e(
+        cc::NV_UNDEFINE_SPACE,
+        &[K::Provision, K::NvIndex],
+        1,
+        nvc::undefine_space,
+    )),
+    nvw(e(cc::CLEAR, &[K::ClearAuth], 1, hierarchy::clear)),
+    nvw(e(
+        cc::CLEAR_CONTROL,
+        &[K::ClearAuth],
+        1,
+        hierarchy::clear_control,
+    )),
+    nvw(e(
+        cc::HIERARCHY_CHANGE_AUTH,
+        &[K::HierarchyAuth],
+        1,
+        hierarchy::change_auth,
+    )),
+    nvw(e(
+        cc::NV_DEFINE_SPACE,
+        &[K::Provision],
+        1,
+        nvc::define_space,
+    )),
+    nvw(e(cc::PCR_ALLOCATE, &[K::Platform], 1, pcr::allocate)),
+    nvw(e(
+        cc::NV_GLOBAL_WRITE_LOCK,
+        &[K::Provision],
+        1,
+        nvc::global_write_lock,
+    )),
+    nvw(e(
+        cc::NV_INCREMENT,
+        &[K::NvAuth, K::NvIndex],
+        1,
+        nvc::increment,
+    )),
+    nvw(e(
+        cc::NV_SET_BITS,
+        &[K::NvAuth, K::NvIndex],
+        1,
+        nvc::set_bits,
+    )),
+    nvw(e(cc::NV_EXTEND, &[K::NvAuth, K::NvIndex], 1, nvc::extend)),
+    nvw(e(cc::NV_WRITE, &[K::NvAuth, K::NvIndex], 1, nvc::write)),
+    nvw(e(
+        cc::NV_WRITE_LOCK,
+        &[K::NvAuth, K::NvIndex],
+        1,
+        nvc::write_lock,
+    )),
+    nvw(e(
+        cc::DICTIONARY_ATTACK_LOCK_RESET,
+        &[K::Lockout],
+        1,
+        hierarchy::da_lock_reset,
+    )),
+    e(cc::PCR_EVENT, &[K::Pcr { null: true }], 1, pcr::event),
+    e(cc::PCR_RESET, &[K::Pcr { null: false }], 1, pcr::reset),
+    e(
+        cc::SEQUENCE_COMPLETE,
+        &[K::Object],
+        1,
+        hash::sequence_complete,
+    ),
+    e(
+        cc::INCREMENTAL_SELF_TEST,
+        &[],
+        0,
+        testing::incremental_self_test,
+    ),
+    e(cc::SELF_TEST, &[], 0, testing::self_test),
+    Entry {
+        no_sessions: true,
+        ..nvw(e(cc::STARTUP, &[], 0, startup::startup))
+    },
+    nvw(e(cc::SHUTDOWN, &[], 0, startup::shutdown)),
+    e(cc::STIR_RANDOM, &[], 0, random::stir_random),
+    e(cc::NV_READ, &[K::NvAuth, K::NvIndex], 1, nvc::read),
+    nvw(e(
+        cc::NV_READ_LOCK,
+        &[K::NvAuth, K::NvIndex],
+        1,
+        nvc::read_lock,
+    )),
+    e(cc::SEQUENCE_UPDATE, &[K::Object], 1, hash::sequence_update),
+    Entry {
+        no_sessions: true,
+        ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context)
+    },
+    e(cc::NV_READ_PUBLIC, &[K::NvIndex], 0, nvc::read_public),
+    e(cc::GET_CAPABILITY, &[], 0, capability::get_capability),
+    e(cc::GET_RANDOM, &[], 0, random::get_random),
+    e(cc::GET_TEST_RESULT, &[], 0, testing::get_test_result),
+    e(cc::HASH, &[], 0, hash::hash),
+    e(cc::PCR_READ, &[], 0, pcr::read),
+    e(cc::READ_CLOCK, &[], 0, clock::read_clock),
+    e(cc::PCR_EXTEND, &[K::Pcr { null: true }], 1, pcr::extend),
+    e(
+        cc::EVENT_SEQUENCE_COMPLETE,
+        &[K::Pcr { null: true }, K::Object],
+        2,
+        hash::event_sequence_complete,
+    ),
+    Entry {
+        response_handle: true,
+        ..e(cc::HASH_SEQUENCE_START, &[], 0, hash::sequence_start)
+    },
+    e(cc::TEST_PARMS, &[], 0, testing::test_parms),
+];
+
+pub fn lookup(code: u32) -> Option<&'static Entry> {
+    TABLE
+        .binary_search_by_key(&code, |e| e.cc)
+        .ok()
+        .and_then(|i| TABLE.get(i))
+}
+
+/// The handler's view of the TPM.
+pub struct Ctx<'a> {
+    pub core: &'a mut Core,
+    pub platform: &'a mut dyn Platform,
+    pub locality: u8,
+}
+
+/// One command in flight.
+pub struct Call<'a> {
+    pub cc: u32,
+    pub handles: Vec<u32>,
+    pub params: Reader<'a>,
+    pub out: Writer,
+    pub out_handle: Option<u32>,
+}
+
+impl Call<'_> {
+    pub fn handle(&self, i: usize) -> u32 {
+        self.handles.get(i).copied().unwrap_or(rh::NULL)
+    }
+    /// All parameters read: anything left over is TPM_RC_SIZE.
+    pub fn done(&self) -> CmdResult<()> {
+        self.params.finish()
+    }
+}
+
+pub fn error_response(tag: u16, code: u32) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u16(if code == rc::BAD_TAG {
+        st::RSP_COMMAND
+    } else {
+        tag
+    });
+    w.u32(10);
+    w.u32(code);
+    w.buf
+}
+
+pub fn execute(
+    core: &mut Core,
+    platform: &mut dyn Platform,
+    locality: u8,
+    command: &[u8],
+) -> Vec<u8> {
+    let now = platform.now_ms();
+    core.vol.now_clock = core
+        .vol
+        .clock_anchor
+        .0
+        .saturating_add(now.saturating_sub(core.vol.clock_anchor.1));
+    let mut cx = Ctx {
+        core,
+        platform,
+        locality,
+    };
+    match run(&mut cx, command) {
+        Ok(resp) => resp,
+        Err(e) => error_response(st::NO_SESSIONS, e.code()),
+    }
+}
+
+fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
+    let mut r = Reader::new(command);
+    let failure = cx.core.vol.failure.is_some();
+    let tag = r.u16()?;
+    if tag != st::SESSIONS && tag != st::NO_SESSIONS {
+        return Err(Rc::new(rc::BAD_TAG));
+    }
+    let size = r.u32()?;
+    if usize::try_from(size).ok() != Some(command.len()) || command.len() > spec::MAX_COMMAND_SIZE {
+        return Err(Rc::new(rc::COMMAND_SIZE));
+    }
+    let code = r.u32()?;
+    if failure && code != cc::GET_TEST_RESULT && code != cc::GET_CAPABILITY {
+        return Err(Rc::new(rc::FAILURE));
+    }
+    let entry = lookup(code).ok_or(Rc::new(rc::COMMAND_CODE))?;
+    if cx.locality > 4 {
+        return Err(Rc::new(rc::LOCALITY));
+    }
+    if !failure && (cx.core.vol.started == (code == cc::STARTUP)) {
+        return Err(Rc::new(rc::INITIALIZE));
+    }
+    if !failure {
+        cx.core.heal_dictionary_attack();
+    }
+
+    // Handle area.
+    let mut handles = Vec::with_capacity(entry.handles.len());
+    for (i, kind) in entry.handles.iter().enumerate() {
+        let n = u8::try_from(i + 1).unwrap_or(7);
+        let h = r.u32().map_err(|e| Rc::handle(e.base, n))?;
+        check_handle(cx.core, *kind, h).map_err(|e| Rc::handle(e.base, n))?;
+        handles.push(h);
+    }
+
+    // Authorization area.
+    let mut sessions: Vec<Session> = Vec::new();
+    if tag == st::SESSIONS {
+        let auth_size = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
+        if auth_size < 9 || auth_size > r.remaining() {
+            return Err(Rc::new(rc::SIZE));
+        }
+        if entry.no_sessions {
+            return Err(Rc::new(rc::AUTH_CONTEXT));
+        }
+        let area = r.bytes(auth_size)?;
+        sessions = auth::parse_sessions(area)?;
+        if sessions.len() < entry.auth {
+            return Err(Rc::new(rc::AUTH_MISSING));
+        }
+        for (i, s) in sessions.iter().enumerate() {
+            let n = u8::try_from(i + 1).unwrap_or(7);
+            match handles.get(i).filter(|_| i < entry.auth) {
+                Some(&h) => auth::check_password(cx.core, entry.cc, h, s)
+                    .map_err(|e| Rc::session(e.base, n))?,
+                // A password session must authorize a handle.
+                None => return Err(Rc::session(rc::HANDLE, n)),
+            }
+        }
+    } else if entry.auth > 0 {
+        return Err(Rc::new(rc::AUTH_MISSING));
+    }
+
+    // Parameters and execution.
+    let mut call = Call {
+        cc: entry.cc,
+        handles,
+        params: Reader::new(r.rest()),
+        out: Writer::new(),
+        out_handle: None,
+    };
+    (entry.handler)(cx, &mut call)?;
+    // Any NV change after Shutdown makes the stop unorderly again (no Resume).
+    if entry.nv && call.cc != cc::SHUTDOWN && cx.core.dirty && cx.core.ps.orderly.is_some() {
+        cx.core.ps.orderly = None;
+        cx.core.ps.saved = None;
+    }
+
+    let mut w = Writer::new();
+    w.u16(tag);
+    w.u32(0);
+    w.u32(rc::SUCCESS);
+    if let Some(h) = call.out_handle {
+        w.u32(h);
+    }
+    if tag == st::SESSIONS {
+        w.u32(u32::try_from(call.out.len()).unwrap_or(0));
+    }
+    w.bytes(&call.out.buf);
+    for s in &sessions {
+        w.u16(0);
+        w.u8(s.attributes & spec::sa::CONTINUE_SESSION);
+        w.u16(0);
+    }
+    let len = u32::try_from(w.len()).unwrap_or(0).to_be_bytes();
+    w.buf[2..6].copy_from_slice(&len);
+    Ok(w.buf)
+}
+
+/// Unmarshal-time type check (TPM_RC_VALUE) then load status (Part 1 §18.6).
+fn check_handle(core: &Core, kind: HandleKind, h: u32) -> CmdResult<()> {
+    let v = &core.vol;
+    let allowed: &[u32] = match kind {
+        K::Provision => &[rh::OWNER, rh::PLATFORM],
+        K::ClearAuth => &[rh::LOCKOUT, rh::PLATFORM],
+        K::Hierarchy => &[rh::OWNER, rh::ENDORSEMENT, rh::PLATFORM],
+        K::HierarchyAuth => &[rh::LOCKOUT, rh::ENDORSEMENT, rh::OWNER, rh::PLATFORM],
+        K::Platform => &[rh::PLATFORM],
+        K::Lockout => &[rh::LOCKOUT],
+        K::NvAuth => &[rh::OWNER, rh::PLATFORM],
+        K::NvIndex => &[],
+        K::Pcr { null } => {
+            if null && h == rh::NULL {
+                return Ok(());
+            }
+            return if usize::try_from(h).is_ok_and(|p| p < spec::PCR_COUNT) {
+                Ok(())
+            } else {
+                Err(Rc::new(rc::VALUE))
+            };
+        }
+        K::Object => {
+            return match spec::handle_type(h) {
+                ht::TRANSIENT => {
+                    if v.objects.get(h).is_some() {
+                        Ok(())
+                    } else {
+                        Err(Rc::new(rc::REFERENCE_H0))
+                    }
+                }
+                // No persistent objects yet: nothing at a persistent handle is loaded.
+                ht::PERSISTENT => Err(Rc::new(rc::HANDLE)),
+                _ => Err(Rc::new(rc::VALUE)),
+            };
+        }
+    };
+    if allowed.contains(&h) {
+        return hierarchy_enabled(core, h);
+    }
+    let nv_ok = matches!(kind, K::NvAuth | K::NvIndex);
+    if nv_ok && spec::handle_type(h) == ht::NV_INDEX {
+        let index = core
+            .ps
+            .nv
+            .iter()
+            .find(|n| n.handle == h)
+            .ok_or(Rc::new(rc::HANDLE))?;
+        let enabled = if index.attributes & nv::PLATFORMCREATE != 0 {
+            v.ph_enable_nv
+        } else {
+            v.sh_enable
+        };
+        return if enabled {
+            Ok(())
+        } else {
+            Err(Rc::new(rc::HANDLE))
+        };
+    }
+    Err(Rc::new(rc::VALUE))
+}
+
+fn hierarchy_enabled(core: &Core, h: u32) -> CmdResult<()> {
+    let v = &core.vol;
+    let on = match h {
+        rh::OWNER => v.sh_enable,
+        rh::ENDORSEMENT => v.eh_enable,
+        rh::PLATFORM => v.ph_enable,
+        _ => true,
+    };
+    if on {
+        Ok(())
+    } else {
+        Err(Rc::new(rc::HIERARCHY))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        assert!(TABLE.windows(2).all(|w| w[0].cc < w[1].cc));
+        for e in TABLE {
+            assert!(e.auth <= e.handles.len());
+            assert!(lookup(e.cc).is_some());
+        }
+    }
+}

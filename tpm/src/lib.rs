@@ -1,0 +1,252 @@
+//! The Rivet TPM 2.0 engine: a platform-independent TPM (TCG TPM 2.0 Library
+//! spec, parts 1-3) that needs only entropy, a clock and a place to commit its
+//! state blob. `no_std` + `alloc`, no `unsafe`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+mod auth;
+mod command;
+mod crypto;
+mod dispatch;
+mod drbg;
+mod marshal;
+mod object;
+mod pcr;
+// Spec tables are complete on purpose; later parts use the rest.
+#[allow(dead_code)]
+mod rc;
+#[allow(dead_code)]
+mod spec;
+mod state;
+
+#[cfg(test)]
+mod testutil;
+
+use alloc::vec::Vec;
+use core::fmt;
+
+pub use state::StateError;
+
+use crate::drbg::Drbg;
+use crate::object::Objects;
+use crate::pcr::PcrBanks;
+use crate::state::{PersistentState, SEED_LEN};
+
+/// What the engine needs from the machine it runs on.
+pub trait Platform {
+    /// Fill `buf` with entropy from the platform's source; an Err puts the TPM in failure mode.
+    fn entropy(&mut self, buf: &mut [u8]) -> Result<(), PlatformError>;
+    /// Milliseconds on a monotonic clock (arbitrary epoch).
+    fn now_ms(&mut self) -> u64;
+    /// Persist the state blob; called after every change of persistent state.
+    fn commit(&mut self, state: &[u8]) -> Result<(), PlatformError>;
+}
+
+/// A platform service failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlatformError(pub &'static str);
+
+impl fmt::Display for PlatformError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "platform error: {}", self.0)
+    }
+}
+
+impl core::error::Error for PlatformError {}
+
+/// Why a TPM could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The platform's entropy source failed while generating seeds.
+    Entropy(PlatformError),
+    /// The first state commit failed.
+    Commit(PlatformError),
+    /// The built-in known-answer tests failed.
+    SelfTest,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Entropy(e) => write!(f, "manufacture failed: entropy source: {e}"),
+            Self::Commit(e) => write!(f, "manufacture failed: state commit: {e}"),
+            Self::SelfTest => f.write_str("manufacture failed: cryptographic self test"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// State that lives only while powered (reset by `_TPM_Init`).
+pub(crate) struct Volatile {
+    pub started: bool,
+    pub pcrs: PcrBanks,
+    pub objects: Objects,
+    pub ph_enable: bool,
+    pub sh_enable: bool,
+    pub eh_enable: bool,
+    pub ph_enable_nv: bool,
+    pub platform_auth: Vec<u8>,
+    /// now_ms at _TPM_Init (TPMS_TIME_INFO.time counts from here).
+    pub init_ms: u64,
+    /// (clock, now_ms) pair the running Clock is measured from.
+    pub clock_anchor: (u64, u64),
+    /// Last time the DA counters were healed (clock ms).
+    pub da_heal_ms: u64,
+    /// Clock ms when lockoutAuth was disabled by a failure.
+    pub lockout_disabled_at: u64,
+    /// PCR_Allocate succeeded since Startup: Shutdown(STATE) is refused.
+    pub pcr_reconfig: bool,
+    /// Startup locality (PCR 0's last byte).
+    pub startup_locality: u8,
+    /// The clock value of the current command (sampled once per command).
+    pub now_clock: u64,
+    /// Why the TPM is in failure mode, if it is.
+    pub failure: Option<&'static str>,
+    /// TPMS_CLOCK_INFO.safe: the last shutdown was orderly (or Clear ran).
+    pub clock_safe: bool,
+}
+
+impl Volatile {
+    fn new(ps: &PersistentState, now: u64) -> Self {
+        Self {
+            started: false,
+            pcrs: PcrBanks::new(ps.pcr_allocated),
+            objects: Objects::default(),
+            ph_enable: true,
+            sh_enable: true,
+            eh_enable: true,
+            ph_enable_nv: true,
+            platform_auth: Vec::new(),
+            init_ms: now,
+            clock_anchor: (ps.clock, now),
+            da_heal_ms: ps.clock,
+            lockout_disabled_at: ps.clock,
+            pcr_reconfig: false,
+            startup_locality: 0,
+            now_clock: ps.clock,
+            failure: None,
+            clock_safe: true,
+        }
+    }
+}
+
+/// Everything the commands work on, apart from the platform.
+pub(crate) struct Core {
+    pub ps: PersistentState,
+    pub vol: Volatile,
+    pub drbg: Option<Drbg>,
+    /// Persistent state changed by the current command: commit it.
+    pub dirty: bool,
+}
+
+/// A TPM 2.0 on a platform.
+pub struct Tpm<P: Platform> {
+    platform: P,
+    core: Core,
+}
+
+impl<P: Platform> Tpm<P> {
+    /// A factory-fresh TPM: new seeds from entropy, empty NV. Powered on, waiting for Startup.
+    pub fn manufacture(mut platform: P) -> Result<Self, Error> {
+        if !crypto::self_test() {
+            return Err(Error::SelfTest);
+        }
+        let mut seeds = [[0u8; SEED_LEN]; 6];
+        for s in &mut seeds {
+            platform.entropy(s).map_err(Error::Entropy)?;
+        }
+        let ps = PersistentState::fresh(&seeds);
+        zeroize::Zeroize::zeroize(&mut seeds);
+        let now = platform.now_ms();
+        let mut tpm = Self {
+            core: Core {
+                vol: Volatile::new(&ps, now),
+                ps,
+                drbg: None,
+                dirty: false,
+            },
+            platform,
+        };
+        tpm.platform
+            .commit(&tpm.core.ps.to_blob())
+            .map_err(Error::Commit)?;
+        tpm.power_on();
+        Ok(tpm)
+    }
+
+    /// A TPM from a state blob (refuses a corrupt/truncated/unknown-version blob). Powered on, waiting for Startup.
+    pub fn restore(mut platform: P, state: &[u8]) -> Result<Self, StateError> {
+        let ps = PersistentState::from_blob(state)?;
+        let now = platform.now_ms();
+        let mut tpm = Self {
+            core: Core {
+                vol: Volatile::new(&ps, now),
+                ps,
+                drbg: None,
+                dirty: false,
+            },
+            platform,
+        };
+        tpm.power_on();
+        Ok(tpm)
+    }
+
+    /// _TPM_Init (power cycle / reset): volatile state dropped, Startup required next.
+    pub fn power_on(&mut self) {
+        let now = self.platform.now_ms();
+        self.core.vol = Volatile::new(&self.core.ps, now);
+        self.core.drbg = None;
+        if !crypto::self_test() {
+            self.core.vol.failure = Some("self test");
+            return;
+        }
+        let mut seed = [0u8; drbg::SEED_LEN];
+        match self.platform.entropy(&mut seed) {
+            Ok(()) => self.core.drbg = Some(Drbg::new(&seed, b"Rivet TPM DRBG")),
+            Err(_) => self.core.vol.failure = Some("entropy source"),
+        }
+        zeroize::Zeroize::zeroize(&mut seed);
+    }
+
+    /// Run one command at a locality (0..=4); always returns a well-formed response (header + body), never panics.
+    pub fn execute(&mut self, locality: u8, command: &[u8]) -> Vec<u8> {
+        let response = dispatch::execute(&mut self.core, &mut self.platform, locality, command);
+        if self.core.dirty {
+            self.core.dirty = false;
+            self.core.ps.clock = self.core.vol.now_clock;
+            if self.platform.commit(&self.core.ps.to_blob()).is_err() {
+                self.core.vol.failure = Some("state commit");
+                return dispatch::error_response(spec::st::NO_SESSIONS, rc::FAILURE);
+            }
+        }
+        response
+    }
+
+    /// The current persistent state blob.
+    pub fn state(&self) -> Vec<u8> {
+        self.core.ps.to_blob()
+    }
+
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    pub fn platform_mut(&mut self) -> &mut P {
+        &mut self.platform
+    }
+}
+
+impl<P: Platform> fmt::Debug for Tpm<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tpm")
+            .field("started", &self.core.vol.started)
+            .field("failure", &self.core.vol.failure)
+            .field("nv_indices", &self.core.ps.nv.len())
+            .finish_non_exhaustive()
+    }
+}
