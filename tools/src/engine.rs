@@ -40,7 +40,7 @@ impl Platform for HostPlatform {
     fn entropy(&mut self, buf: &mut [u8]) -> Result<(), PlatformError> {
         getrandom::fill(buf).map_err(|e| {
             eprintln!("rivet-tpm-server: entropy: {e}");
-            PlatformError
+            PlatformError("host entropy source failed")
         })
     }
 
@@ -51,7 +51,7 @@ impl Platform for HostPlatform {
     fn commit(&mut self, state: &[u8]) -> Result<(), PlatformError> {
         self.save(state).map_err(|e| {
             eprintln!("rivet-tpm-server: writing {}: {e}", self.state_path.display());
-            PlatformError
+            PlatformError("writing the state file failed")
         })
     }
 }

@@ -2,5 +2,6 @@
 //! the MS-simulator protocol server, the state file and the host platform
 //! the engine runs on.
 
+pub mod engine;
 pub mod mssim;
 pub mod state_file;
