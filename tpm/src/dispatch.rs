@@ -447,3 +447,182 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod command_tests {
+    use crate::testutil::{Cmd, platform, rc_of, run, started};
+    use crate::{Platform, Tpm};
+
+    const STARTUP: u32 = 0x144;
+    const GET_RANDOM: u32 = 0x17B;
+
+    #[test]
+    fn header_errors() {
+        let mut tpm = started();
+        assert_eq!(rc_of(&tpm.execute(0, &[])), 0x09A);
+        assert_eq!(rc_of(&tpm.execute(0, &[0x80])), 0x09A);
+        let bad_tag = tpm.execute(0, &[0x00, 0xC1, 0, 0, 0, 10, 0, 0, 0, 0]);
+        assert_eq!(rc_of(&bad_tag), 0x01E);
+        assert_eq!(&bad_tag[..2], &[0x00, 0xC4]);
+        let mut c = Cmd::new(GET_RANDOM).u16(8).bytes();
+        c[5] += 1;
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0x142);
+        let big = Cmd::new(0x146).tpm2b(&[0; 4100]).bytes();
+        assert_eq!(rc_of(&tpm.execute(0, &big)), 0x142);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x1FF)).0, 0x143);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(STARTUP).u16(0)).0, 0x100);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(GET_RANDOM).u16(8).u8(0)).0,
+            0x095
+        );
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(GET_RANDOM)).0, 0x1DA);
+        assert_eq!(run(&mut tpm, 5, &Cmd::new(GET_RANDOM).u16(8)).0, 0x907);
+    }
+
+    #[test]
+    fn startup_is_required_first() {
+        let mut tpm = Tpm::manufacture(platform()).unwrap();
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(GET_RANDOM).u16(8)).0, 0x100);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(STARTUP).u16(0)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(GET_RANDOM).u16(8)).0, 0);
+        tpm.power_on();
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(GET_RANDOM).u16(8)).0, 0x100);
+    }
+
+    #[test]
+    fn auth_area_errors() {
+        let mut tpm = started();
+        let change = |pw: &[u8]| Cmd::new(0x129).h(0x4000_0001).pw(pw).tpm2b(b"x");
+        // Missing authorization.
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x129).h(0x4000_0001).tpm2b(b"x")).0,
+            0x125
+        );
+        // authorizationSize too small / too large.
+        let mut c = change(b"").bytes();
+        c[17] = 8;
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0x095);
+        let mut c = change(b"").bytes();
+        c[17] = 200;
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0x095);
+        // A nonce on a password session, an audit attribute.
+        let mut c = change(b"").bytes();
+        let pos = 18 + 4;
+        c[pos + 1] = 1;
+        c.insert(pos + 2, 0xAA);
+        let n = c.len() as u32;
+        c[2..6].copy_from_slice(&n.to_be_bytes());
+        c[17] += 1;
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0x98F);
+        let mut c = change(b"").bytes();
+        c[pos + 2] = 0x81;
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0x982);
+        // An HMAC session handle that is not loaded.
+        let mut c = change(b"").bytes();
+        c[18..22].copy_from_slice(&0x0200_0000u32.to_be_bytes());
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0x918);
+        let mut c = change(b"").bytes();
+        c[18..22].copy_from_slice(&0x4000_0001u32.to_be_bytes());
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0x984);
+        // A second password session has no handle to authorize.
+        assert_eq!(run(&mut tpm, 0, &change(b"").pw(b"")).0, 0xA8B);
+        // Four sessions are too many.
+        assert_eq!(
+            run(&mut tpm, 0, &change(b"").pw(b"").pw(b"").pw(b"")).0,
+            0xC95
+        );
+        // Sessions are not allowed on Startup.
+        tpm.power_on();
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(STARTUP).pw(b"").u16(0)).0, 0x145);
+    }
+
+    #[test]
+    fn password_session_response_area() {
+        let mut tpm = started();
+        let resp = tpm.execute(
+            0,
+            &Cmd::new(0x129).h(0x4000_0001).pw(b"").tpm2b(b"").bytes(),
+        );
+        assert_eq!(
+            resp,
+            [
+                0x80, 0x02, 0, 0, 0, 19, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0
+            ]
+        );
+    }
+
+    #[test]
+    fn failure_mode_answers_only_test_result_and_capability() {
+        let mut p = platform();
+        p.fail_entropy = false;
+        let mut tpm = Tpm::manufacture(p).unwrap();
+        tpm.platform_mut().fail_entropy = true;
+        tpm.power_on();
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(STARTUP).u16(0)).0, 0x101);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(GET_RANDOM).u16(8)).0, 0x101);
+        let (rc, body) = run(&mut tpm, 0, &Cmd::new(0x17C));
+        assert_eq!(rc, 0);
+        assert_eq!(&body[body.len() - 4..], &0x101u32.to_be_bytes());
+        let (rc, _) = run(&mut tpm, 0, &Cmd::new(0x17A).u32(6).u32(0x105).u32(1));
+        assert_eq!(rc, 0);
+        // A power cycle with a working source recovers.
+        tpm.platform_mut().fail_entropy = false;
+        tpm.power_on();
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(STARTUP).u16(0)).0, 0);
+    }
+
+    #[test]
+    fn entropy_failure_on_reseed_enters_failure_mode() {
+        let mut tpm = started();
+        tpm.platform_mut().fail_entropy = true;
+        for _ in 0..70_000 {
+            let (rc, _) = run(&mut tpm, 0, &Cmd::new(GET_RANDOM).u16(1));
+            if rc != 0 {
+                assert_eq!(rc, 0x101);
+                assert_eq!(run(&mut tpm, 0, &Cmd::new(0x181)).0, 0x101);
+                return;
+            }
+        }
+        panic!("reseed never happened");
+    }
+
+    /// Every truncation and random corruption of valid commands gets a
+    /// well-formed response and no panic.
+    #[test]
+    fn no_panic_on_mangled_input() {
+        let cmds = [
+            Cmd::new(0x12A)
+                .h(0x4000_0001)
+                .pw(b"")
+                .tpm2b(b"pw")
+                .tpm2b(&[1, 0x50, 0, 1, 0, 0x0B, 0, 0x06, 0, 0x04, 0, 0, 0, 8]),
+            Cmd::new(0x17E)
+                .u32(1)
+                .u16(0x0B)
+                .u8(3)
+                .b(&[0xFF, 0xFF, 0xFF]),
+            Cmd::new(0x182).h(0).pw(b"").u32(1).u16(0x0B).b(&[0; 32]),
+            Cmd::new(0x17A).u32(6).u32(0x100).u32(200),
+            Cmd::new(0x17D).tpm2b(b"abc").u16(0x0B).u32(0x4000_0001),
+            Cmd::new(0x186).tpm2b(b"").u16(0x10),
+        ];
+        let mut tpm = started();
+        let mut seed = 0x1234_5678u32;
+        for c in &cmds {
+            let bytes = c.bytes();
+            for n in 0..bytes.len() {
+                let resp = tpm.execute(0, &bytes[..n]);
+                assert_ne!(rc_of(&resp), 0);
+            }
+            for _ in 0..300 {
+                let mut b = bytes.clone();
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let i = (seed >> 8) as usize % b.len();
+                b[i] ^= (seed >> 24) as u8 | 1;
+                let resp = tpm.execute((seed % 5) as u8, &b);
+                rc_of(&resp);
+            }
+        }
+        let _ = tpm.platform_mut().now_ms();
+    }
+}

@@ -38,28 +38,32 @@ pub fn name(n: &NvIndex) -> Vec<u8> {
     out
 }
 
-/// TPM2B_NV_PUBLIC (errors without a location).
+/// TPM2B_NV_PUBLIC (errors without a location). As in the reference, the
+/// structure is read from the parameter stream and its length must then equal
+/// the size field (TPM_RC_SIZE otherwise).
 fn parse_public(r: &mut Reader) -> CmdResult<NvIndex> {
-    let body = r.tpm2b(usize::from(u16::MAX))?;
-    if body.is_empty() {
+    let declared = usize::from(r.u16()?);
+    if declared == 0 {
         return Err(Rc::new(rc::SIZE));
     }
-    let mut p = Reader::new(body);
-    let handle = p.u32()?;
+    let before = r.remaining();
+    let handle = r.u32()?;
     if crate::spec::handle_type(handle) != ht::NV_INDEX {
         return Err(Rc::new(rc::VALUE));
     }
-    let name_alg = read_hash_alg(&mut p)?;
-    let attributes = p.u32()?;
+    let name_alg = read_hash_alg(r)?;
+    let attributes = r.u32()?;
     if attributes & nv::RESERVED != 0 {
         return Err(Rc::new(rc::RESERVED_BITS));
     }
-    let auth_policy = p.tpm2b(MAX_DIGEST)?.to_vec();
-    let data_size = p.u16()?;
+    let auth_policy = r.tpm2b(MAX_DIGEST)?.to_vec();
+    let data_size = r.u16()?;
     if usize::from(data_size) > MAX_NV_INDEX_SIZE {
         return Err(Rc::new(rc::SIZE));
     }
-    p.finish()?;
+    if before - r.remaining() != declared {
+        return Err(Rc::new(rc::SIZE));
+    }
     Ok(NvIndex {
         handle,
         name_alg,
@@ -405,4 +409,435 @@ pub fn global_write_lock(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     }
     cx.core.dirty = true;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::{Cmd, TestPlatform, run, started};
+    use crate::{Tpm, spec::nv};
+
+    const OWNER: u32 = 0x4000_0001;
+    const PLATFORM: u32 = 0x4000_000C;
+    const IDX: u32 = 0x0150_0001;
+
+    fn public(handle: u32, attrs: u32, size: u16) -> alloc::vec::Vec<u8> {
+        let mut p = alloc::vec::Vec::new();
+        p.extend_from_slice(&handle.to_be_bytes());
+        p.extend_from_slice(&0x000Bu16.to_be_bytes());
+        p.extend_from_slice(&attrs.to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(&size.to_be_bytes());
+        p
+    }
+    fn define(
+        tpm: &mut Tpm<TestPlatform>,
+        auth_h: u32,
+        handle: u32,
+        attrs: u32,
+        size: u16,
+        pw: &[u8],
+    ) -> u32 {
+        run(
+            tpm,
+            0,
+            &Cmd::new(0x12A)
+                .h(auth_h)
+                .pw(b"")
+                .tpm2b(pw)
+                .tpm2b(&public(handle, attrs, size)),
+        )
+        .0
+    }
+    fn write(tpm: &mut Tpm<TestPlatform>, auth_h: u32, pw: &[u8], data: &[u8], offset: u16) -> u32 {
+        run(
+            tpm,
+            0,
+            &Cmd::new(0x137)
+                .h(auth_h)
+                .h(IDX)
+                .pw(pw)
+                .tpm2b(data)
+                .u16(offset),
+        )
+        .0
+    }
+    fn read(
+        tpm: &mut Tpm<TestPlatform>,
+        auth_h: u32,
+        pw: &[u8],
+        size: u16,
+        offset: u16,
+    ) -> (u32, alloc::vec::Vec<u8>) {
+        let (rc, body) = run(
+            tpm,
+            0,
+            &Cmd::new(0x14E)
+                .h(auth_h)
+                .h(IDX)
+                .pw(pw)
+                .u16(size)
+                .u16(offset),
+        );
+        (rc, if rc == 0 { body[2..].to_vec() } else { body })
+    }
+    const RW: u32 = nv::AUTHREAD | nv::AUTHWRITE;
+
+    #[test]
+    fn ordinary_index_lifecycle() {
+        let mut tpm = started();
+        assert_eq!(
+            define(&mut tpm, OWNER, IDX, RW | nv::OWNERREAD, 16, b"pw"),
+            0
+        );
+        assert_eq!(define(&mut tpm, OWNER, IDX, RW, 16, b"pw"), 0x14C);
+        // Unwritten.
+        assert_eq!(read(&mut tpm, IDX, b"pw", 4, 0).0, 0x14A);
+        assert_eq!(write(&mut tpm, IDX, b"pw", b"hello", 2), 0);
+        assert_eq!(read(&mut tpm, IDX, b"pw", 5, 2), (0, b"hello".to_vec()));
+        assert_eq!(read(&mut tpm, OWNER, b"", 2, 0), (0, alloc::vec![0, 0]));
+        // Owner may read (OWNERREAD) but not write (no OWNERWRITE).
+        assert_eq!(write(&mut tpm, OWNER, b"", b"x", 0), 0x149);
+        // Ranges.
+        assert_eq!(write(&mut tpm, IDX, b"pw", &[1; 10], 8), 0x146);
+        assert_eq!(write(&mut tpm, IDX, b"pw", b"x", 17), 0x2C4);
+        assert_eq!(read(&mut tpm, IDX, b"pw", 10, 8).0, 0x146);
+        assert_eq!(read(&mut tpm, IDX, b"pw", 1, 17).0, 0x2C4);
+        assert_eq!(read(&mut tpm, IDX, b"pw", 1025, 0).0, 0x1C4);
+        // Wrong password: DA-protected index.
+        assert_eq!(read(&mut tpm, IDX, b"nope", 1, 0).0, 0x98E);
+        // Undefined index, bad handle type.
+        let (rc, _) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x14E)
+                .h(0x0150_0009)
+                .h(0x0150_0009)
+                .pw(b"")
+                .u16(1)
+                .u16(0),
+        );
+        assert_eq!(rc, 0x18B);
+        let (rc, _) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x14E).h(0x8000_0000).h(IDX).pw(b"").u16(1).u16(0),
+        );
+        assert_eq!(rc, 0x184);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x169).h(0x0150_0009)).0, 0x18B);
+        // Undefine by owner; then it is gone.
+        let (rc, _) = run(&mut tpm, 0, &Cmd::new(0x122).h(OWNER).h(IDX).pw(b""));
+        assert_eq!(rc, 0);
+        assert_eq!(read(&mut tpm, IDX, b"pw", 1, 0).0, 0x18B);
+    }
+
+    #[test]
+    fn read_public_and_name() {
+        let mut tpm = started();
+        let attrs = nv::OWNERREAD | nv::OWNERWRITE;
+        assert_eq!(define(&mut tpm, OWNER, IDX, attrs, 8, b""), 0);
+        let (rc, body) = run(&mut tpm, 0, &Cmd::new(0x169).h(IDX));
+        assert_eq!(rc, 0);
+        let p = public(IDX, attrs, 8);
+        assert_eq!(&body[..2], &(p.len() as u16).to_be_bytes());
+        assert_eq!(&body[2..2 + p.len()], p.as_slice());
+        let name = &body[2 + p.len() + 2..];
+        assert_eq!(&name[..2], &[0, 0x0B]);
+        assert_eq!(
+            &name[2..],
+            crate::crypto::HashAlg::Sha256.digest(&[&p]).as_slice()
+        );
+        // WRITTEN shows up in the public area (and so in the name) after a write.
+        let (rc, _) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x137).h(OWNER).h(IDX).pw(b"").tpm2b(b"x").u16(0),
+        );
+        assert_eq!(rc, 0);
+        let (_, body2) = run(&mut tpm, 0, &Cmd::new(0x169).h(IDX));
+        assert_ne!(body, body2);
+    }
+
+    #[test]
+    fn define_space_checks() {
+        let mut tpm = started();
+        // No way to read / write.
+        assert_eq!(define(&mut tpm, OWNER, IDX, nv::AUTHWRITE, 8, b""), 0x2C2);
+        assert_eq!(define(&mut tpm, OWNER, IDX, nv::AUTHREAD, 8, b""), 0x2C2);
+        // Counters need 8 bytes; extend indices need the digest size.
+        assert_eq!(define(&mut tpm, OWNER, IDX, RW | (1 << 4), 4, b""), 0x2D5);
+        assert_eq!(define(&mut tpm, OWNER, IDX, RW | (4 << 4), 20, b""), 0x2D5);
+        // Reserved type, reserved bits, preset WRITTEN.
+        assert_eq!(define(&mut tpm, OWNER, IDX, RW | (3 << 4), 8, b""), 0x2C2);
+        assert_eq!(define(&mut tpm, OWNER, IDX, RW | (1 << 8), 8, b""), 0x2E1);
+        assert_eq!(
+            define(&mut tpm, OWNER, IDX, RW | nv::WRITTEN, 8, b""),
+            0x2C2
+        );
+        // PLATFORMCREATE must match the hierarchy.
+        assert_eq!(
+            define(&mut tpm, OWNER, IDX, RW | nv::PLATFORMCREATE, 8, b""),
+            0x185
+        );
+        assert_eq!(define(&mut tpm, PLATFORM, IDX, RW, 8, b""), 0x185);
+        // Too big, auth longer than the name digest, bad handle range.
+        assert_eq!(define(&mut tpm, OWNER, IDX, RW, 2049, b""), 0x2D5);
+        assert_eq!(define(&mut tpm, OWNER, IDX, RW, 8, &[1; 33]), 0x1D5);
+        assert_eq!(define(&mut tpm, OWNER, 0x0250_0000, RW, 8, b""), 0x2C4);
+        // Wrong owner password (owner is DA exempt).
+        let (rc, _) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x12A)
+                .h(OWNER)
+                .pw(b"x")
+                .tpm2b(b"")
+                .tpm2b(&public(IDX, RW, 8)),
+        );
+        assert_eq!(rc, 0x9A2);
+        // Truncated public area.
+        let (rc, _) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x12A)
+                .h(OWNER)
+                .pw(b"")
+                .tpm2b(b"")
+                .tpm2b(&public(IDX, RW, 8)[..10]),
+        );
+        assert_eq!(rc, 0x2DA);
+        let (rc, _) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x12A)
+                .h(OWNER)
+                .pw(b"")
+                .tpm2b(b"")
+                .u16(13)
+                .b(&public(IDX, RW, 8)),
+        );
+        assert_eq!(rc, 0x2D5);
+        assert_eq!(
+            define(&mut tpm, PLATFORM, IDX, RW | nv::PLATFORMCREATE, 8, b""),
+            0
+        );
+        // The owner cannot delete a platform index.
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x122).h(OWNER).h(IDX).pw(b"")).0,
+            0x149
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x122).h(PLATFORM).h(IDX).pw(b"")).0,
+            0
+        );
+    }
+
+    #[test]
+    fn auth_read_write_attributes() {
+        let mut tpm = started();
+        assert_eq!(
+            define(
+                &mut tpm,
+                OWNER,
+                IDX,
+                nv::AUTHWRITE | nv::OWNERREAD | nv::NO_DA,
+                8,
+                b"pw"
+            ),
+            0
+        );
+        assert_eq!(write(&mut tpm, IDX, b"pw", b"1", 0), 0);
+        // Index auth without AUTHREAD.
+        assert_eq!(read(&mut tpm, IDX, b"pw", 1, 0).0, 0x12F);
+        // NO_DA: a wrong password is BAD_AUTH, not AUTH_FAIL.
+        assert_eq!(write(&mut tpm, IDX, b"px", b"1", 0), 0x9A2);
+    }
+
+    #[test]
+    fn dictionary_attack_lockout() {
+        let mut tpm = started();
+        assert_eq!(define(&mut tpm, OWNER, IDX, RW, 8, b"pw"), 0);
+        for _ in 0..3 {
+            assert_eq!(write(&mut tpm, IDX, b"bad", b"1", 0), 0x98E);
+        }
+        assert_eq!(write(&mut tpm, IDX, b"pw", b"1", 0), 0x921);
+        // Owner (DA exempt) still works; lockout auth resets the counter.
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x139).h(0x4000_000A).pw(b"")).0,
+            0
+        );
+        assert_eq!(write(&mut tpm, IDX, b"pw", b"1", 0), 0);
+        // Self-healing: one failure forgiven per recoveryTime (1000 s).
+        for _ in 0..3 {
+            write(&mut tpm, IDX, b"bad", b"1", 0);
+        }
+        tpm.platform_mut().now += 1_000_000;
+        assert_eq!(write(&mut tpm, IDX, b"pw", b"1", 0), 0);
+    }
+
+    #[test]
+    fn counter_bits_extend() {
+        let mut tpm = started();
+        let ctr = RW | (nv::NT_COUNTER << 4);
+        assert_eq!(define(&mut tpm, OWNER, IDX, ctr, 8, b""), 0);
+        let inc =
+            |tpm: &mut Tpm<TestPlatform>| run(tpm, 0, &Cmd::new(0x134).h(IDX).h(IDX).pw(b"")).0;
+        assert_eq!(read(&mut tpm, IDX, b"", 8, 0).0, 0x14A);
+        assert_eq!(inc(&mut tpm), 0);
+        assert_eq!(inc(&mut tpm), 0);
+        assert_eq!(
+            read(&mut tpm, IDX, b"", 8, 0),
+            (0, 2u64.to_be_bytes().to_vec())
+        );
+        assert_eq!(write(&mut tpm, IDX, b"", b"1", 0), 0x0082);
+        // A counter defined again after deletion starts above the old count.
+        run(&mut tpm, 0, &Cmd::new(0x122).h(OWNER).h(IDX).pw(b""));
+        assert_eq!(define(&mut tpm, OWNER, IDX, ctr, 8, b""), 0);
+        assert_eq!(inc(&mut tpm), 0);
+        assert_eq!(
+            read(&mut tpm, IDX, b"", 8, 0),
+            (0, 3u64.to_be_bytes().to_vec())
+        );
+        // SetBits on a counter is refused.
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x135).h(IDX).h(IDX).pw(b"").u64(1)).0,
+            0x282
+        );
+        run(&mut tpm, 0, &Cmd::new(0x122).h(OWNER).h(IDX).pw(b""));
+
+        assert_eq!(
+            define(&mut tpm, OWNER, IDX, RW | (nv::NT_BITS << 4), 8, b""),
+            0
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x135).h(IDX).h(IDX).pw(b"").u64(0x11)
+            )
+            .0,
+            0
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x135).h(IDX).h(IDX).pw(b"").u64(0x100)
+            )
+            .0,
+            0
+        );
+        assert_eq!(
+            read(&mut tpm, IDX, b"", 8, 0),
+            (0, 0x111u64.to_be_bytes().to_vec())
+        );
+        assert_eq!(inc(&mut tpm), 0x282);
+        run(&mut tpm, 0, &Cmd::new(0x122).h(OWNER).h(IDX).pw(b""));
+
+        assert_eq!(
+            define(&mut tpm, OWNER, IDX, RW | (nv::NT_EXTEND << 4), 32, b""),
+            0
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x136).h(IDX).h(IDX).pw(b"").tpm2b(b"abc")
+            )
+            .0,
+            0
+        );
+        let expect = crate::crypto::HashAlg::Sha256.digest(&[&[0; 32], b"abc"]);
+        assert_eq!(read(&mut tpm, IDX, b"", 32, 0), (0, expect));
+        assert_eq!(write(&mut tpm, IDX, b"", b"1", 0), 0x0082);
+    }
+
+    #[test]
+    fn locks() {
+        let mut tpm = started();
+        let attrs = RW | nv::WRITE_STCLEAR | nv::READ_STCLEAR | nv::WRITEALL;
+        assert_eq!(define(&mut tpm, OWNER, IDX, attrs, 4, b""), 0);
+        assert_eq!(write(&mut tpm, IDX, b"", b"ab", 0), 0x146);
+        assert_eq!(write(&mut tpm, IDX, b"", b"abcd", 0), 0);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x138).h(IDX).h(IDX).pw(b"")).0,
+            0
+        );
+        assert_eq!(write(&mut tpm, IDX, b"", b"abcd", 0), 0x148);
+        // Locking again is not an error.
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x138).h(IDX).h(IDX).pw(b"")).0,
+            0
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x14F).h(IDX).h(IDX).pw(b"")).0,
+            0
+        );
+        assert_eq!(read(&mut tpm, IDX, b"", 4, 0).0, 0x148);
+        // Both locks clear at the next Startup(CLEAR).
+        tpm.power_on();
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x144).u16(0)).0, 0);
+        assert_eq!(read(&mut tpm, IDX, b"", 4, 0), (0, b"abcd".to_vec()));
+        assert_eq!(write(&mut tpm, IDX, b"", b"efgh", 0), 0);
+
+        // Without WRITEDEFINE/WRITE_STCLEAR the index cannot be write-locked.
+        let other = 0x0150_0002;
+        assert_eq!(
+            define(&mut tpm, OWNER, other, RW | nv::GLOBALLOCK, 4, b""),
+            0
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x138).h(other).h(other).pw(b"")).0,
+            0x282
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x14F).h(other).h(other).pw(b"")).0,
+            0x282
+        );
+        // Global lock hits GLOBALLOCK indices only.
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x132).h(OWNER).pw(b"")).0, 0);
+        let (rc, _) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x137).h(other).h(other).pw(b"").tpm2b(b"x").u16(0),
+        );
+        assert_eq!(rc, 0x148);
+        assert_eq!(write(&mut tpm, IDX, b"", b"ijkl", 0), 0);
+
+        // WRITEDEFINE: the lock survives Startup(CLEAR).
+        let wd = 0x0150_0003;
+        assert_eq!(define(&mut tpm, OWNER, wd, RW | nv::WRITEDEFINE, 4, b""), 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x138).h(wd).h(wd).pw(b"")).0, 0);
+        tpm.power_on();
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x144).u16(0)).0, 0);
+        let (rc, _) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x137).h(wd).h(wd).pw(b"").tpm2b(b"x").u16(0),
+        );
+        assert_eq!(rc, 0x148);
+        let (rc, _) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x137).h(other).h(other).pw(b"").tpm2b(b"x").u16(0),
+        );
+        assert_eq!(rc, 0);
+    }
+
+    #[test]
+    fn clear_stclear_and_persistence() {
+        let mut tpm = started();
+        assert_eq!(
+            define(&mut tpm, OWNER, IDX, RW | nv::CLEAR_STCLEAR, 4, b"pw"),
+            0
+        );
+        assert_eq!(write(&mut tpm, IDX, b"pw", b"abcd", 0), 0);
+        let blob = tpm.state();
+        assert_eq!(tpm.platform().last, blob);
+        let mut again = Tpm::restore(crate::testutil::platform(), &blob).unwrap();
+        assert_eq!(run(&mut again, 0, &Cmd::new(0x144).u16(0)).0, 0);
+        // CLEAR_STCLEAR: WRITTEN is cleared at Startup(CLEAR).
+        assert_eq!(read(&mut again, IDX, b"pw", 4, 0).0, 0x14A);
+        assert_eq!(write(&mut again, IDX, b"pw", b"wxyz", 0), 0);
+        assert_eq!(read(&mut again, IDX, b"pw", 4, 0), (0, b"wxyz".to_vec()));
+    }
 }
