@@ -87,10 +87,10 @@ impl PcrBanks {
             for pcr in 0..PCR_COUNT {
                 let v = self.get_mut(alg, pcr);
                 v.fill(if drtm(pcr) { 0xFF } else { 0 });
-                if pcr == 0 {
-                    if let Some(last) = v.last_mut() {
-                        *last = locality;
-                    }
+                if pcr == 0
+                    && let Some(last) = v.last_mut()
+                {
+                    *last = locality;
                 }
             }
         }

@@ -313,3 +313,83 @@ fn pcr_properties() -> Vec<(u32, u32)> {
     out.push((pt_pcr::AUTH, 0));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use crate::Tpm;
+    use crate::testutil::{Cmd, TestPlatform, run, started};
+
+    fn cap(tpm: &mut Tpm<TestPlatform>, c: u32, p: u32, n: u32) -> (u32, Vec<u8>) {
+        run(tpm, 0, &Cmd::new(0x17A).u32(c).u32(p).u32(n))
+    }
+    fn be(b: &[u8], at: usize) -> u32 {
+        u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+
+    #[test]
+    fn properties() {
+        let mut tpm = started();
+        let (rc, b) = cap(&mut tpm, 6, 0x105, 1);
+        assert_eq!(rc, 0);
+        assert_eq!(b[0], 1);
+        assert_eq!((be(&b, 1), be(&b, 5)), (6, 1));
+        assert_eq!(
+            (be(&b, 9), be(&b, 13)),
+            (0x105, u32::from_be_bytes(*b"RVET"))
+        );
+        // Everything from PT_FIXED: fixed then variable, in order, no more data.
+        let (_, b) = cap(&mut tpm, 6, 0x100, 1000);
+        assert_eq!(b[0], 0);
+        let n = be(&b, 5) as usize;
+        let tags: Vec<u32> = (0..n).map(|i| be(&b, 9 + 8 * i)).collect();
+        assert!(tags.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(tags.first(), Some(&0x100));
+        assert_eq!(tags.last(), Some(&0x214));
+        let (_, b) = cap(&mut tpm, 6, 0x300, 10);
+        assert_eq!(be(&b, 5), 0);
+        assert_eq!(cap(&mut tpm, 0x99, 0, 1).0, 0x1C4);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x17A).u32(6).u32(0)).0, 0x3DA);
+    }
+
+    #[test]
+    fn handles_commands_algs_pcrs() {
+        let mut tpm = started();
+        let (_, b) = cap(&mut tpm, 1, 0, 100);
+        assert_eq!(be(&b, 5), 24);
+        let (_, b) = cap(&mut tpm, 1, 0x4000_0000, 100);
+        assert_eq!(be(&b, 5), 7);
+        assert_eq!(be(&b, 9), 0x4000_0001);
+        let (_, b) = cap(&mut tpm, 1, 0x0100_0000, 100);
+        assert_eq!(be(&b, 5), 0);
+        assert_eq!(cap(&mut tpm, 1, 0x0500_0000, 1).0, 0x2CB);
+        let (_, b) = cap(&mut tpm, 2, 0, 3);
+        assert_eq!(b[0], 1);
+        assert_eq!(be(&b, 5), 3);
+        // TPMA_CC of HierarchyControl: index 0x121, nv, extensive, one handle.
+        assert_eq!(be(&b, 9), 0x121 | 1 << 22 | 1 << 23 | 1 << 25);
+        let (_, b) = cap(&mut tpm, 2, 0x186, 1);
+        assert_eq!(be(&b, 9), 0x186 | 1 << 28);
+        let (_, b) = cap(&mut tpm, 0, 0, 100);
+        assert_eq!(be(&b, 5), 3);
+        assert_eq!(&b[9..15], &[0, 4, 0, 0, 0, 4]);
+        let (_, b) = cap(&mut tpm, 5, 0, 1);
+        assert_eq!(
+            &b[5..],
+            &[
+                0, 0, 0, 3, 0, 4, 3, 0xFF, 0xFF, 0xFF, 0, 0x0B, 3, 0xFF, 0xFF, 0xFF, 0, 0x0C, 3, 0,
+                0, 0
+            ]
+        );
+        let (_, b) = cap(&mut tpm, 7, 0, 100);
+        assert_eq!(be(&b, 5), 15);
+        // TPM_PT_PCR_RESET_L4 (tag 0x0A, 10th entry): PCR 16..=23.
+        assert_eq!(
+            &b[9 + 10 * 8..9 + 10 * 8 + 8],
+            &[0, 0, 0, 0x0A, 3, 0, 0, 0xFF]
+        );
+        let (_, b) = cap(&mut tpm, 8, 0, 100);
+        assert_eq!(be(&b, 5), 0);
+    }
+}

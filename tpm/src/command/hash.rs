@@ -120,10 +120,10 @@ pub fn event_sequence_complete(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     } else {
         usize::try_from(pcr).ok()
     };
-    if let Some(p) = pcr {
-        if !model::locality_allows(model::extend_localities(p), cx.locality) {
-            return Err(Rc::new(rc::LOCALITY));
-        }
+    if let Some(p) = pcr
+        && !model::locality_allows(model::extend_localities(p), cx.locality)
+    {
+        return Err(Rc::new(rc::LOCALITY));
     }
     let Some(Object {
         kind: Kind::EventSequence(hashers),
@@ -170,5 +170,214 @@ pub fn flush_context(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         // No session can be loaded yet.
         ht::HMAC_SESSION | ht::POLICY_SESSION => Err(Rc::param(rc::HANDLE, 1)),
         _ => Err(Rc::param(rc::VALUE, 1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Tpm;
+    use crate::crypto::HashAlg;
+    use crate::testutil::{Cmd, TestPlatform, run, started};
+
+    fn start(tpm: &mut Tpm<TestPlatform>, auth: &[u8], alg: u16) -> (u32, u32) {
+        let resp = tpm.execute(0, &Cmd::new(0x186).tpm2b(auth).u16(alg).bytes());
+        let rc = crate::testutil::rc_of(&resp);
+        (
+            rc,
+            if rc == 0 {
+                u32::from_be_bytes([resp[10], resp[11], resp[12], resp[13]])
+            } else {
+                0
+            },
+        )
+    }
+
+    #[test]
+    fn one_shot_hash_and_ticket() {
+        let mut tpm = started();
+        let (rc, body) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x17D).tpm2b(b"abc").u16(0x0B).u32(0x4000_0001),
+        );
+        assert_eq!(rc, 0);
+        assert_eq!(&body[2..34], HashAlg::Sha256.digest(&[b"abc"]).as_slice());
+        assert_eq!(&body[34..40], &[0x80, 0x24, 0x40, 0, 0, 1]);
+        assert_eq!(&body[40..42], &[0, 32]);
+        // NULL hierarchy and TPM_GENERATED data get a NULL ticket.
+        let (_, body) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x17D).tpm2b(b"abc").u16(0x04).u32(0x4000_0007),
+        );
+        assert_eq!(&body[22..], &[0x80, 0x24, 0x40, 0, 0, 7, 0, 0]);
+        let (_, body) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x17D)
+                .tpm2b(b"\xffTCGx")
+                .u16(0x0C)
+                .u32(0x4000_0001),
+        );
+        assert_eq!(&body[50..], &[0x80, 0x24, 0x40, 0, 0, 7, 0, 0]);
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x17D).tpm2b(b"abc").u16(0x10).u32(0x4000_0001)
+            )
+            .0,
+            0x2C3
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x17D).tpm2b(b"abc").u16(0x0B).u32(0x4000_000A)
+            )
+            .0,
+            0x3C4
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x17D).tpm2b(&[0; 1025]).u16(0x0B).u32(0x4000_0001)
+            )
+            .0,
+            0x1D5
+        );
+    }
+
+    #[test]
+    fn sequence_matches_one_shot() {
+        let mut tpm = started();
+        let (rc, h) = start(&mut tpm, b"sq", 0x0C);
+        assert_eq!((rc, h), (0, 0x8000_0000));
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x15C).h(h).pw(b"sq").tpm2b(b"hello ")
+            )
+            .0,
+            0
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x15C).h(h).pw(b"no").tpm2b(b"x")).0,
+            0x9A2
+        );
+        let (rc, body) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x13E)
+                .h(h)
+                .pw(b"sq")
+                .tpm2b(b"world")
+                .u32(0x4000_0007),
+        );
+        assert_eq!(rc, 0);
+        assert_eq!(
+            &body[2..50],
+            HashAlg::Sha384.digest(&[b"hello world"]).as_slice()
+        );
+        // The sequence object is gone.
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x15C).h(h).pw(b"sq").tpm2b(b"x")).0,
+            0x910
+        );
+    }
+
+    #[test]
+    fn object_slots_and_flush() {
+        let mut tpm = started();
+        for i in 0..3 {
+            assert_eq!(start(&mut tpm, b"", 0x0B), (0, 0x8000_0000 + i));
+        }
+        assert_eq!(start(&mut tpm, b"", 0x0B).0, 0x902);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x165).u32(0x8000_0001)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x165).u32(0x8000_0001)).0, 0x1CB);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x165).u32(0x0200_0000)).0, 0x1CB);
+        assert_eq!(start(&mut tpm, b"", 0x0B), (0, 0x8000_0001));
+        assert_eq!(start(&mut tpm, b"", 0x99).0, 0x2C3);
+        // Objects do not survive _TPM_Init.
+        tpm.power_on();
+        run(&mut tpm, 0, &Cmd::new(0x144).u16(0));
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x15C).h(0x8000_0000).pw(b"").tpm2b(b"x")
+            )
+            .0,
+            0x910
+        );
+    }
+
+    #[test]
+    fn event_sequence() {
+        let mut tpm = started();
+        let (_, ev) = start(&mut tpm, b"e", 0x10);
+        let (_, hs) = start(&mut tpm, b"", 0x0B);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x15C).h(ev).pw(b"e").tpm2b(b"ab")).0,
+            0
+        );
+        // Wrong object kinds.
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x13E).h(ev).pw(b"e").tpm2b(b"").u32(0x4000_0007)
+            )
+            .0,
+            0x189
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x185).h(16).h(hs).pw(b"").pw(b"").tpm2b(b"")
+            )
+            .0,
+            0x289
+        );
+        // Both handles need authorization; PCR 17 cannot be extended at locality 0.
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x185).h(16).h(ev).pw(b"").tpm2b(b"c")
+            )
+            .0,
+            0x125
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x185).h(17).h(ev).pw(b"").pw(b"e").tpm2b(b"c")
+            )
+            .0,
+            0x907
+        );
+        let (rc, body) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x185).h(16).h(ev).pw(b"").pw(b"e").tpm2b(b"c"),
+        );
+        assert_eq!(rc, 0);
+        assert_eq!(&body[..4], &3u32.to_be_bytes());
+        let d256 = HashAlg::Sha256.digest(&[b"abc"]);
+        assert_eq!(&body[28..60], d256.as_slice());
+        let (_, pcr) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x17E).u32(1).u16(0x0B).u8(3).b(&[0, 0, 1]),
+        );
+        assert_eq!(
+            &pcr[20..],
+            HashAlg::Sha256.digest(&[&[0; 32], &d256]).as_slice()
+        );
     }
 }

@@ -129,3 +129,126 @@ pub fn da_lock_reset(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     cx.core.dirty = true;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Tpm;
+    use crate::spec::nv;
+    use crate::testutil::{Cmd, TestPlatform, run, started};
+
+    const OWNER: u32 = 0x4000_0001;
+    const LOCKOUT: u32 = 0x4000_000A;
+    const ENDORSEMENT: u32 = 0x4000_000B;
+    const PLATFORM: u32 = 0x4000_000C;
+
+    fn change(tpm: &mut Tpm<TestPlatform>, h: u32, old: &[u8], new: &[u8]) -> u32 {
+        run(tpm, 0, &Cmd::new(0x129).h(h).pw(old).tpm2b(new)).0
+    }
+    fn define(tpm: &mut Tpm<TestPlatform>, h: u32, index: u32, extra: u32) -> u32 {
+        let attrs = nv::OWNERREAD | nv::OWNERWRITE | nv::PPREAD | nv::PPWRITE | extra;
+        let mut p = index.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0, 0x0B]);
+        p.extend_from_slice(&attrs.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 4]);
+        run(tpm, 0, &Cmd::new(0x12A).h(h).pw(b"").tpm2b(b"").tpm2b(&p)).0
+    }
+
+    #[test]
+    fn change_auth_per_hierarchy() {
+        let mut tpm = started();
+        for h in [OWNER, ENDORSEMENT, LOCKOUT, PLATFORM] {
+            assert_eq!(change(&mut tpm, h, b"", b"secret\0\0"), 0);
+            // Trailing zeros do not count.
+            assert_eq!(change(&mut tpm, h, b"secret", b"new"), 0);
+            let wrong = if h == LOCKOUT { 0x98E } else { 0x9A2 };
+            assert_eq!(change(&mut tpm, h, b"secret", b""), wrong);
+        }
+        assert_eq!(change(&mut tpm, OWNER, b"new", &[1; 49]), 0x1D5);
+        assert_eq!(change(&mut tpm, 0x4000_0007, b"", b""), 0x184);
+        // Lockout is now disabled after one failure; platform auth resets at Startup.
+        assert_eq!(change(&mut tpm, LOCKOUT, b"new", b""), 0x921);
+        let (rc, body) = run(&mut tpm, 0, &Cmd::new(0x17A).u32(6).u32(0x200).u32(1));
+        assert_eq!(rc, 0);
+        assert_eq!(&body[body.len() - 4..], &(0b111u32 | 1 << 10).to_be_bytes());
+        tpm.power_on();
+        run(&mut tpm, 0, &Cmd::new(0x144).u16(0));
+        assert_eq!(change(&mut tpm, PLATFORM, b"", b""), 0);
+        assert_eq!(change(&mut tpm, OWNER, b"new", b""), 0);
+    }
+
+    #[test]
+    fn clear_resets_owner_state() {
+        let mut tpm = started();
+        assert_eq!(define(&mut tpm, OWNER, 0x0100_0001, 0), 0);
+        assert_eq!(
+            define(&mut tpm, PLATFORM, 0x0100_0002, nv::PLATFORMCREATE),
+            0
+        );
+        assert_eq!(change(&mut tpm, OWNER, b"", b"o"), 0);
+        let sps = tpm.core.ps.sps;
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x126).h(LOCKOUT).pw(b"")).0, 0);
+        assert_ne!(tpm.core.ps.sps, sps);
+        assert_eq!(change(&mut tpm, OWNER, b"", b""), 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x169).h(0x0100_0001)).0, 0x18B);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x169).h(0x0100_0002)).0, 0);
+        // ClearControl: lockout may disable but not re-enable.
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x127).h(LOCKOUT).pw(b"").u8(1)).0,
+            0
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x126).h(LOCKOUT).pw(b"")).0,
+            0x120
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x127).h(LOCKOUT).pw(b"").u8(0)).0,
+            0x08E
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x127).h(PLATFORM).pw(b"").u8(0)).0,
+            0
+        );
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x126).h(PLATFORM).pw(b"")).0, 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x126).h(OWNER).pw(b"")).0, 0x184);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x127).h(PLATFORM).pw(b"").u8(2)).0,
+            0x1C4
+        );
+    }
+
+    #[test]
+    fn hierarchy_control() {
+        let mut tpm = started();
+        let ctl = |tpm: &mut Tpm<TestPlatform>, auth: u32, enable: u32, state: u8| {
+            run(
+                tpm,
+                0,
+                &Cmd::new(0x121).h(auth).pw(b"").u32(enable).u8(state),
+            )
+            .0
+        };
+        assert_eq!(define(&mut tpm, OWNER, 0x0100_0001, 0), 0);
+        assert_eq!(ctl(&mut tpm, OWNER, PLATFORM, 0), 0x124);
+        assert_eq!(ctl(&mut tpm, ENDORSEMENT, OWNER, 0), 0x124);
+        assert_eq!(ctl(&mut tpm, OWNER, 0x4000_0007, 0), 0x1C4);
+        assert_eq!(ctl(&mut tpm, OWNER, OWNER, 0), 0);
+        // Owner hierarchy off: its handle and its NV indices are unavailable.
+        assert_eq!(change(&mut tpm, OWNER, b"", b""), 0x185);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x169).h(0x0100_0001)).0, 0x18B);
+        assert_eq!(ctl(&mut tpm, PLATFORM, OWNER, 1), 0);
+        assert_eq!(change(&mut tpm, OWNER, b"", b""), 0);
+        // Platform NV off, then platform hierarchy off until the next Startup.
+        assert_eq!(
+            define(&mut tpm, PLATFORM, 0x0100_0002, nv::PLATFORMCREATE),
+            0
+        );
+        assert_eq!(ctl(&mut tpm, PLATFORM, 0x4000_000D, 0), 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x169).h(0x0100_0002)).0, 0x18B);
+        assert_eq!(ctl(&mut tpm, PLATFORM, PLATFORM, 0), 0);
+        assert_eq!(change(&mut tpm, PLATFORM, b"", b""), 0x185);
+        tpm.power_on();
+        run(&mut tpm, 0, &Cmd::new(0x144).u16(0));
+        assert_eq!(change(&mut tpm, PLATFORM, b"", b""), 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x169).h(0x0100_0002)).0, 0);
+    }
+}

@@ -132,7 +132,7 @@ pub fn allocate(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let needed = PcrBanks::size_needed(&new);
     let available = PcrBanks::size_needed(&full);
     // At least one bank must hold every PCR, or the platform cannot measure.
-    let ok = needed <= available && new.iter().any(|&m| m == 0x00FF_FFFF);
+    let ok = needed <= available && new.contains(&0x00FF_FFFF);
     if ok {
         ps.pcr_pending = new;
         cx.core.vol.pcr_reconfig = true;
@@ -143,4 +143,186 @@ pub fn allocate(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     call.out.u32(needed);
     call.out.u32(available);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use crate::Tpm;
+    use crate::crypto::HashAlg;
+    use crate::testutil::{Cmd, TestPlatform, run, started};
+
+    fn extend(tpm: &mut Tpm<TestPlatform>, loc: u8, pcr: u32, d: &[u8; 32]) -> u32 {
+        run(
+            tpm,
+            loc,
+            &Cmd::new(0x182).h(pcr).pw(b"").u32(1).u16(0x0B).b(d),
+        )
+        .0
+    }
+    fn read(tpm: &mut Tpm<TestPlatform>, alg: u16, bits: [u8; 3]) -> (u32, Vec<u8>) {
+        run(tpm, 0, &Cmd::new(0x17E).u32(1).u16(alg).u8(3).b(&bits))
+    }
+    fn value(tpm: &mut Tpm<TestPlatform>, alg: u16, pcr: usize) -> Vec<u8> {
+        let mut bits = [0u8; 3];
+        bits[pcr / 8] = 1 << (pcr % 8);
+        let (rc, body) = read(tpm, alg, bits);
+        assert_eq!(rc, 0);
+        // counter(4) selection(4+2+1+3) count(4) size(2)
+        body[20..].to_vec()
+    }
+
+    #[test]
+    fn extend_and_read() {
+        let mut tpm = started();
+        assert_eq!(value(&mut tpm, 0x0B, 23), [0; 32]);
+        assert_eq!(value(&mut tpm, 0x0B, 17), [0xFF; 32]);
+        assert_eq!(extend(&mut tpm, 0, 23, &[1; 32]), 0);
+        let want = HashAlg::Sha256.digest(&[&[0; 32], &[1; 32]]);
+        assert_eq!(value(&mut tpm, 0x0B, 23), want);
+        let (_, body) = read(&mut tpm, 0x0B, [0, 0, 0x80]);
+        assert_eq!(&body[..4], &1u32.to_be_bytes());
+        // NULL handle: accepted, no effect.
+        assert_eq!(extend(&mut tpm, 0, 0x4000_0007, &[1; 32]), 0);
+        // Bad PCR handle, unimplemented hash, bad select size, too many banks.
+        assert_eq!(extend(&mut tpm, 0, 24, &[1; 32]), 0x184);
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x182).h(0).pw(b"").u32(1).u16(0x0D).b(&[0; 64])
+            )
+            .0,
+            0x1C3
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x182).h(0).pw(b"").u32(4)).0,
+            0x1D5
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x17E).u32(1).u16(0x0B).u8(2).b(&[1, 0])
+            )
+            .0,
+            0x1C4
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x17E).u32(1).u16(0x12).u8(3).b(&[1, 0, 0])
+            )
+            .0,
+            0x1C3
+        );
+        // PCR_Extend needs authorization.
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x182).h(0).u32(0)).0, 0x125);
+    }
+
+    #[test]
+    fn read_limits_and_inactive_banks() {
+        let mut tpm = started();
+        let (rc, body) = read(&mut tpm, 0x0B, [0xFF, 0xFF, 0]);
+        assert_eq!(rc, 0);
+        // Only the first eight digests are returned; the selection says which.
+        assert_eq!(&body[4..14], &[0, 0, 0, 1, 0, 0x0B, 3, 0xFF, 0, 0]);
+        assert_eq!(&body[14..18], &8u32.to_be_bytes());
+        // SHA-384 is not allocated by default: empty selection, no digests.
+        let (rc, body) = read(&mut tpm, 0x0C, [0xFF, 0, 0]);
+        assert_eq!(rc, 0);
+        assert_eq!(&body[4..18], &[0, 0, 0, 1, 0, 0x0C, 3, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn locality_rules() {
+        let mut tpm = started();
+        assert_eq!(extend(&mut tpm, 0, 17, &[1; 32]), 0x907);
+        assert_eq!(extend(&mut tpm, 2, 17, &[1; 32]), 0);
+        assert_eq!(extend(&mut tpm, 1, 21, &[1; 32]), 0x907);
+        assert_eq!(extend(&mut tpm, 2, 21, &[1; 32]), 0);
+        let reset = |tpm: &mut Tpm<TestPlatform>, loc: u8, pcr: u32| {
+            run(tpm, loc, &Cmd::new(0x13D).h(pcr).pw(b"")).0
+        };
+        assert_eq!(reset(&mut tpm, 0, 0), 0x907);
+        assert_eq!(reset(&mut tpm, 4, 0), 0x907);
+        assert_eq!(reset(&mut tpm, 3, 17), 0x907);
+        assert_eq!(reset(&mut tpm, 4, 17), 0);
+        assert_eq!(value(&mut tpm, 0x0B, 17), [0; 32]);
+        assert_eq!(reset(&mut tpm, 0, 0x4000_0007), 0x184);
+        assert_eq!(extend(&mut tpm, 0, 16, &[1; 32]), 0);
+        assert_eq!(reset(&mut tpm, 0, 16), 0);
+        assert_eq!(value(&mut tpm, 0x0B, 16), [0; 32]);
+    }
+
+    #[test]
+    fn event_hashes_every_algorithm() {
+        let mut tpm = started();
+        let (rc, body) = run(&mut tpm, 0, &Cmd::new(0x13C).h(10).pw(b"").tpm2b(b"event"));
+        assert_eq!(rc, 0);
+        assert_eq!(&body[..4], &3u32.to_be_bytes());
+        assert_eq!(&body[6..26], HashAlg::Sha1.digest(&[b"event"]).as_slice());
+        let d256 = HashAlg::Sha256.digest(&[b"event"]);
+        assert_eq!(
+            value(&mut tpm, 0x0B, 10),
+            HashAlg::Sha256.digest(&[&[0; 32], &d256])
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x13C).h(10).pw(b"").tpm2b(&[0; 1025])
+            )
+            .0,
+            0x1D5
+        );
+    }
+
+    #[test]
+    fn allocate_takes_effect_at_next_startup_clear() {
+        let mut tpm = started();
+        let plat = 0x4000_000C;
+        // SHA-384 all, SHA-1 none.
+        let cmd = Cmd::new(0x12B)
+            .h(plat)
+            .pw(b"")
+            .u32(2)
+            .u16(0x0C)
+            .u8(3)
+            .b(&[0xFF; 3])
+            .u16(0x04)
+            .u8(3)
+            .b(&[0; 3]);
+        let (rc, body) = run(&mut tpm, 0, &cmd);
+        assert_eq!(rc, 0);
+        assert_eq!(body[0], 1);
+        assert_eq!(&body[1..5], &24u32.to_be_bytes());
+        assert_eq!(&body[5..9], &(24u32 * (32 + 48)).to_be_bytes());
+        // Still the old allocation, and Shutdown(STATE) is refused.
+        assert_eq!(read(&mut tpm, 0x0C, [1, 0, 0]).1[11], 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x145).u16(1)).0, 0x1CA);
+        tpm.power_on();
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x144).u16(0)).0, 0);
+        assert_eq!(read(&mut tpm, 0x0C, [1, 0, 0]).1[11], 1);
+        assert_eq!(read(&mut tpm, 0x04, [1, 0, 0]).1[11], 0);
+        // Wrong platform auth; an allocation with no full bank is refused.
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x12B).h(plat).pw(b"x").u32(0)).0,
+            0x9A2
+        );
+        let none = Cmd::new(0x12B)
+            .h(plat)
+            .pw(b"")
+            .u32(2)
+            .u16(0x0C)
+            .u8(3)
+            .b(&[0, 0, 0])
+            .u16(0x0B)
+            .u8(3)
+            .b(&[0xFF, 0xFF, 0x7F]);
+        let (rc, body) = run(&mut tpm, 0, &none);
+        assert_eq!((rc, body[0]), (0, 0));
+    }
 }

@@ -25,3 +25,25 @@ pub fn stir_random(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::{Cmd, run, started};
+
+    #[test]
+    fn get_and_stir() {
+        let mut tpm = started();
+        let (rc, a) = run(&mut tpm, 0, &Cmd::new(0x17B).u16(16));
+        assert_eq!((rc, a.len()), (0, 18));
+        let (_, b) = run(&mut tpm, 0, &Cmd::new(0x17B).u16(16));
+        assert_ne!(a, b);
+        let (_, c) = run(&mut tpm, 0, &Cmd::new(0x17B).u16(1000));
+        assert_eq!(&c[..2], &[0, 48]);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x17B).u16(0)).1,
+            alloc::vec![0, 0]
+        );
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x146).tpm2b(&[1; 128])).0, 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x146).tpm2b(&[1; 129])).0, 0x1D5);
+    }
+}

@@ -79,3 +79,46 @@ pub fn test_parms(_cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     }
     call.done()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::{Cmd, run, started};
+
+    #[test]
+    fn self_tests_and_results() {
+        let mut tpm = started();
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x143).u8(1)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x143).u8(2)).0, 0x1C4);
+        let (rc, b) = run(&mut tpm, 0, &Cmd::new(0x142).u32(2).u16(0x0B).u16(0x04));
+        assert_eq!((rc, b), (0, alloc::vec![0, 0, 0, 0]));
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x142).u32(65)).0, 0x1D5);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x17C)),
+            (0, alloc::vec![0, 0, 0, 0, 0, 0])
+        );
+    }
+
+    #[test]
+    fn test_parms() {
+        let mut tpm = started();
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x18A).u16(0x08).u16(0x05).u16(0x0B)).0,
+            0
+        );
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x18A).u16(0x08).u16(0x10)).0, 0);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x18A).u16(0x08).u16(0x05).u16(0x0D)).0,
+            0x1C3
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x18A).u16(0x08).u16(0x0A).u16(0x0B).u16(0x20)
+            )
+            .0,
+            0x1CC
+        );
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x18A).u16(0x01)).0, 0x1CA);
+    }
+}
