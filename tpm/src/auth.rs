@@ -11,11 +11,11 @@ use crate::marshal::Reader;
 use crate::rc::{self, CmdResult, Rc};
 use crate::spec::{self, cc, ht, nv, rh, sa};
 
-/// One TPMS_AUTH_COMMAND.
+/// One TPMS_AUTH_COMMAND (handle and attributes matter once HMAC and
+/// policy sessions exist).
+#[allow(dead_code)]
 #[derive(Clone, Debug)]
 pub struct Session {
-    /// TPM_RS_PW for now; HMAC and policy sessions use it later.
-    #[allow(dead_code)]
     pub handle: u32,
     pub attributes: u8,
     pub hmac: Vec<u8>,

@@ -347,9 +347,10 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
         w.u32(u32::try_from(call.out.len()).unwrap_or(0));
     }
     w.bytes(&call.out.buf);
-    for s in &sessions {
+    for _ in &sessions {
         w.u16(0);
-        w.u8(s.attributes & spec::sa::CONTINUE_SESSION);
+        // A password session always reports continueSession SET (Part 1 §19.6.4).
+        w.u8(spec::sa::CONTINUE_SESSION);
         w.u16(0);
     }
     let len = u32::try_from(w.len()).unwrap_or(0).to_be_bytes();
@@ -539,10 +540,10 @@ mod command_tests {
     #[test]
     fn password_session_response_area() {
         let mut tpm = started();
-        let resp = tpm.execute(
-            0,
-            &Cmd::new(0x129).h(0x4000_0001).pw(b"").tpm2b(b"").bytes(),
-        );
+        let mut c = Cmd::new(0x129).h(0x4000_0001).pw(b"").tpm2b(b"").bytes();
+        // continueSession clear in the command: still SET in the response.
+        c[24] = 0;
+        let resp = tpm.execute(0, &c);
         assert_eq!(
             resp,
             [

@@ -109,6 +109,8 @@ pub(crate) struct Volatile {
     pub failure: Option<&'static str>,
     /// TPMS_CLOCK_INFO.safe: the last shutdown was orderly (or Clear ran).
     pub clock_safe: bool,
+    /// TPMA_STARTUP_CLEAR.orderly: the last Startup followed a Shutdown.
+    pub orderly_startup: bool,
 }
 
 impl Volatile {
@@ -131,6 +133,7 @@ impl Volatile {
             now_clock: ps.clock,
             failure: None,
             clock_safe: true,
+            orderly_startup: false,
         }
     }
 }

@@ -14,14 +14,14 @@ use crate::spec::{PCR_COUNT, PCR_SELECT_MAX};
 /// Bit n of a locality mask is locality n.
 const ATTRIBUTES: [(bool, u8, u8); PCR_COUNT] = {
     let mut a = [(true, 0x00, 0x1F); PCR_COUNT];
-    a[16] = (false, 0x1F, 0x1F); // debug
+    a[16] = (false, 0x0F, 0x1F); // debug
     a[17] = (false, 0x10, 0x1C); // locality 4
     a[18] = (false, 0x10, 0x1C); // locality 3
     a[19] = (false, 0x10, 0x0C); // locality 2
     a[20] = (false, 0x14, 0x0E); // locality 1
     a[21] = (false, 0x14, 0x04); // dynamic OS
     a[22] = (false, 0x14, 0x04); // dynamic OS
-    a[23] = (false, 0x1F, 0x1F); // application
+    a[23] = (false, 0x0F, 0x1F); // application
     a
 };
 
@@ -36,15 +36,22 @@ pub fn extend_localities(pcr: usize) -> u8 {
 }
 /// PCRs reset by a DRTM event start as all ones.
 pub fn drtm(pcr: usize) -> bool {
-    reset_localities(pcr) & 0x10 != 0 && reset_localities(pcr) != 0x1F
+    reset_localities(pcr) & 0x10 != 0
 }
-/// PCRs whose change does not bump pcrUpdateCounter (TCB group, as the reference).
+/// PCRs whose change does not bump pcrUpdateCounter (PC Client: debug,
+/// dynamic OS and application PCRs, as the reference's table).
 pub fn no_increment(pcr: usize) -> bool {
-    (20..=22).contains(&pcr)
+    matches!(pcr, 16 | 21 | 22 | 23)
 }
 
 pub fn locality_allows(mask: u8, locality: u8) -> bool {
     locality <= 4 && mask & (1 << locality) != 0
+}
+
+/// PCR_Reset: a DRTM-capable TPM never resets from locality 4 (DRTM PCRs are
+/// reset by _TPM_Hash_Start there), whatever the table says.
+pub fn reset_allowed(pcr: usize, locality: u8) -> bool {
+    locality != 4 && locality_allows(reset_localities(pcr), locality)
 }
 
 pub struct PcrBanks {
@@ -94,24 +101,41 @@ impl PcrBanks {
                 }
             }
         }
+        // Initialising a PCR counts as a change, as in the reference.
         self.update_counter = 0;
+        for pcr in 0..PCR_COUNT {
+            self.changed(pcr);
+        }
     }
 
+    /// TPM Resume: saved PCRs restored, the others initialised (and counted).
+    pub fn resume(&mut self, locality: u8, saved: &[u8], counter: u32) {
+        self.startup(locality);
+        self.restore(saved);
+        self.update_counter = counter;
+        for pcr in (0..PCR_COUNT).filter(|&p| !state_saved(p)) {
+            self.changed(pcr);
+        }
+    }
+
+    /// Extend one bank; an unallocated bank is skipped and not counted.
     pub fn extend(&mut self, alg: HashAlg, pcr: usize, digest: &[u8]) {
         if !self.is_allocated(alg, pcr) {
             return;
         }
         let new = alg.digest(&[self.get(alg, pcr), digest]);
         self.get_mut(alg, pcr).copy_from_slice(&new);
+        self.changed(pcr);
     }
 
     pub fn reset(&mut self, pcr: usize) {
         for alg in HashAlg::ALL {
             self.get_mut(alg, pcr).fill(0);
         }
+        self.changed(pcr);
     }
 
-    pub fn bump(&mut self, pcr: usize) {
+    fn changed(&mut self, pcr: usize) {
         if !no_increment(pcr) {
             self.update_counter = self.update_counter.wrapping_add(1);
         }
@@ -213,6 +237,7 @@ mod tests {
     fn startup_values_and_extend() {
         let mut b = PcrBanks::new([0xFF_FFFF, 0xFF_FFFF, 0]);
         b.startup(3);
+        assert_eq!(b.update_counter, 20);
         assert_eq!(b.get(HashAlg::Sha256, 0)[31], 3);
         assert!(b.get(HashAlg::Sha256, 17).iter().all(|&x| x == 0xFF));
         b.extend(HashAlg::Sha256, 23, &[0; 32]);

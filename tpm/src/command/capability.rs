@@ -209,7 +209,7 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
         | (u32::from(v.sh_enable) << 1)
         | (u32::from(v.eh_enable) << 2)
         | (u32::from(v.ph_enable_nv) << 3)
-        | (u32::from(ps.orderly.is_some()) << 31);
+        | (u32::from(v.orderly_startup) << 31);
     alloc::vec![
         (pt::FAMILY_INDICATOR, u32::from_be_bytes(*b"2.0\0")),
         (pt::LEVEL, 0),
@@ -384,11 +384,12 @@ mod tests {
         );
         let (_, b) = cap(&mut tpm, 7, 0, 100);
         assert_eq!(be(&b, 5), 15);
-        // TPM_PT_PCR_RESET_L4 (tag 0x0A, 10th entry): PCR 16..=23.
+        // TPM_PT_PCR_RESET_L4: PCR 17..=22; NO_INCREMENT: 16, 21, 22, 23.
         assert_eq!(
             &b[9 + 10 * 8..9 + 10 * 8 + 8],
-            &[0, 0, 0, 0x0A, 3, 0, 0, 0xFF]
+            &[0, 0, 0, 0x0A, 3, 0, 0, 0x7E]
         );
+        assert_eq!(&b[9 + 11 * 8..9 + 12 * 8], &[0, 0, 0, 0x11, 3, 0, 0, 0xE1]);
         let (_, b) = cap(&mut tpm, 8, 0, 100);
         assert_eq!(be(&b, 5), 0);
     }

@@ -148,9 +148,6 @@ pub fn event_sequence_complete(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
             banks.extend(*alg, p, d);
         }
     }
-    if let Some(p) = pcr {
-        banks.bump(p);
-    }
     Ok(())
 }
 

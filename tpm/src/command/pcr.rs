@@ -53,7 +53,6 @@ pub fn extend(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     for (alg, d) in &digests {
         banks.extend(*alg, pcr, d);
     }
-    banks.bump(pcr);
     Ok(())
 }
 
@@ -73,9 +72,6 @@ pub fn event(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         if let Some(p) = pcr {
             banks.extend(alg, p, &d);
         }
-    }
-    if let Some(p) = pcr {
-        banks.bump(p);
     }
     Ok(())
 }
@@ -111,12 +107,10 @@ pub fn read(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
 pub fn reset(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     call.done()?;
     let pcr = pcr_index(call).ok_or(Rc::handle(rc::VALUE, 1))?;
-    if !model::locality_allows(model::reset_localities(pcr), cx.locality) {
+    if !model::reset_allowed(pcr, cx.locality) {
         return Err(Rc::new(rc::LOCALITY));
     }
-    let banks = &mut cx.core.vol.pcrs;
-    banks.reset(pcr);
-    banks.bump(pcr);
+    cx.core.vol.pcrs.reset(pcr);
     Ok(())
 }
 
@@ -181,8 +175,24 @@ mod tests {
         assert_eq!(extend(&mut tpm, 0, 23, &[1; 32]), 0);
         let want = HashAlg::Sha256.digest(&[&[0; 32], &[1; 32]]);
         assert_eq!(value(&mut tpm, 0x0B, 23), want);
+        // pcrUpdateCounter: 20 from Startup, +1 per allocated bank extended,
+        // nothing for PCRs in the no-increment group.
         let (_, body) = read(&mut tpm, 0x0B, [0, 0, 0x80]);
-        assert_eq!(&body[..4], &1u32.to_be_bytes());
+        assert_eq!(&body[..4], &20u32.to_be_bytes());
+        assert_eq!(extend(&mut tpm, 0, 5, &[1; 32]), 0);
+        let two = Cmd::new(0x182)
+            .h(5)
+            .pw(b"")
+            .u32(3)
+            .u16(0x04)
+            .b(&[0; 20])
+            .u16(0x0B)
+            .b(&[0; 32])
+            .u16(0x0C)
+            .b(&[0; 48]);
+        assert_eq!(run(&mut tpm, 0, &two).0, 0);
+        let (_, body) = read(&mut tpm, 0x0B, [0, 0, 0x80]);
+        assert_eq!(&body[..4], &23u32.to_be_bytes());
         // NULL handle: accepted, no effect.
         assert_eq!(extend(&mut tpm, 0, 0x4000_0007, &[1; 32]), 0);
         // Bad PCR handle, unimplemented hash, bad select size, too many banks.
@@ -249,8 +259,10 @@ mod tests {
         assert_eq!(reset(&mut tpm, 0, 0), 0x907);
         assert_eq!(reset(&mut tpm, 4, 0), 0x907);
         assert_eq!(reset(&mut tpm, 3, 17), 0x907);
-        assert_eq!(reset(&mut tpm, 4, 17), 0);
-        assert_eq!(value(&mut tpm, 0x0B, 17), [0; 32]);
+        assert_eq!(reset(&mut tpm, 4, 17), 0x907);
+        assert_eq!(reset(&mut tpm, 4, 16), 0x907);
+        assert_eq!(reset(&mut tpm, 2, 21), 0);
+        assert_eq!(value(&mut tpm, 0x0B, 21), [0; 32]);
         assert_eq!(reset(&mut tpm, 0, 0x4000_0007), 0x184);
         assert_eq!(extend(&mut tpm, 0, 16, &[1; 32]), 0);
         assert_eq!(reset(&mut tpm, 0, 16), 0);

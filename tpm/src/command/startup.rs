@@ -57,9 +57,8 @@ pub fn startup(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         // TPM Resume.
         let saved = ps.saved.take().unwrap_or_default();
         vol.pcrs = PcrBanks::new(ps.pcr_allocated);
-        vol.pcrs.startup(cx.locality);
-        vol.pcrs.restore(&saved.pcrs);
-        vol.pcrs.update_counter = saved.pcr_update_counter;
+        vol.pcrs
+            .resume(cx.locality, &saved.pcrs, saved.pcr_update_counter);
         vol.sh_enable = saved.sh_enable;
         vol.eh_enable = saved.eh_enable;
         ps.restart_count = ps.restart_count.wrapping_add(1);
@@ -68,6 +67,7 @@ pub fn startup(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     vol.ph_enable_nv = true;
     vol.platform_auth.clear();
     vol.clock_safe = was_orderly;
+    vol.orderly_startup = was_orderly;
     ps.orderly = None;
     ps.saved = None;
     vol.started = true;
