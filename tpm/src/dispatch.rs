@@ -289,7 +289,14 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
     for (i, kind) in entry.handles.iter().enumerate() {
         let n = u8::try_from(i + 1).unwrap_or(7);
         let h = r.u32().map_err(|e| Rc::handle(e.base, n))?;
-        check_handle(cx.core, *kind, h).map_err(|e| Rc::handle(e.base, n))?;
+        check_handle(cx.core, *kind, h).map_err(|e| {
+            // An unloaded object is TPM_RC_REFERENCE_H0 + index (a warning, no H bit).
+            if e.base == rc::REFERENCE_H0 {
+                Rc::new(rc::REFERENCE_H0 + u32::from(n - 1))
+            } else {
+                Rc::handle(e.base, n)
+            }
+        })?;
         handles.push(h);
     }
 

@@ -19,6 +19,9 @@ pub enum Kind {
 pub struct Object {
     pub auth: Vec<u8>,
     pub kind: Kind,
+    /// Hash sequences: None until the first block is seen, then whether that
+    /// block was free of TPM_GENERATED_VALUE (a hash-check ticket may be issued).
+    pub ticket_safe: Option<bool>,
 }
 
 #[derive(Default)]

@@ -146,6 +146,7 @@ pub mod cap {
     pub const TPM_PROPERTIES: u32 = 6;
     pub const PCR_PROPERTIES: u32 = 7;
     pub const ECC_CURVES: u32 = 8;
+    pub const AUTH_POLICIES: u32 = 9;
 }
 
 /// TPM_PT values (Part 2, 6.13).

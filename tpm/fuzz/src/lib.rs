@@ -17,7 +17,10 @@ pub struct FuzzPlatform {
 impl Platform for FuzzPlatform {
     fn entropy(&mut self, buf: &mut [u8]) -> Result<(), PlatformError> {
         for b in buf {
-            self.rng = self.rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            self.rng = self
+                .rng
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             *b = (self.rng >> 56) as u8;
         }
         Ok(())
@@ -65,23 +68,46 @@ pub fn encode(flags: u8, commands: &[(u8, Vec<u8>)]) -> Vec<u8> {
 
 /// Panics if the response is not a well-formed TPM response.
 pub fn check_response(command: &[u8], response: &[u8]) {
-    assert!(response.len() >= 10, "short response {response:02x?} to {command:02x?}");
+    assert!(
+        response.len() >= 10,
+        "short response {response:02x?} to {command:02x?}"
+    );
     let tag = u16::from_be_bytes([response[0], response[1]]);
     let size = u32::from_be_bytes(response[2..6].try_into().unwrap());
     let rc = u32::from_be_bytes(response[6..10].try_into().unwrap());
-    assert_eq!(size as usize, response.len(), "size field vs length, command {command:02x?}");
+    assert_eq!(
+        size as usize,
+        response.len(),
+        "size field vs length, command {command:02x?}"
+    );
     let tpm12_bad_tag = tag == 0x00C4 && rc == 0x1E && response.len() == 10;
-    assert!(tag == 0x8001 || tag == 0x8002 || tpm12_bad_tag, "bad tag {tag:#x}, command {command:02x?}");
+    assert!(
+        tag == 0x8001 || tag == 0x8002 || tpm12_bad_tag,
+        "bad tag {tag:#x}, command {command:02x?}"
+    );
     if rc != 0 {
-        assert_eq!(response.len(), 10, "error {rc:#x} with a body, command {command:02x?}");
+        assert_eq!(
+            response.len(),
+            10,
+            "error {rc:#x} with a body, command {command:02x?}"
+        );
     }
-    assert!(response.len() <= 4096, "response over 4 KiB, command {command:02x?}");
+    assert!(
+        response.len() <= 4096,
+        "response over 4 KiB, command {command:02x?}"
+    );
 }
 
 /// Runs one fuzz input.
 pub fn run(data: &[u8]) {
-    let Some((&flags, body)) = data.split_first() else { return };
-    let platform = FuzzPlatform { rng: 0x5eed, clock: 0, last_commit: Vec::new() };
+    let Some((&flags, body)) = data.split_first() else {
+        return;
+    };
+    let platform = FuzzPlatform {
+        rng: 0x5eed,
+        clock: 0,
+        last_commit: Vec::new(),
+    };
     let mut tpm = Tpm::manufacture(platform).expect("manufacture");
     if flags & 1 == 0 {
         let r = tpm.execute(0, &STARTUP_CLEAR);
@@ -98,7 +124,11 @@ pub fn run(data: &[u8]) {
     }
     // Whatever the commands did, the state must round-trip.
     let blob = tpm.state();
-    let platform = FuzzPlatform { rng: 1, clock: 0, last_commit: Vec::new() };
+    let platform = FuzzPlatform {
+        rng: 1,
+        clock: 0,
+        last_commit: Vec::new(),
+    };
     let restored = Tpm::restore(platform, &blob).expect("own state blob refused");
     assert_eq!(restored.state(), blob, "state does not round-trip");
 }

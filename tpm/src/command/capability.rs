@@ -79,6 +79,9 @@ pub fn get_capability(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
             body.u32(0);
         }
         cap::PCRS => {
+            if property != 0 {
+                return Err(Rc::param(rc::VALUE, 2));
+            }
             more = false;
             let alloc = cx.core.vol.pcrs.allocated;
             let sel: Vec<Selection> = HashAlg::ALL
@@ -92,9 +95,13 @@ pub fn get_capability(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
             write_selection(&mut body, &sel);
         }
         cap::TPM_PROPERTIES => {
+            // One group per call (fixed or variable), as the reference: a
+            // caller walks to the next group with a new request.
+            let start = property.max(pt::FIXED);
+            let group_end = (start / 0x100).saturating_add(1).saturating_mul(0x100);
             let props: Vec<(u32, u32)> = properties(cx)
                 .into_iter()
-                .filter(|(t, _)| *t >= property)
+                .filter(|(t, _)| *t >= start && *t < group_end)
                 .collect();
             let n = count.min(MAX_PROPERTIES).min(props.len());
             more = n < props.len();
@@ -128,6 +135,14 @@ pub fn get_capability(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
             more = n < curves.len();
             body.u32(u32::try_from(n).unwrap_or(0));
             curves.iter().take(n).for_each(|c| body.u16(*c));
+        }
+        cap::AUTH_POLICIES => {
+            if spec::handle_type(property) != ht::PERMANENT {
+                return Err(Rc::param(rc::VALUE, 2));
+            }
+            // No hierarchy policy can be set yet (SetPrimaryPolicy comes later).
+            more = false;
+            body.u32(0);
         }
         _ => return Err(Rc::param(rc::VALUE, 1)),
     }
@@ -236,7 +251,7 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
         (pt::NV_INDEX_MAX, 2048),
         (pt::MEMORY, 0x6),
         (pt::CLOCK_UPDATE, 0x0040_0000),
-        (pt::CONTEXT_HASH, u32::from(spec::alg::SHA256)),
+        (pt::CONTEXT_HASH, u32::from(super::CONTEXT_HASH.id())),
         (pt::CONTEXT_SYM, 0x0006),
         (pt::CONTEXT_SYM_SIZE, 256),
         (pt::ORDERLY_COUNT, 255),
@@ -309,8 +324,10 @@ fn pcr_properties() -> Vec<(u32, u32)> {
     debug_assert_eq!(out.last().map(|x| x.0), Some(pt_pcr::RESET_L4));
     out.push((pt_pcr::NO_INCREMENT, set(&model::no_increment)));
     out.push((pt_pcr::DRTM_RESET, set(&model::drtm)));
-    out.push((pt_pcr::POLICY, 0));
-    out.push((pt_pcr::AUTH, 0));
+    // PC Client policy/auth groups: PCR 20-22 (their authValue and policy are
+    // the Empty Buffer until PCR_SetAuthValue/PCR_SetAuthPolicy exist).
+    out.push((pt_pcr::POLICY, 0x0070_0000));
+    out.push((pt_pcr::AUTH, 0x0070_0000));
     out
 }
 
@@ -346,7 +363,15 @@ mod tests {
         let tags: Vec<u32> = (0..n).map(|i| be(&b, 9 + 8 * i)).collect();
         assert!(tags.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(tags.first(), Some(&0x100));
-        assert_eq!(tags.last(), Some(&0x214));
+        assert_eq!(tags.last(), Some(&0x12E));
+        let (_, b) = cap(&mut tpm, 6, 0x12E, 5);
+        assert_eq!((b[0], be(&b, 5)), (0, 1));
+        let (_, b) = cap(&mut tpm, 6, 0x200, 1000);
+        assert_eq!((be(&b, 5), be(&b, 9)), (21, 0x200));
+        let (_, b) = cap(&mut tpm, 6, 0x200, 2);
+        assert_eq!((b[0], be(&b, 5)), (1, 2));
+        let (_, b) = cap(&mut tpm, 6, 0, 1);
+        assert_eq!(be(&b, 9), 0x100);
         let (_, b) = cap(&mut tpm, 6, 0x300, 10);
         assert_eq!(be(&b, 5), 0);
         assert_eq!(cap(&mut tpm, 0x99, 0, 1).0, 0x1C4);
@@ -390,6 +415,12 @@ mod tests {
             &[0, 0, 0, 0x0A, 3, 0, 0, 0x7E]
         );
         assert_eq!(&b[9 + 11 * 8..9 + 12 * 8], &[0, 0, 0, 0x11, 3, 0, 0, 0xE1]);
+        assert_eq!(cap(&mut tpm, 5, 1, 1).0, 0x2C4);
+        assert_eq!(cap(&mut tpm, 9, 0, 1).0, 0x2C4);
+        assert_eq!(
+            cap(&mut tpm, 9, 0x4000_0000, 1),
+            (0, alloc::vec![0, 0, 0, 0, 9, 0, 0, 0, 0])
+        );
         let (_, b) = cap(&mut tpm, 8, 0, 100);
         assert_eq!(be(&b, 5), 0);
     }

@@ -12,17 +12,22 @@ use crate::pcr as model;
 use crate::rc::{self, CmdResult, Locate, Rc};
 use crate::spec::{MAX_DIGEST, MAX_DIGEST_BUFFER, TPM_GENERATED, ht, rh, st};
 
-/// TPMT_TK_HASHCHECK for `digest` of `data` in `hierarchy`.
-fn write_ticket(cx: &Ctx, call: &mut Call, hierarchy: u32, first: &[u8], digest: &[u8]) {
+/// A block may get a ticket unless it starts with TPM_GENERATED_VALUE.
+fn ticket_safe(first: &[u8]) -> bool {
+    !first.starts_with(&TPM_GENERATED)
+}
+
+/// TPMT_TK_HASHCHECK for `digest` in `hierarchy`.
+fn write_ticket(cx: &Ctx, call: &mut Call, hierarchy: u32, safe: bool, digest: &[u8]) {
     call.out.u16(st::HASHCHECK);
-    if hierarchy == rh::NULL || first.starts_with(&TPM_GENERATED) {
+    if hierarchy == rh::NULL || !safe {
         call.out.u32(rh::NULL);
         call.out.u16(0);
         return;
     }
     call.out.u32(hierarchy);
     let tag = st::HASHCHECK.to_be_bytes();
-    let mac = HashAlg::Sha256.hmac(&proof(cx, hierarchy), &[&tag, digest]);
+    let mac = crate::command::CONTEXT_HASH.hmac(&proof(cx, hierarchy), &[&tag, digest]);
     call.out.tpm2b(&mac);
 }
 
@@ -33,8 +38,7 @@ pub fn hash(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     call.done()?;
     let digest = alg.digest(&[data]);
     call.out.tpm2b(&digest);
-    let data = data.to_vec();
-    write_ticket(cx, call, hierarchy, &data, &digest);
+    write_ticket(cx, call, hierarchy, ticket_safe(data), &digest);
     Ok(())
 }
 
@@ -47,13 +51,21 @@ pub fn sequence_start(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         None => Kind::EventSequence(HashAlg::ALL.iter().map(|a| Hasher::new(*a)).collect()),
     };
     let auth = crate::crypto::trim_auth(&auth).to_vec();
-    call.out_handle = Some(cx.core.vol.objects.insert(Object { auth, kind })?);
+    let object = Object {
+        auth,
+        kind,
+        ticket_safe: None,
+    };
+    call.out_handle = Some(cx.core.vol.objects.insert(object)?);
     Ok(())
 }
 
-/// The first data a sequence saw decides whether a ticket may be issued.
-fn feed(kind: &mut Kind, data: &[u8]) {
-    match kind {
+fn feed(o: &mut Object, data: &[u8]) {
+    // The first block decides whether a ticket may be issued.
+    if o.ticket_safe.is_none() {
+        o.ticket_safe = Some(ticket_safe(data));
+    }
+    match &mut o.kind {
         Kind::HashSequence(h) => h.update(data),
         Kind::EventSequence(hs) => hs.iter_mut().for_each(|h| h.update(data)),
     }
@@ -68,7 +80,7 @@ pub fn sequence_update(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         .objects
         .get_mut(call.handle(0))
         .ok_or(Rc::handle(rc::MODE, 1))?;
-    feed(&mut o.kind, data);
+    feed(o, data);
     Ok(())
 }
 
@@ -77,27 +89,26 @@ pub fn sequence_complete(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let hierarchy = read_hierarchy_or_null(&mut call.params).p(2)?;
     call.done()?;
     let handle = call.handle(0);
-    match cx.core.vol.objects.get(handle) {
+    if !matches!(
+        cx.core.vol.objects.get(handle),
         Some(Object {
             kind: Kind::HashSequence(_),
             ..
-        }) => {}
-        _ => return Err(Rc::handle(rc::MODE, 1)),
+        })
+    ) {
+        return Err(Rc::handle(rc::MODE, 1));
     }
-    let Some(Object {
-        kind: Kind::HashSequence(mut h),
-        ..
-    }) = cx.core.vol.objects.remove(handle)
-    else {
+    let Some(mut o) = cx.core.vol.objects.remove(handle) else {
         return Err(Rc::handle(rc::MODE, 1));
     };
-    h.update(data);
+    feed(&mut o, data);
+    let safe = o.ticket_safe.unwrap_or(true);
+    let Kind::HashSequence(h) = o.kind else {
+        return Err(Rc::handle(rc::MODE, 1));
+    };
     let digest = h.finish();
     call.out.tpm2b(&digest);
-    // Tickets for sequences are issued only when the hierarchy is given; the
-    // TPM_GENERATED check applies to the first block, which this implementation
-    // does not keep, so sequences always get a ticket unless hierarchy is NULL.
-    write_ticket(cx, call, hierarchy, &[], &digest);
+    write_ticket(cx, call, hierarchy, safe, &digest);
     Ok(())
 }
 
@@ -200,7 +211,7 @@ mod tests {
         assert_eq!(rc, 0);
         assert_eq!(&body[2..34], HashAlg::Sha256.digest(&[b"abc"]).as_slice());
         assert_eq!(&body[34..40], &[0x80, 0x24, 0x40, 0, 0, 1]);
-        assert_eq!(&body[40..42], &[0, 32]);
+        assert_eq!(&body[40..42], &[0, 48]);
         // NULL hierarchy and TPM_GENERATED data get a NULL ticket.
         let (_, body) = run(
             &mut tpm,
@@ -286,6 +297,29 @@ mod tests {
     }
 
     #[test]
+    fn generated_first_block_gets_no_ticket() {
+        let mut tpm = started();
+        let (_, h) = start(&mut tpm, b"", 0x0B);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x15C).h(h).pw(b"").tpm2b(b"\xffTCG")).0,
+            0
+        );
+        let (_, body) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x13E).h(h).pw(b"").tpm2b(b"").u32(0x4000_0001),
+        );
+        assert_eq!(&body[34..], &[0x80, 0x24, 0x40, 0, 0, 7, 0, 0]);
+        let (_, h) = start(&mut tpm, b"", 0x0B);
+        let (_, body) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x13E).h(h).pw(b"").tpm2b(b"abcd").u32(0x4000_0001),
+        );
+        assert_eq!(&body[34..40], &[0x80, 0x24, 0x40, 0, 0, 1]);
+    }
+
+    #[test]
     fn object_slots_and_flush() {
         let mut tpm = started();
         for i in 0..3 {
@@ -338,6 +372,21 @@ mod tests {
             )
             .0,
             0x289
+        );
+        // An unloaded sequence in the second handle slot is REFERENCE_H1.
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x185)
+                    .h(16)
+                    .h(0x8000_0002)
+                    .pw(b"")
+                    .pw(b"")
+                    .tpm2b(b"")
+            )
+            .0,
+            0x911
         );
         // Both handles need authorization; PCR 17 cannot be extended at locality 0.
         assert_eq!(

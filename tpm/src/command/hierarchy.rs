@@ -12,6 +12,9 @@ pub fn change_auth(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let new = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
     call.done()?;
     let new = crate::crypto::trim_auth(&new).to_vec();
+    if new.len() > super::CONTEXT_HASH.size() {
+        return Err(Rc::param(rc::SIZE, 1));
+    }
     let ps = &mut cx.core.ps;
     match call.handle(0) {
         rh::OWNER => ps.owner_auth = new,
@@ -49,6 +52,12 @@ pub fn clear(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     ps.reset_count = 0;
     ps.restart_count = 0;
     ps.clock = 0;
+    // Dictionary-attack parameters back to their defaults.
+    ps.failed_tries = 0;
+    ps.max_tries = 3;
+    ps.recovery_time = 1000;
+    ps.lockout_recovery = 1000;
+    ps.lockout_auth_enabled = true;
     let v = &mut core.vol;
     v.clock_anchor = (
         0,

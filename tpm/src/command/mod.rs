@@ -18,6 +18,9 @@ use crate::marshal::Reader;
 use crate::rc::{self, CmdResult, Rc};
 use crate::spec::{alg, rh};
 
+/// The context integrity hash (TPM_PT_CONTEXT_HASH): tickets, hierarchy authValue limit.
+pub const CONTEXT_HASH: HashAlg = HashAlg::Sha384;
+
 /// TPMI_ALG_HASH without TPM_ALG_NULL.
 pub fn read_hash_alg(r: &mut Reader) -> CmdResult<HashAlg> {
     HashAlg::from_id(r.u16()?).ok_or(Rc::new(rc::HASH))

@@ -25,7 +25,10 @@ fn authed(code: u32, handles: &[u32], params: &[u8]) -> Vec<u8> {
 }
 
 fn hexb(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 const OWNER: u32 = 0x4000_0001;
@@ -44,62 +47,140 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let pcr_sel = hexb("00000002000403ffffff000b03ffffff");
     vec![
         ("startup-only", encode(1, &[(0, STARTUP_CLEAR.to_vec())])),
-        ("getrandom", encode(0, &[(0, cmd(false, 0x17B, &hexb("0020")))])),
-        ("selftest", encode(0, &[(0, cmd(false, 0x143, &[1])), (0, cmd(false, 0x17C, &[]))])),
+        (
+            "getrandom",
+            encode(0, &[(0, cmd(false, 0x17B, &hexb("0020")))]),
+        ),
+        (
+            "selftest",
+            encode(
+                0,
+                &[(0, cmd(false, 0x143, &[1])), (0, cmd(false, 0x17C, &[]))],
+            ),
+        ),
         ("pcr-read", encode(0, &[(0, cmd(false, 0x17E, &pcr_sel))])),
-        ("pcr-extend-event-reset", encode(0, &[
-            (0, authed(0x182, &[16], &hexb("00000001000b0101010101010101010101010101010101010101010101010101010101010101"))),
-            (0, authed(0x13C, &[16], &hexb("0003616263"))),
-            (0, authed(0x13D, &[16], &[])),
-            (3, authed(0x13D, &[20], &[])),
-        ])),
-        ("pcr-allocate", encode(2, &[
-            (0, authed(0x12B, &[PLATFORM], &hexb("00000001000b03ffffff"))),
-            (0, cmd(false, 0x145, &[0, 0])),
-        ])),
-        ("hash", encode(0, &[(0, cmd(false, 0x17D, &hexb("0003616263000b40000001")))])),
-        ("hash-sequence", encode(0, &[
-            (0, cmd(false, 0x186, &hexb("0000000b"))),
-            (0, authed(0x15C, &[0x8000_0000], &hexb("0003616263"))),
-            (0, authed(0x13E, &[0x8000_0000], &hexb("000140000007"))),
-        ])),
-        ("getcap", encode(0, &[
-            (0, cmd(false, 0x17A, &hexb("000000060000010000000040"))),
-            (0, cmd(false, 0x17A, &hexb("000000000000000000000080"))),
-            (0, cmd(false, 0x17A, &hexb("000000020000011f00000100"))),
-            (0, cmd(false, 0x17A, &hexb("000000010000000000000040"))),
-            (0, cmd(false, 0x17A, &hexb("000000050000000000000001"))),
-            (0, cmd(false, 0x17A, &hexb("000000070000000000000020"))),
-            (0, cmd(false, 0x17A, &hexb("000000080000000000000010"))),
-        ])),
-        ("nv", encode(0, &[
-            (0, authed(0x12A, &[OWNER], &nv_define)),
-            (0, authed(0x137, &[OWNER, NV], &hexb("0004616263640000"))),
-            (0, authed(0x14E, &[OWNER, NV], &hexb("00040000"))),
-            (0, cmd(false, 0x169, &NV.to_be_bytes())),
-            (0, authed(0x138, &[OWNER, NV], &[])),
-            (0, authed(0x122, &[OWNER, NV], &[])),
-        ])),
-        ("hierarchy", encode(0, &[
-            (0, authed(0x129, &[OWNER], &hexb("000470617373"))),
-            (0, authed(0x127, &[LOCKOUT], &[1])),
-            (0, authed(0x127, &[PLATFORM], &[0])),
-            (0, authed(0x126, &[LOCKOUT], &[])),
-            (0, authed(0x121, &[PLATFORM], &hexb("4000000b00"))),
-        ])),
-        ("create-primary-ecc", encode(0, &[
-            (0, authed(0x131, &[OWNER], &create_primary)),
-            (0, cmd(false, 0x165, &0x8000_0000u32.to_be_bytes())),
-        ])),
-        ("clock-shutdown-resume", encode(2, &[
-            (0, cmd(false, 0x181, &[])),
-            (0, cmd(false, 0x145, &[0, 1])),
-            (0, cmd(false, 0x144, &[0, 1])),
-        ])),
-        ("testparms-stir", encode(0, &[
-            (0, cmd(false, 0x18A, &hexb("00230010001000030010"))),
-            (0, cmd(false, 0x146, &hexb("0004deadbeef"))),
-        ])),
+        (
+            "pcr-extend-event-reset",
+            encode(
+                0,
+                &[
+                    (
+                        0,
+                        authed(
+                            0x182,
+                            &[16],
+                            &hexb(
+                                "00000001000b0101010101010101010101010101010101010101010101010101010101010101",
+                            ),
+                        ),
+                    ),
+                    (0, authed(0x13C, &[16], &hexb("0003616263"))),
+                    (0, authed(0x13D, &[16], &[])),
+                    (3, authed(0x13D, &[20], &[])),
+                ],
+            ),
+        ),
+        (
+            "pcr-allocate",
+            encode(
+                2,
+                &[
+                    (0, authed(0x12B, &[PLATFORM], &hexb("00000001000b03ffffff"))),
+                    (0, cmd(false, 0x145, &[0, 0])),
+                ],
+            ),
+        ),
+        (
+            "hash",
+            encode(
+                0,
+                &[(0, cmd(false, 0x17D, &hexb("0003616263000b40000001")))],
+            ),
+        ),
+        (
+            "hash-sequence",
+            encode(
+                0,
+                &[
+                    (0, cmd(false, 0x186, &hexb("0000000b"))),
+                    (0, authed(0x15C, &[0x8000_0000], &hexb("0003616263"))),
+                    (0, authed(0x13E, &[0x8000_0000], &hexb("000140000007"))),
+                ],
+            ),
+        ),
+        (
+            "getcap",
+            encode(
+                0,
+                &[
+                    (0, cmd(false, 0x17A, &hexb("000000060000010000000040"))),
+                    (0, cmd(false, 0x17A, &hexb("000000000000000000000080"))),
+                    (0, cmd(false, 0x17A, &hexb("000000020000011f00000100"))),
+                    (0, cmd(false, 0x17A, &hexb("000000010000000000000040"))),
+                    (0, cmd(false, 0x17A, &hexb("000000050000000000000001"))),
+                    (0, cmd(false, 0x17A, &hexb("000000070000000000000020"))),
+                    (0, cmd(false, 0x17A, &hexb("000000080000000000000010"))),
+                ],
+            ),
+        ),
+        (
+            "nv",
+            encode(
+                0,
+                &[
+                    (0, authed(0x12A, &[OWNER], &nv_define)),
+                    (0, authed(0x137, &[OWNER, NV], &hexb("0004616263640000"))),
+                    (0, authed(0x14E, &[OWNER, NV], &hexb("00040000"))),
+                    (0, cmd(false, 0x169, &NV.to_be_bytes())),
+                    (0, authed(0x138, &[OWNER, NV], &[])),
+                    (0, authed(0x122, &[OWNER, NV], &[])),
+                ],
+            ),
+        ),
+        (
+            "hierarchy",
+            encode(
+                0,
+                &[
+                    (0, authed(0x129, &[OWNER], &hexb("000470617373"))),
+                    (0, authed(0x127, &[LOCKOUT], &[1])),
+                    (0, authed(0x127, &[PLATFORM], &[0])),
+                    (0, authed(0x126, &[LOCKOUT], &[])),
+                    (0, authed(0x121, &[PLATFORM], &hexb("4000000b00"))),
+                ],
+            ),
+        ),
+        (
+            "create-primary-ecc",
+            encode(
+                0,
+                &[
+                    (0, authed(0x131, &[OWNER], &create_primary)),
+                    (0, cmd(false, 0x165, &0x8000_0000u32.to_be_bytes())),
+                ],
+            ),
+        ),
+        (
+            "clock-shutdown-resume",
+            encode(
+                2,
+                &[
+                    (0, cmd(false, 0x181, &[])),
+                    (0, cmd(false, 0x145, &[0, 1])),
+                    (0, cmd(false, 0x144, &[0, 1])),
+                ],
+            ),
+        ),
+        (
+            "testparms-stir",
+            encode(
+                0,
+                &[
+                    (0, cmd(false, 0x18A, &hexb("00230010001000030010"))),
+                    (0, cmd(false, 0x146, &hexb("0004deadbeef"))),
+                ],
+            ),
+        ),
     ]
 }
 
