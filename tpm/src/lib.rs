@@ -16,6 +16,7 @@ mod drbg;
 mod marshal;
 mod object;
 mod pcr;
+mod public;
 // Spec tables are complete on purpose; later parts use the rest.
 #[allow(dead_code)]
 mod rc;

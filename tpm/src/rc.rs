@@ -49,6 +49,7 @@ pub const TAG: u32 = 0x097;
 pub const INSUFFICIENT: u32 = 0x09A;
 pub const RESERVED_BITS: u32 = 0x0A1;
 pub const BAD_AUTH: u32 = 0x0A2;
+pub const CURVE: u32 = 0x0A6;
 
 // Warnings (RC_WARN = 0x900).
 pub const OBJECT_MEMORY: u32 = 0x902;

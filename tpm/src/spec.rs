@@ -90,6 +90,21 @@ pub mod alg {
     pub const ECC: u16 = 0x0023;
     pub const SYMCIPHER: u16 = 0x0025;
     pub const KDF1_SP800_108: u16 = 0x0022;
+    pub const KDF1_SP800_56A: u16 = 0x0020;
+    pub const KDF2: u16 = 0x0021;
+    pub const AES: u16 = 0x0006;
+    pub const MGF1: u16 = 0x0007;
+    pub const RSASSA: u16 = 0x0014;
+    pub const RSAES: u16 = 0x0015;
+    pub const RSAPSS: u16 = 0x0016;
+    pub const OAEP: u16 = 0x0017;
+    pub const ECDSA: u16 = 0x0018;
+    pub const ECDH: u16 = 0x0019;
+    pub const CTR: u16 = 0x0040;
+    pub const OFB: u16 = 0x0041;
+    pub const CBC: u16 = 0x0042;
+    pub const CFB: u16 = 0x0043;
+    pub const ECB: u16 = 0x0044;
 }
 
 /// TPMA_NV bits (Part 2, 13.4).

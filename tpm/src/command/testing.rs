@@ -1,11 +1,10 @@
 //! Testing (Part 3 §10): SelfTest, IncrementalSelfTest, GetTestResult, and
 //! TestParms (Part 3 §12.? "TestParms", algorithm parameter check).
 
-use crate::command::read_hash_alg;
 use crate::crypto;
 use crate::dispatch::{Call, Ctx};
+use crate::public::read_public_parms;
 use crate::rc::{self, CmdResult, Locate, Rc};
-use crate::spec::alg;
 
 fn run_tests(cx: &mut Ctx) -> CmdResult<()> {
     if crypto::self_test() {
@@ -52,31 +51,9 @@ pub fn get_test_result(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     Ok(())
 }
 
-/// TPMT_PUBLIC_PARMS: only the keyed-hash type is implemented in this part;
-/// RSA, ECC and symmetric objects arrive with the key commands.
+/// TestParms: the checks are those of unmarshalling TPMT_PUBLIC_PARMS.
 pub fn test_parms(_cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
-    let r = &mut call.params;
-    let kind = r.u16().p(1)?;
-    match kind {
-        alg::KEYEDHASH => {
-            let scheme = r.u16().p(1)?;
-            match scheme {
-                alg::HMAC => {
-                    read_hash_alg(r).p(1)?;
-                }
-                alg::XOR => {
-                    read_hash_alg(r).p(1)?;
-                    let kdf = r.u16().p(1)?;
-                    if kdf != alg::KDF1_SP800_108 {
-                        return Err(Rc::param(rc::KDF, 1));
-                    }
-                }
-                alg::NULL => {}
-                _ => return Err(Rc::param(rc::VALUE, 1)),
-            }
-        }
-        _ => return Err(Rc::param(rc::TYPE, 1)),
-    }
+    read_public_parms(&mut call.params).p(1)?;
     call.done()
 }
 
@@ -114,11 +91,41 @@ mod tests {
             run(
                 &mut tpm,
                 0,
-                &Cmd::new(0x18A).u16(0x08).u16(0x0A).u16(0x0B).u16(0x20)
+                &Cmd::new(0x18A).u16(0x08).u16(0x0A).u16(0x0B).u16(0x21)
             )
             .0,
             0x1CC
         );
-        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x18A).u16(0x01)).0, 0x1CA);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x18A).u16(0x02)).0, 0x1CA);
+        let ecc = |curve: u16, scheme: u16| {
+            Cmd::new(0x18A)
+                .u16(0x23)
+                .u16(0x10)
+                .u16(scheme)
+                .u16(curve)
+                .u16(0x10)
+        };
+        assert_eq!(run(&mut tpm, 0, &ecc(3, 0x10)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &ecc(0x77, 0x10)).0, 0x1E6);
+        assert_eq!(run(&mut tpm, 0, &ecc(3, 0x1A)).0, 0x1D2);
+        let rsa = |bits: u16| {
+            Cmd::new(0x18A)
+                .u16(0x01)
+                .u16(0x10)
+                .u16(0x10)
+                .u16(bits)
+                .u32(0)
+        };
+        assert_eq!(run(&mut tpm, 0, &rsa(2048)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &rsa(1000)).0, 0x1C4);
+        let aes = |bits: u16, mode: u16| Cmd::new(0x18A).u16(0x25).u16(0x06).u16(bits).u16(mode);
+        assert_eq!(run(&mut tpm, 0, &aes(128, 0x43)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &aes(100, 0x43)).0, 0x1C4);
+        assert_eq!(run(&mut tpm, 0, &aes(128, 0x10)).0, 0x1C9);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x18A).u16(0x25).u16(0x10)).0,
+            0x1D6
+        );
+        assert_eq!(run(&mut tpm, 0, &rsa(2048).u8(0)).0, 0x095);
     }
 }
