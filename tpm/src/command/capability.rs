@@ -8,7 +8,7 @@ use crate::crypto::HashAlg;
 use crate::dispatch::{Call, Ctx, TABLE};
 use crate::pcr::{self as model, Selection, write_selection};
 use crate::rc::{self, CmdResult, Locate, Rc};
-use crate::spec::{self, cap, cc, ht, nv, pt, pt_pcr, rh};
+use crate::spec::{self, alg, cap, cc, ht, nv, pt, pt_pcr, rh};
 
 /// "RVET": not a registered TCG vendor id; chosen for this implementation.
 pub const MANUFACTURER: u32 = u32::from_be_bytes(*b"RVET");
@@ -27,11 +27,36 @@ const MAX_PROPERTIES: usize = (spec::MAX_CAP_BUFFER - 8) / 8;
 const MAX_HANDLES: usize = (spec::MAX_CAP_BUFFER - 8) / 4;
 const MAX_ALGS: usize = (spec::MAX_CAP_BUFFER - 8) / 6;
 
-/// Curves implemented for ECC keys: none yet (the key commands add P-256/P-384).
-pub const ECC_CURVES: &[u16] = &[];
-
-/// TPMA_ALGORITHM.hash.
-const ALG_HASH: u32 = 1 << 2;
+/// The algorithm set and TPMA_ALGORITHM bits (asymmetric 0, symmetric 1,
+/// hash 2, object 3, signing 8, encrypting 9, method 10), sorted by id. The
+/// hash algorithms are used by this part; the others are the set the
+/// algorithm layer and the key commands implement (TestParms accepts them).
+pub const ALGORITHMS: &[(u16, u32)] = &[
+    (alg::RSA, 0x009),
+    (alg::SHA1, 0x004),
+    (alg::HMAC, 0x104),
+    (alg::AES, 0x002),
+    (alg::MGF1, 0x404),
+    (alg::KEYEDHASH, 0x30C),
+    (alg::XOR, 0x006),
+    (alg::SHA256, 0x004),
+    (alg::SHA384, 0x004),
+    (alg::RSASSA, 0x101),
+    (alg::RSAES, 0x201),
+    (alg::RSAPSS, 0x101),
+    (alg::OAEP, 0x201),
+    (alg::ECDSA, 0x501),
+    (alg::ECDH, 0x401),
+    (alg::KDF1_SP800_56A, 0x404),
+    (alg::KDF1_SP800_108, 0x404),
+    (alg::ECC, 0x009),
+    (alg::SYMCIPHER, 0x008),
+    (alg::CTR, 0x202),
+    (alg::OFB, 0x202),
+    (alg::CBC, 0x202),
+    (alg::CFB, 0x202),
+    (alg::ECB, 0x202),
+];
 
 pub fn get_capability(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let capability = call.params.u32().p(1)?;
@@ -43,9 +68,9 @@ pub fn get_capability(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let mut body = crate::marshal::Writer::new();
     match capability {
         cap::ALGS => {
-            let algs: Vec<(u16, u32)> = HashAlg::ALL
+            let algs: Vec<(u16, u32)> = ALGORITHMS
                 .iter()
-                .map(|a| (a.id(), ALG_HASH))
+                .copied()
                 .filter(|(id, _)| u32::from(*id) >= property)
                 .collect();
             let n = count.min(MAX_ALGS).min(algs.len());
@@ -126,7 +151,7 @@ pub fn get_capability(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
             }
         }
         cap::ECC_CURVES => {
-            let curves: Vec<u16> = ECC_CURVES
+            let curves: Vec<u16> = crate::public::ECC_CURVES
                 .iter()
                 .copied()
                 .filter(|c| u32::from(*c) >= property)
@@ -397,8 +422,10 @@ mod tests {
         let (_, b) = cap(&mut tpm, 2, 0x186, 1);
         assert_eq!(be(&b, 9), 0x186 | 1 << 28);
         let (_, b) = cap(&mut tpm, 0, 0, 100);
-        assert_eq!(be(&b, 5), 3);
-        assert_eq!(&b[9..15], &[0, 4, 0, 0, 0, 4]);
+        assert_eq!(be(&b, 5), 24);
+        assert_eq!(&b[9..15], &[0, 1, 0, 0, 0, 9]);
+        let (_, b) = cap(&mut tpm, 0, 0x0B, 1);
+        assert_eq!((b[0], &b[9..15]), (1, &[0, 0x0B, 0, 0, 0, 4][..]));
         let (_, b) = cap(&mut tpm, 5, 0, 1);
         assert_eq!(
             &b[5..],
@@ -422,6 +449,6 @@ mod tests {
             (0, alloc::vec![0, 0, 0, 0, 9, 0, 0, 0, 0])
         );
         let (_, b) = cap(&mut tpm, 8, 0, 100);
-        assert_eq!(be(&b, 5), 0);
+        assert_eq!(&b[5..], &[0, 0, 0, 2, 0, 3, 0, 4]);
     }
 }
