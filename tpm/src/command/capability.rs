@@ -107,7 +107,8 @@ pub fn get_capability(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
             if property != 0 {
                 return Err(Rc::param(rc::VALUE, 2));
             }
-            more = false;
+            // A count of 0 returns an empty list and says there is more.
+            more = count == 0;
             let alloc = cx.core.vol.pcrs.allocated;
             let sel: Vec<Selection> = HashAlg::ALL
                 .iter()
@@ -117,7 +118,7 @@ pub fn get_capability(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
                     bits: alloc[a.index()],
                 })
                 .collect();
-            write_selection(&mut body, &sel);
+            write_selection(&mut body, if count == 0 { &[] } else { &sel });
         }
         cap::TPM_PROPERTIES => {
             // One group per call (fixed or variable), as the reference: a

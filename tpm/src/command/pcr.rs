@@ -123,10 +123,14 @@ pub fn allocate(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         new[s.alg.index()] = s.bits & 0x00FF_FFFF;
     }
     let full = [0x00FF_FFFFu32; 3];
+    // Some bank must keep the H-CRTM PCR (0) and a DRTM PCR (17), as the
+    // reference requires; otherwise the request is refused outright.
+    if !new.iter().any(|m| m & 1 != 0) || !new.iter().any(|m| m & (1 << 17) != 0) {
+        return Err(Rc::new(rc::PCR));
+    }
     let needed = PcrBanks::size_needed(&new);
     let available = PcrBanks::size_needed(&full);
-    // At least one bank must hold every PCR, or the platform cannot measure.
-    let ok = needed <= available && new.contains(&0x00FF_FFFF);
+    let ok = needed <= available;
     if ok {
         ps.pcr_pending = new;
         cx.core.vol.pcr_reconfig = true;
@@ -333,8 +337,27 @@ mod tests {
             .b(&[0, 0, 0])
             .u16(0x0B)
             .u8(3)
-            .b(&[0xFF, 0xFF, 0x7F]);
-        let (rc, body) = run(&mut tpm, 0, &none);
-        assert_eq!((rc, body[0]), (0, 0));
+            .b(&[0xFF, 0xFF, 0xFD]);
+        assert_eq!(run(&mut tpm, 0, &none).0, 0x127);
+        let no_pcr0 = Cmd::new(0x12B)
+            .h(plat)
+            .pw(b"")
+            .u32(2)
+            .u16(0x0C)
+            .u8(3)
+            .b(&[0, 0, 0])
+            .u16(0x0B)
+            .u8(3)
+            .b(&[0xFE, 0xFF, 0xFF]);
+        assert_eq!(run(&mut tpm, 0, &no_pcr0).0, 0x127);
+        let partial = Cmd::new(0x12B)
+            .h(plat)
+            .pw(b"")
+            .u32(1)
+            .u16(0x0B)
+            .u8(3)
+            .b(&[0x01, 0x00, 0x02]);
+        let (rc, body) = run(&mut tpm, 0, &partial);
+        assert_eq!((rc, body[0]), (0, 1));
     }
 }
