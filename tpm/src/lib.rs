@@ -8,6 +8,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod alg;
 mod auth;
 mod command;
 mod crypto;

@@ -21,10 +21,8 @@ fn label_needs_nul(label: &[u8]) -> bool {
 /// size is not a whole number of octets has its excess high bits cleared).
 fn mask_leading(out: &mut [u8], bits: u32) {
     let rem = bits % 8;
-    if rem != 0 {
-        if let Some(first) = out.first_mut() {
-            *first &= (1u8 << rem) - 1;
-        }
+    if let Some(first) = out.first_mut().filter(|_| rem != 0) {
+        *first &= (1u8 << rem) - 1;
     }
 }
 
@@ -230,7 +228,14 @@ mod tests {
     #[test]
     fn kdfa_multi_block_and_bit_masking() {
         // kdfa('sha1', bytes(range(20)), b'', b'', b'', 300): 3 blocks, first octet masked to 4 bits
-        let k = kdfa(HashAlg::Sha1, &(0u8..20).collect::<Vec<_>>(), b"", b"", b"", 300);
+        let k = kdfa(
+            HashAlg::Sha1,
+            &(0u8..20).collect::<Vec<_>>(),
+            b"",
+            b"",
+            b"",
+            300,
+        );
         assert_eq!(k.len(), 38);
         assert_eq!(k, hex(KDFA_SHA1_300));
         assert!(k[0] < 0x10);
@@ -284,8 +289,10 @@ mod tests {
         assert_eq!(&full[..96], &expect[..]);
     }
 
-    const KDFA_SHA256_256: &str = "3c16d9f44a297f463c42eb7fb2fe62c662969eaff6b55f9dc8da95888006d3c5";
-    const KDFA_SHA1_300: &str = "0dc08d27e2edc2104c1837cf885934e597eda986d5880de23aaacb258c26d3104a35769ed494";
+    const KDFA_SHA256_256: &str =
+        "3c16d9f44a297f463c42eb7fb2fe62c662969eaff6b55f9dc8da95888006d3c5";
+    const KDFA_SHA1_300: &str =
+        "0dc08d27e2edc2104c1837cf885934e597eda986d5880de23aaacb258c26d3104a35769ed494";
     const KDFA_SHA384_520: &str = "ea068c0d633d05fdb55e90e393613dc5365e3ec4019a92002ce7ecc018d4322aa4ea9ca151b68455b0cbb01be2a2a49da28d29d8f50022c11473407b86018b6e7e";
     const KDFE_SHA256_128: &str = "f12df589c5db62cfca3f1404f5e715eb";
     const KDFE_SHA384_780: &str = "021e4566a54e0d50535c70fea4cad69c0791716568aa21ef758f288d66f38049384c4dc7c09fcedfaa6c2785b65769dabaa58c3d7d6831cdc8a3f3d30d567d045f270bb2accc2f9a84ecacc8d0b80f496812e8e1d3d713aa3e802d66b26853185a62";
