@@ -253,6 +253,10 @@ mod tests {
         );
         assert_eq!(ctl(&mut tpm, PLATFORM, 0x4000_000D, 0), 0);
         assert_eq!(run(&mut tpm, 0, &Cmd::new(0x169).h(0x0100_0002)).0, 0x18B);
+        assert_eq!(
+            define(&mut tpm, PLATFORM, 0x0100_0003, nv::PLATFORMCREATE),
+            0x185
+        );
         assert_eq!(ctl(&mut tpm, PLATFORM, PLATFORM, 0), 0);
         assert_eq!(change(&mut tpm, PLATFORM, b"", b""), 0x185);
         tpm.power_on();

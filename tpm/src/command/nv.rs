@@ -146,6 +146,11 @@ pub fn define_space(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let size = usize::from(public.data_size);
     let digest = public.name_alg.size();
     let bad_attr = Rc::param(rc::ATTRIBUTES, 2);
+    // The order of the checks is the reference's (Part 3 §31.3).
+    // POLICY_DELETE indices need NV_UndefineSpaceSpecial, not implemented yet.
+    if a & nv::POLICY_DELETE != 0 {
+        return Err(bad_attr);
+    }
     if !public.auth_policy.is_empty() && public.auth_policy.len() != digest {
         return Err(Rc::param(rc::SIZE, 2));
     }
@@ -153,31 +158,27 @@ pub fn define_space(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     if auth.len() > digest {
         return Err(Rc::param(rc::SIZE, 1));
     }
-    // POLICY_DELETE indices need NV_UndefineSpaceSpecial, not implemented yet.
-    if a & nv::POLICY_DELETE != 0 {
+    if by_platform && !cx.core.vol.ph_enable_nv {
+        return Err(Rc::handle(rc::HIERARCHY, 1));
+    }
+    // PIN_PASS / PIN_FAIL are not implemented; other values are reserved.
+    if !matches!(
+        nt(a),
+        nv::NT_ORDINARY | nv::NT_COUNTER | nv::NT_BITS | nv::NT_EXTEND
+    ) {
         return Err(bad_attr);
     }
-    match nt(a) {
-        nv::NT_ORDINARY => {
-            if size > MAX_NV_INDEX_SIZE {
-                return Err(Rc::param(rc::SIZE, 2));
-            }
-        }
-        nv::NT_EXTEND => {
-            if size != digest {
-                return Err(Rc::param(rc::SIZE, 2));
-            }
-        }
-        nv::NT_COUNTER | nv::NT_BITS => {
-            if size != 8 {
-                return Err(Rc::param(rc::SIZE, 2));
-            }
-            if a & nv::CLEAR_STCLEAR != 0 {
-                return Err(bad_attr);
-            }
-        }
-        // PIN_PASS / PIN_FAIL are not implemented; other values are reserved.
-        _ => return Err(bad_attr),
+    let size_ok = match nt(a) {
+        nv::NT_ORDINARY => size <= MAX_NV_INDEX_SIZE,
+        nv::NT_EXTEND => size == digest,
+        _ => size == 8,
+    };
+    if !size_ok {
+        return Err(Rc::param(rc::SIZE, 2));
+    }
+    // Counters are never cleared.
+    if nt(a) == nv::NT_COUNTER && a & nv::CLEAR_STCLEAR != 0 {
+        return Err(bad_attr);
     }
     if a & (nv::WRITTEN | nv::WRITELOCKED | nv::READLOCKED) != 0 {
         return Err(bad_attr);
@@ -191,8 +192,9 @@ pub fn define_space(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     if a & nv::CLEAR_STCLEAR != 0 && a & nv::WRITEDEFINE != 0 {
         return Err(bad_attr);
     }
+    // The creator's hierarchy must be able to delete the index.
     if by_platform != (a & nv::PLATFORMCREATE != 0) {
-        return Err(Rc::handle(rc::HIERARCHY, 1));
+        return Err(Rc::handle(rc::ATTRIBUTES, 1));
     }
     if size > MAX_NV_BUFFER_SIZE && a & nv::WRITEALL != 0 {
         return Err(Rc::param(rc::SIZE, 2));
@@ -576,9 +578,32 @@ mod tests {
         // PLATFORMCREATE must match the hierarchy.
         assert_eq!(
             define(&mut tpm, OWNER, IDX, RW | nv::PLATFORMCREATE, 8, b""),
-            0x185
+            0x182
         );
-        assert_eq!(define(&mut tpm, PLATFORM, IDX, RW, 8, b""), 0x185);
+        assert_eq!(define(&mut tpm, PLATFORM, IDX, RW, 8, b""), 0x182);
+        // Bit fields may be CLEAR_STCLEAR, counters may not.
+        assert_eq!(
+            define(
+                &mut tpm,
+                OWNER,
+                IDX,
+                RW | (nv::NT_COUNTER << 4) | nv::CLEAR_STCLEAR,
+                8,
+                b""
+            ),
+            0x2C2
+        );
+        assert_eq!(
+            define(
+                &mut tpm,
+                OWNER,
+                0x0150_0005,
+                RW | (nv::NT_BITS << 4) | nv::CLEAR_STCLEAR,
+                8,
+                b""
+            ),
+            0
+        );
         // Too big, auth longer than the name digest, bad handle range.
         assert_eq!(define(&mut tpm, OWNER, IDX, RW, 2049, b""), 0x2D5);
         assert_eq!(define(&mut tpm, OWNER, IDX, RW, 8, &[1; 33]), 0x1D5);
