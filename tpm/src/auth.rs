@@ -9,6 +9,7 @@ use crate::Core;
 use crate::crypto::{ct_eq, trim_auth};
 use crate::marshal::Reader;
 use crate::rc::{self, CmdResult, Rc};
+use crate::session::Sessions;
 use crate::spec::{self, cc, ht, nv, rh, sa};
 
 /// One TPMS_AUTH_COMMAND (handle and attributes matter once HMAC and
@@ -21,7 +22,7 @@ pub struct Session {
     pub hmac: Vec<u8>,
 }
 
-pub fn parse_sessions(area: &[u8]) -> CmdResult<Vec<Session>> {
+pub fn parse_sessions(loaded: &Sessions, area: &[u8]) -> CmdResult<Vec<Session>> {
     let mut r = Reader::new(area);
     let mut out = Vec::new();
     while r.remaining() > 0 {
@@ -51,9 +52,12 @@ pub fn parse_sessions(area: &[u8]) -> CmdResult<Vec<Session>> {
                     return Err(Rc::session(rc::NONCE, n));
                 }
             }
-            // No HMAC or policy session can be loaded yet.
             ht::HMAC_SESSION | ht::POLICY_SESSION => {
-                return Err(Rc::new(rc::REFERENCE_S0 + u32::try_from(i).unwrap_or(0)));
+                if loaded.get(handle).is_none() {
+                    return Err(Rc::new(rc::REFERENCE_S0 + u32::try_from(i).unwrap_or(0)));
+                }
+                // HMAC and policy session checks arrive with StartAuthSession.
+                return Err(Rc::session(rc::HANDLE, n));
             }
             _ => return Err(Rc::session(rc::VALUE, n)),
         }
@@ -84,13 +88,7 @@ pub fn check_password(core: &mut Core, code: u32, handle: u32, s: &Session) -> C
     let auth: Vec<u8> = match spec::handle_type(handle) {
         ht::PERMANENT => {
             da_exempt = handle != rh::LOCKOUT;
-            match handle {
-                rh::OWNER => core.ps.owner_auth.clone(),
-                rh::ENDORSEMENT => core.ps.endorsement_auth.clone(),
-                rh::PLATFORM => core.vol.platform_auth.clone(),
-                rh::LOCKOUT => core.ps.lockout_auth.clone(),
-                _ => Vec::new(),
-            }
+            crate::hierarchy::permanent_auth(core, handle)
         }
         ht::NV_INDEX => {
             let index = core

@@ -311,7 +311,7 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
             return Err(Rc::new(rc::AUTH_CONTEXT));
         }
         let area = r.bytes(auth_size)?;
-        sessions = auth::parse_sessions(area)?;
+        sessions = auth::parse_sessions(&cx.core.vol.sessions, area)?;
         if sessions.len() < entry.auth {
             return Err(Rc::new(rc::AUTH_MISSING));
         }
@@ -428,17 +428,9 @@ fn check_handle(core: &Core, kind: HandleKind, h: u32) -> CmdResult<()> {
 }
 
 fn hierarchy_enabled(core: &Core, h: u32) -> CmdResult<()> {
-    let v = &core.vol;
-    let on = match h {
-        rh::OWNER => v.sh_enable,
-        rh::ENDORSEMENT => v.eh_enable,
-        rh::PLATFORM => v.ph_enable,
-        _ => true,
-    };
-    if on {
-        Ok(())
-    } else {
-        Err(Rc::new(rc::HIERARCHY))
+    match crate::hierarchy::Hierarchy::from_handle(h) {
+        Some(hy) if !hy.enabled(core) => Err(Rc::new(rc::HIERARCHY)),
+        _ => Ok(()),
     }
 }
 

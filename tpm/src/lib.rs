@@ -14,6 +14,7 @@ mod command;
 mod crypto;
 mod dispatch;
 mod drbg;
+mod hierarchy;
 mod marshal;
 mod object;
 mod pcr;
@@ -21,6 +22,7 @@ mod public;
 // Spec tables are complete on purpose; later parts use the rest.
 #[allow(dead_code)]
 mod rc;
+mod session;
 #[allow(dead_code)]
 mod spec;
 mod state;
@@ -36,6 +38,7 @@ pub use state::StateError;
 use crate::drbg::Drbg;
 use crate::object::Objects;
 use crate::pcr::PcrBanks;
+use crate::session::Sessions;
 use crate::state::{PersistentState, SEED_LEN};
 
 /// What the engine needs from the machine it runs on.
@@ -88,6 +91,7 @@ pub(crate) struct Volatile {
     pub started: bool,
     pub pcrs: PcrBanks,
     pub objects: Objects,
+    pub sessions: Sessions,
     pub ph_enable: bool,
     pub sh_enable: bool,
     pub eh_enable: bool,
@@ -121,6 +125,7 @@ impl Volatile {
             started: false,
             pcrs: PcrBanks::new(ps.pcr_allocated),
             objects: Objects::default(),
+            sessions: Sessions::default(),
             ph_enable: true,
             sh_enable: true,
             eh_enable: true,

@@ -201,7 +201,9 @@ fn handles(cx: &Ctx, from: u32) -> CmdResult<Vec<u32>> {
                 rh::PLATFORM_NV
             ]
         }
-        ht::HMAC_SESSION | ht::POLICY_SESSION => Vec::new(),
+        ht::HMAC_SESSION | ht::POLICY_SESSION => {
+            cx.core.vol.sessions.handles(spec::handle_type(from))
+        }
         _ => return Err(Rc::param(rc::HANDLE, 2)),
     };
     let kind = spec::handle_type(from);
@@ -269,7 +271,10 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
         (pt::HR_TRANSIENT_MIN, max_loaded),
         (pt::HR_PERSISTENT_MIN, 7),
         (pt::HR_LOADED_MIN, 3),
-        (pt::ACTIVE_SESSIONS_MAX, 64),
+        (
+            pt::ACTIVE_SESSIONS_MAX,
+            u32::try_from(crate::session::MAX_ACTIVE_SESSIONS).unwrap_or(0)
+        ),
         (pt::PCR_COUNT, 24),
         (pt::PCR_SELECT_MIN, 3),
         (pt::CONTEXT_GAP_MAX, 0xFFFF),
@@ -302,10 +307,17 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
         (pt::STARTUP_CLEAR, startup_clear),
         (pt::HR_NV_INDEX, indices),
         (pt::HR_LOADED, loaded),
-        (pt::HR_LOADED_AVAIL, max_loaded - loaded),
-        (pt::HR_ACTIVE, 0),
-        (pt::HR_ACTIVE_AVAIL, 64),
-        (pt::HR_TRANSIENT_AVAIL, max_loaded - loaded),
+        (pt::HR_LOADED_AVAIL, max_loaded.saturating_sub(loaded)),
+        (
+            pt::HR_ACTIVE,
+            u32::try_from(v.sessions.count()).unwrap_or(0)
+        ),
+        (
+            pt::HR_ACTIVE_AVAIL,
+            u32::try_from(crate::session::MAX_ACTIVE_SESSIONS.saturating_sub(v.sessions.count()))
+                .unwrap_or(0)
+        ),
+        (pt::HR_TRANSIENT_AVAIL, max_loaded.saturating_sub(loaded)),
         (
             pt::HR_PERSISTENT,
             u32::try_from(ps.persistent_objects.len()).unwrap_or(0)

@@ -175,8 +175,14 @@ pub fn flush_context(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
                 .ok_or(Rc::param(rc::HANDLE, 1))?;
             Ok(())
         }
-        // No session can be loaded yet.
-        ht::HMAC_SESSION | ht::POLICY_SESSION => Err(Rc::param(rc::HANDLE, 1)),
+        ht::HMAC_SESSION | ht::POLICY_SESSION => {
+            cx.core
+                .vol
+                .sessions
+                .remove(handle)
+                .ok_or(Rc::param(rc::HANDLE, 1))?;
+            Ok(())
+        }
         _ => Err(Rc::param(rc::VALUE, 1)),
     }
 }

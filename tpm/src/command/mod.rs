@@ -69,9 +69,7 @@ pub fn random(cx: &mut Ctx, out: &mut [u8]) -> CmdResult<()> {
 
 /// The proof value of a hierarchy (for tickets).
 pub fn proof(cx: &Ctx, hierarchy: u32) -> [u8; crate::state::SEED_LEN] {
-    match hierarchy {
-        rh::PLATFORM => cx.core.ps.ph_proof,
-        rh::ENDORSEMENT => cx.core.ps.eh_proof,
-        _ => cx.core.ps.sh_proof,
-    }
+    crate::hierarchy::Hierarchy::from_handle(hierarchy)
+        .unwrap_or(crate::hierarchy::Hierarchy::Owner)
+        .proof(cx.core)
 }
