@@ -25,7 +25,9 @@ impl Abrmd {
             .spawn()
             .unwrap_or_else(|e| panic!("dbus-daemon: {e} (is the dbus package installed?)"));
         let mut bus_address = String::new();
-        BufReader::new(dbus.stdout.take().unwrap()).read_line(&mut bus_address).unwrap();
+        BufReader::new(dbus.stdout.take().unwrap())
+            .read_line(&mut bus_address)
+            .unwrap();
         let bus_address = bus_address.trim().to_string();
         assert!(!bus_address.is_empty(), "dbus-daemon printed no address");
         let abrmd = Command::new("tpm2-abrmd")
@@ -37,11 +39,27 @@ impl Abrmd {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("tpm2-abrmd: {e} (is the tpm2-abrmd package installed?)"));
-        let this = Self { dbus, abrmd, bus_address };
+        let this = Self {
+            dbus,
+            abrmd,
+            bus_address,
+        };
         let tools = this.tools();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !tools.output(&["getrandom", "1"]).status.success() {
-            assert!(Instant::now() < deadline, "tpm2-abrmd did not come up within 20 s");
+        loop {
+            let out = tools.output(&["getrandom", "1"]);
+            if out.status.success() {
+                break;
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !err.contains("Could not load tcti"),
+                "the tabrmd TCTI is missing (install libtss2-tcti-tabrmd0): {err}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "tpm2-abrmd did not come up within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         this

@@ -123,7 +123,12 @@ pub struct Command {
 
 impl Command {
     pub fn new(code: u32) -> Self {
-        Self { code, handles: Vec::new(), passwords: Vec::new(), params: Vec::new() }
+        Self {
+            code,
+            handles: Vec::new(),
+            passwords: Vec::new(),
+            params: Vec::new(),
+        }
     }
     pub fn handle(mut self, h: u32) -> Self {
         self.handles.push(h);
@@ -139,7 +144,11 @@ impl Command {
         self
     }
     pub fn bytes(&self) -> Vec<u8> {
-        let tag = if self.passwords.is_empty() { ST_NO_SESSIONS } else { ST_SESSIONS };
+        let tag = if self.passwords.is_empty() {
+            ST_NO_SESSIONS
+        } else {
+            ST_SESSIONS
+        };
         let mut body = Buf::new();
         for h in &self.handles {
             body = body.u32(*h);
@@ -149,17 +158,26 @@ impl Command {
             for pw in &self.passwords {
                 auth = auth.u32(rh::PW).tpm2b(&[]).u8(0).tpm2b(pw);
             }
-            body = body.u32(u32::try_from(auth.0.len()).unwrap()).bytes(&auth.0);
+            body = body
+                .u32(u32::try_from(auth.0.len()).unwrap())
+                .bytes(&auth.0);
         }
         body = body.bytes(&self.params);
         let size = u32::try_from(body.0.len() + 10).unwrap();
-        Buf::new().u16(tag).u32(size).u32(self.code).bytes(&body.0).0
+        Buf::new()
+            .u16(tag)
+            .u32(size)
+            .u32(self.code)
+            .bytes(&body.0)
+            .0
     }
 }
 
 /// The response code of a response (TPM_RC_SUCCESS = 0).
 pub fn rc(response: &[u8]) -> u32 {
-    response.get(6..10).map_or(u32::MAX, |b| u32::from_be_bytes(b.try_into().unwrap()))
+    response
+        .get(6..10)
+        .map_or(u32::MAX, |b| u32::from_be_bytes(b.try_into().unwrap()))
 }
 
 /// Checks the response header: at least 10 bytes, size field equal to the
@@ -167,7 +185,10 @@ pub fn rc(response: &[u8]) -> u32 {
 /// TPM_ST_NO_SESSIONS.
 pub fn check_well_formed(response: &[u8]) -> Result<(), String> {
     if response.len() < 10 {
-        return Err(format!("response of {} bytes is shorter than a header", response.len()));
+        return Err(format!(
+            "response of {} bytes is shorter than a header",
+            response.len()
+        ));
     }
     let tag = u16::from_be_bytes([response[0], response[1]]);
     let size = u32::from_be_bytes(response[2..6].try_into().unwrap());
@@ -183,7 +204,10 @@ pub fn check_well_formed(response: &[u8]) -> Result<(), String> {
         return Err(format!("bad tag {tag:#06x}"));
     }
     if rc(response) != 0 && (response.len() != 10 || tag != ST_NO_SESSIONS) {
-        return Err(format!("error {:#x} with a body or tag {tag:#06x}", rc(response)));
+        return Err(format!(
+            "error {:#x} with a body or tag {tag:#06x}",
+            rc(response)
+        ));
     }
     Ok(())
 }

@@ -18,7 +18,10 @@ pub fn workspace_binary(name: &str, env_override: &str) -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target layout");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target layout");
     let path = profile_dir.join(name);
     assert!(
         path.is_file(),

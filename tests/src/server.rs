@@ -53,7 +53,9 @@ impl TpmServer {
             .spawn()
             .expect("spawning the TPM server");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let mut stderr = child.stderr.take();
         let port = line
             .split("listening on ")
@@ -67,7 +69,13 @@ impl TpmServer {
             let status = child.wait();
             panic!("{backend:?} server did not start ({status:?}): stdout {line:?}, stderr {err}");
         };
-        Self { child: Some(child), stderr, port, backend, state: state.to_owned() }
+        Self {
+            child: Some(child),
+            stderr,
+            port,
+            backend,
+            state: state.to_owned(),
+        }
     }
 
     /// TCTI string for tpm2-tools.
@@ -95,7 +103,10 @@ impl TpmServer {
     /// and what the server wrote to stderr.
     pub fn terminate(mut self) -> (ExitStatus, String) {
         let child = self.child.as_ref().unwrap();
-        let rc = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let rc = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(rc.success(), "kill -TERM failed");
         self.wait_exit()
     }
@@ -127,7 +138,9 @@ impl TpmServer {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 }
 
@@ -157,7 +170,9 @@ impl RawClient {
     fn connect(port: u16) -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         Self { stream }
     }
 
@@ -167,7 +182,9 @@ impl RawClient {
 
     pub fn read_u32(&mut self) -> u32 {
         let mut b = [0; 4];
-        self.stream.read_exact(&mut b).expect("reading a u32 from the server");
+        self.stream
+            .read_exact(&mut b)
+            .expect("reading a u32 from the server");
         u32::from_be_bytes(b)
     }
 

@@ -23,7 +23,11 @@ fn describe(args: &[&str], out: &Output) -> String {
 
 impl Tpm2 {
     pub fn new(tcti: impl Into<String>) -> Self {
-        Self { tcti: tcti.into(), dir: tempfile::tempdir().unwrap(), envs: Vec::new() }
+        Self {
+            tcti: tcti.into(),
+            dir: tempfile::tempdir().unwrap(),
+            envs: Vec::new(),
+        }
     }
 
     /// An extra environment variable for every tool run (e.g. the D-Bus address).
@@ -68,14 +72,22 @@ impl Tpm2 {
     /// Runs a tool that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.output(args);
-        assert!(out.status.success(), "expected success: {}", describe(args, &out));
+        assert!(
+            out.status.success(),
+            "expected success: {}",
+            describe(args, &out)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs a tool that must fail; returns its stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.output(args);
-        assert!(!out.status.success(), "expected failure: {}", describe(args, &out));
+        assert!(
+            !out.status.success(),
+            "expected failure: {}",
+            describe(args, &out)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -86,7 +98,8 @@ impl Tpm2 {
         let want = format!("0x{rc:x}");
         let want_padded = format!("0x{rc:08x}");
         assert!(
-            err.to_lowercase().contains(&want_padded) || err.to_lowercase().contains(&format!("({want})")),
+            err.to_lowercase().contains(&want_padded)
+                || err.to_lowercase().contains(&format!("({want})")),
             "tpm2_{} failed, but not with {want}: {err}",
             args.join(" ")
         );
@@ -112,8 +125,11 @@ pub fn parse_pcrread(out: &str) -> Vec<(String, u32, Vec<u8>)> {
 }
 
 pub fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex {s:?}");
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    assert!(s.len().is_multiple_of(2), "odd hex {s:?}");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// The value of one PCR from `tpm2_pcrread` output.

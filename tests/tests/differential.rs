@@ -58,8 +58,8 @@ enum Check {
     RcAndSize(&'static str),
     /// Response code only.
     RcOnly(&'static str),
-    /// Every byte except these ranges (time values).
-    ExceptRanges(&'static [std::ops::Range<usize>], &'static str),
+    /// Every byte except those in `start..end` (time values).
+    ExceptRange(usize, usize, &'static str),
     /// GetCapability(TPM_CAP_PCRS): the allocated banks (non-empty
     /// selections) must match; which unallocated banks are listed follows
     /// from the implemented hashes (libtpms has SHA-512, the engine not).
@@ -80,7 +80,13 @@ struct Ctx {
 }
 
 enum Action {
-    Step { what: &'static str, locality: u8, build: Box<dyn Fn(Ctx) -> Vec<u8>>, check: Check, yields_handle: bool },
+    Step {
+        what: &'static str,
+        locality: u8,
+        build: Box<dyn Fn(Ctx) -> Vec<u8>>,
+        check: Check,
+        yields_handle: bool,
+    },
     PowerCycle,
 }
 
@@ -91,37 +97,86 @@ struct Stream {
 
 impl Stream {
     fn new(name: &'static str) -> Self {
-        Self { name, actions: Vec::new() }
+        Self {
+            name,
+            actions: Vec::new(),
+        }
     }
     fn step(mut self, what: &'static str, cmd: Command, check: Check) -> Self {
         let bytes = cmd.bytes();
-        self.actions.push(Action::Step { what, locality: 0, build: Box::new(move |_| bytes.clone()), check, yields_handle: false });
+        self.actions.push(Action::Step {
+            what,
+            locality: 0,
+            build: Box::new(move |_| bytes.clone()),
+            check,
+            yields_handle: false,
+        });
         self
     }
     fn exact(self, what: &'static str, cmd: Command) -> Self {
         self.step(what, cmd, Check::Exact)
     }
     fn raw(mut self, what: &'static str, bytes: Vec<u8>) -> Self {
-        self.actions.push(Action::Step { what, locality: 0, build: Box::new(move |_| bytes.clone()), check: Check::Exact, yields_handle: false });
+        self.actions.push(Action::Step {
+            what,
+            locality: 0,
+            build: Box::new(move |_| bytes.clone()),
+            check: Check::Exact,
+            yields_handle: false,
+        });
         self
     }
     fn raw_check(mut self, what: &'static str, check: Check, bytes: Vec<u8>) -> Self {
-        self.actions.push(Action::Step { what, locality: 0, build: Box::new(move |_| bytes.clone()), check, yields_handle: false });
+        self.actions.push(Action::Step {
+            what,
+            locality: 0,
+            build: Box::new(move |_| bytes.clone()),
+            check,
+            yields_handle: false,
+        });
         self
     }
     fn at_locality(mut self, what: &'static str, locality: u8, cmd: Command) -> Self {
         let bytes = cmd.bytes();
-        self.actions.push(Action::Step { what, locality, build: Box::new(move |_| bytes.clone()), check: Check::Exact, yields_handle: false });
+        self.actions.push(Action::Step {
+            what,
+            locality,
+            build: Box::new(move |_| bytes.clone()),
+            check: Check::Exact,
+            yields_handle: false,
+        });
         self
     }
     /// A step whose response carries a handle (compared by code and size).
-    fn yields_handle(mut self, what: &'static str, build: impl Fn(Ctx) -> Vec<u8> + 'static, check: Check) -> Self {
-        self.actions.push(Action::Step { what, locality: 0, build: Box::new(build), check, yields_handle: true });
+    fn yields_handle(
+        mut self,
+        what: &'static str,
+        build: impl Fn(Ctx) -> Vec<u8> + 'static,
+        check: Check,
+    ) -> Self {
+        self.actions.push(Action::Step {
+            what,
+            locality: 0,
+            build: Box::new(build),
+            check,
+            yields_handle: true,
+        });
         self
     }
     /// A step that uses the last handle.
-    fn with_handle(mut self, what: &'static str, build: impl Fn(Ctx) -> Vec<u8> + 'static, check: Check) -> Self {
-        self.actions.push(Action::Step { what, locality: 0, build: Box::new(build), check, yields_handle: false });
+    fn with_handle(
+        mut self,
+        what: &'static str,
+        build: impl Fn(Ctx) -> Vec<u8> + 'static,
+        check: Check,
+    ) -> Self {
+        self.actions.push(Action::Step {
+            what,
+            locality: 0,
+            build: Box::new(build),
+            check,
+            yields_handle: false,
+        });
         self
     }
     fn power_cycle(mut self) -> Self {
@@ -162,20 +217,37 @@ fn hash(alg_id: u16, data: &[u8], hierarchy: u32) -> Command {
     Command::new(cc::HASH).params(Buf::new().tpm2b(data).u16(alg_id).u32(hierarchy))
 }
 fn nv_public(index: u32, attributes: u32, size: u16) -> Buf {
-    let inner = Buf::new().u32(index).u16(alg::SHA256).u32(attributes).tpm2b(&[]).u16(size);
+    let inner = Buf::new()
+        .u32(index)
+        .u16(alg::SHA256)
+        .u32(attributes)
+        .tpm2b(&[])
+        .u16(size);
     Buf::new().tpm2b(&inner.0)
 }
 fn nv_define(index: u32, auth: &[u8], attributes: u32, size: u16) -> Command {
     Command::new(cc::NV_DEFINE_SPACE)
         .handle(rh::OWNER)
         .pw(b"")
-        .params(Buf::new().tpm2b(auth).bytes(&nv_public(index, attributes, size).0))
+        .params(
+            Buf::new()
+                .tpm2b(auth)
+                .bytes(&nv_public(index, attributes, size).0),
+        )
 }
 fn nv_read(auth_handle: u32, index: u32, pw: &[u8], size: u16, offset: u16) -> Command {
-    Command::new(cc::NV_READ).handle(auth_handle).handle(index).pw(pw).params(Buf::new().u16(size).u16(offset))
+    Command::new(cc::NV_READ)
+        .handle(auth_handle)
+        .handle(index)
+        .pw(pw)
+        .params(Buf::new().u16(size).u16(offset))
 }
 fn nv_write(auth_handle: u32, index: u32, pw: &[u8], data: &[u8], offset: u16) -> Command {
-    Command::new(cc::NV_WRITE).handle(auth_handle).handle(index).pw(pw).params(Buf::new().tpm2b(data).u16(offset))
+    Command::new(cc::NV_WRITE)
+        .handle(auth_handle)
+        .handle(index)
+        .pw(pw)
+        .params(Buf::new().tpm2b(data).u16(offset))
 }
 fn nv_read_public(index: u32) -> Command {
     Command::new(cc::NV_READ_PUBLIC).handle(index)
@@ -237,13 +309,23 @@ fn ecc_template() -> Buf {
 
 fn create_primary(hierarchy: u32, template: Buf) -> Command {
     let sensitive = Buf::new().tpm2b(&[]).tpm2b(&[]);
-    Command::new(cc::CREATE_PRIMARY).handle(hierarchy).pw(b"").params(
-        Buf::new().tpm2b(&sensitive.0).bytes(&template.0).tpm2b(&[]).u32(0),
-    )
+    Command::new(cc::CREATE_PRIMARY)
+        .handle(hierarchy)
+        .pw(b"")
+        .params(
+            Buf::new()
+                .tpm2b(&sensitive.0)
+                .bytes(&template.0)
+                .tpm2b(&[])
+                .u32(0),
+        )
 }
 
 fn streams() -> Vec<Stream> {
-    let sha_both: &[(u16, &[u32])] = &[(alg::SHA1, &[0, 16, 17, 23]), (alg::SHA256, &[0, 16, 17, 23])];
+    let sha_both: &[(u16, &[u32])] = &[
+        (alg::SHA1, &[0, 16, 17, 23]),
+        (alg::SHA256, &[0, 16, 17, 23]),
+    ];
     let all_low: &[u32] = &[0, 1, 2, 3, 4, 5, 6, 7];
     let all_high: &[u32] = &[16, 17, 18, 19, 20, 21, 22, 23];
     let index = 0x0150_0016;
@@ -470,7 +552,7 @@ fn streams() -> Vec<Stream> {
                 t
             }))
             .step("ReadClock", Command::new(cc::READ_CLOCK),
-                Check::ExceptRanges(&[10..26], "Time and Clock are wall-clock values")),
+                Check::ExceptRange(10, 26, "Time and Clock are wall-clock values")),
         Stream::new("parameter checks")
             .exact("Startup(CLEAR)", startup(true))
             .exact("TestParms ECC P-256", Command::new(cc::TEST_PARMS).params(Buf::new().u16(alg::ECC).u16(alg::NULL).u16(alg::NULL).u16(0x0003).u16(alg::NULL)))
@@ -488,6 +570,22 @@ fn streams() -> Vec<Stream> {
 struct Report {
     compared: usize,
     mismatches: Vec<String>,
+    /// Intended differences applied: reason → steps.
+    intended: std::collections::BTreeMap<&'static str, Vec<String>>,
+}
+
+impl Check {
+    fn reason(self) -> Option<&'static str> {
+        match self {
+            Check::Exact => None,
+            Check::AllocatedBanks => Some("unallocated banks listed follow the implemented hashes"),
+            Check::DigestList => Some("PCR_Event lists every implemented hash"),
+            Check::RcAndSize(r)
+            | Check::RcOnly(r)
+            | Check::ExceptRange(_, _, r)
+            | Check::EngineGives(_, r) => Some(r),
+        }
+    }
 }
 
 fn compare(check: Check, reference: &[u8], engine: &[u8]) -> Result<(), String> {
@@ -522,7 +620,11 @@ fn compare(check: Check, reference: &[u8], engine: &[u8]) -> Result<(), String> 
                 Some(out)
             };
             let (Some(a), Some(b)) = (digests(reference), digests(engine)) else {
-                return if same_rc && rc(engine) != 0 { Ok(()) } else { Err("digest list malformed or rc differs".into()) };
+                return if same_rc && rc(engine) != 0 {
+                    Ok(())
+                } else {
+                    Err("digest list malformed or rc differs".into())
+                };
             };
             let has = |l: &[(u16, Vec<u8>)], x| l.iter().any(|(g, _)| *g == x);
             if !(has(&b, alg::SHA1) && has(&b, alg::SHA256)) {
@@ -532,7 +634,11 @@ fn compare(check: Check, reference: &[u8], engine: &[u8]) -> Result<(), String> 
                 match a.iter().find(|(h, _)| h == g) {
                     Some((_, e)) if e == d => {}
                     Some(_) => return Err(format!("digest for alg {g:#x} differs")),
-                    None => return Err(format!("engine lists alg {g:#x} the reference does not implement")),
+                    None => {
+                        return Err(format!(
+                            "engine lists alg {g:#x} the reference does not implement"
+                        ));
+                    }
                 }
             }
             Ok(())
@@ -565,20 +671,22 @@ fn compare(check: Check, reference: &[u8], engine: &[u8]) -> Result<(), String> 
         Check::RcAndSize(_) => Err("response code or size differs".into()),
         Check::RcOnly(_) if same_rc => Ok(()),
         Check::RcOnly(_) => Err("response code differs".into()),
-        Check::ExceptRanges(ranges, _) => {
+        Check::ExceptRange(start, end, _) => {
             if reference.len() != engine.len() {
                 return Err("response size differs".into());
             }
             let masked = |r: &[u8]| {
                 let mut r = r.to_vec();
-                for range in ranges {
-                    for b in r.get_mut(range.clone()).unwrap_or_default() {
-                        *b = 0;
-                    }
+                for b in r.get_mut(start..end).unwrap_or_default() {
+                    *b = 0;
                 }
                 r
             };
-            if masked(reference) == masked(engine) { Ok(()) } else { Err("responses differ outside the masked ranges".into()) }
+            if masked(reference) == masked(engine) {
+                Ok(())
+            } else {
+                Err("responses differ outside the masked range".into())
+            }
         }
     }
 }
@@ -592,10 +700,18 @@ fn run_stream(stream: &Stream, report: &mut Report) {
     let allocate = |extra: &[(u16, &[u32])]| {
         let mut banks: Vec<(u16, &[u32])> = vec![(alg::SHA1, &all), (alg::SHA256, &all)];
         banks.extend_from_slice(extra);
-        Command::new(cc::PCR_ALLOCATE).handle(rh::PLATFORM).pw(b"").params(Buf::new().pcr_selection(&banks)).bytes()
+        Command::new(cc::PCR_ALLOCATE)
+            .handle(rh::PLATFORM)
+            .pw(b"")
+            .params(Buf::new().pcr_selection(&banks))
+            .bytes()
     };
     let mut reference = Reference::manufacture();
-    for cmd in [startup(true).bytes(), allocate(&[(alg::SHA384, &[]), (alg::SHA512, &[])]), shutdown(true).bytes()] {
+    for cmd in [
+        startup(true).bytes(),
+        allocate(&[(alg::SHA384, &[]), (alg::SHA512, &[])]),
+        shutdown(true).bytes(),
+    ] {
         let r = reference.execute(0, &cmd);
         assert_eq!(rc(&r), 0, "reference prologue {}: {}", hex(&cmd), hex(&r));
     }
@@ -604,14 +720,26 @@ fn run_stream(stream: &Stream, report: &mut Report) {
     for cmd in [startup(true).bytes(), allocate(&[]), shutdown(true).bytes()] {
         let r = engine.execute(0, &cmd);
         if rc(&r) != 0 {
-            report.mismatches.push(format!("[{}] prologue: engine refused {}: {}", stream.name, hex(&cmd), hex(&r)));
+            report.mismatches.push(format!(
+                "[{}] prologue: engine refused {}: {}",
+                stream.name,
+                hex(&cmd),
+                hex(&r)
+            ));
         }
     }
     engine.power_on();
 
     let (mut ref_ctx, mut eng_ctx) = (Ctx::default(), Ctx::default());
     for (n, action) in stream.actions.iter().enumerate() {
-        let Action::Step { what, locality, build, check, yields_handle } = action else {
+        let Action::Step {
+            what,
+            locality,
+            build,
+            check,
+            yields_handle,
+        } = action
+        else {
             reference.power_cycle();
             engine.power_on();
             continue;
@@ -620,9 +748,22 @@ fn run_stream(stream: &Stream, report: &mut Report) {
         let ref_resp = reference.execute(*locality, &ref_cmd);
         let eng_resp = engine.execute(*locality, &eng_cmd);
         report.compared += 1;
+        if let Some(reason) = check.reason() {
+            report
+                .intended
+                .entry(reason)
+                .or_default()
+                .push(format!("{}: {what}", stream.name));
+        }
         if std::env::var_os("RIVET_DIFF_VERBOSE").is_some() {
-            eprintln!("[{}] {n} {what}: ref rc {:#x} ({} bytes), engine rc {:#x} ({} bytes)",
-                stream.name, rc(&ref_resp), ref_resp.len(), rc(&eng_resp), eng_resp.len());
+            eprintln!(
+                "[{}] {n} {what}: ref rc {:#x} ({} bytes), engine rc {:#x} ({} bytes)",
+                stream.name,
+                rc(&ref_resp),
+                ref_resp.len(),
+                rc(&eng_resp),
+                eng_resp.len()
+            );
         }
         let mut problems = Vec::new();
         if let Err(e) = check_well_formed(&eng_resp) {
@@ -644,7 +785,10 @@ fn run_stream(stream: &Stream, report: &mut Report) {
             ));
         }
         if *yields_handle {
-            let handle = |r: &[u8]| r.get(10..14).map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap()));
+            let handle = |r: &[u8]| {
+                r.get(10..14)
+                    .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap()))
+            };
             ref_ctx.handle = handle(&ref_resp);
             eng_ctx.handle = handle(&eng_resp);
         }
@@ -657,8 +801,16 @@ fn engine_matches_the_reference() {
     for stream in streams() {
         run_stream(&stream, &mut report);
     }
-    eprintln!("differential: {} steps compared, {} mismatches", report.compared, report.mismatches.len());
-    assert!(report.compared > 100, "too few steps compared: {}", report.compared);
+    eprintln!(
+        "differential: {} steps compared, {} mismatches",
+        report.compared,
+        report.mismatches.len()
+    );
+    assert!(
+        report.compared > 100,
+        "too few steps compared: {}",
+        report.compared
+    );
     assert!(
         report.mismatches.is_empty(),
         "{} of {} steps differ from the reference:\n{}",

@@ -15,7 +15,9 @@ fn startup() -> Vec<u8> {
     Command::new(cc::STARTUP).params(Buf::new().u16(0)).bytes()
 }
 fn get_random(n: u16) -> Vec<u8> {
-    Command::new(cc::GET_RANDOM).params(Buf::new().u16(n)).bytes()
+    Command::new(cc::GET_RANDOM)
+        .params(Buf::new().u16(n))
+        .bytes()
 }
 
 macro_rules! on_both_backends {
@@ -60,7 +62,11 @@ fn handshake_sizes_and_power(backend: Backend) {
 
     // Powered off (the server starts that way): commands fail cleanly.
     let r = cmd.execute(0, &startup());
-    assert_eq!(rc(&r), TPM_RC_FAILURE, "command while powered off: {r:02x?}");
+    assert_eq!(
+        rc(&r),
+        TPM_RC_FAILURE,
+        "command while powered off: {r:02x?}"
+    );
     for code in [1, 11, 3, 4, 9, 10, 13, 14] {
         platform.signal(code);
     }
@@ -72,7 +78,11 @@ fn handshake_sizes_and_power(backend: Backend) {
     platform.signal(1);
     assert_eq!(rc(&cmd.execute(0, &get_random(8))), 0);
     platform.signal(17);
-    assert_eq!(rc(&cmd.execute(0, &get_random(8))), 0x100, "no Startup after RESET");
+    assert_eq!(
+        rc(&cmd.execute(0, &get_random(8))),
+        0x100,
+        "no Startup after RESET"
+    );
     assert_eq!(rc(&cmd.execute(0, &startup())), 0);
     // POWER_OFF, then POWER_ON: _TPM_Init again.
     platform.signal(2);
@@ -177,11 +187,19 @@ fn responses_are_fast(backend: Backend) {
         assert_eq!(rc(&cmd.execute(0, &get_random(8))), 0);
     }
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "200 round trips took {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "200 round trips took {took:?}"
+    );
 }
 
 fn stop_and_signals_shut_down_cleanly(backend: Backend) {
-    for how in ["STOP on the platform port", "STOP on the command port", "SIGTERM", "SIGINT"] {
+    for how in [
+        "STOP on the platform port",
+        "STOP on the command port",
+        "SIGTERM",
+        "SIGINT",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("tpm.state");
         let mut server = TpmServer::start(backend, &state);
@@ -189,9 +207,17 @@ fn stop_and_signals_shut_down_cleanly(backend: Backend) {
         let nv = Command::new(cc::NV_DEFINE_SPACE)
             .handle(0x4000_0001)
             .pw(b"")
-            .params(Buf::new().tpm2b(b"").tpm2b(
-                &Buf::new().u32(0x0150_0001).u16(0x000B).u32(0x0006_0006).tpm2b(&[]).u16(8).0,
-            ))
+            .params(
+                Buf::new().tpm2b(b"").tpm2b(
+                    &Buf::new()
+                        .u32(0x0150_0001)
+                        .u16(0x000B)
+                        .u32(0x0006_0006)
+                        .tpm2b(&[])
+                        .u16(8)
+                        .0,
+                ),
+            )
             .bytes();
         assert_eq!(rc(&cmd.execute(0, &nv)), 0);
         let status = match how {
@@ -206,11 +232,22 @@ fn stop_and_signals_shut_down_cleanly(backend: Backend) {
             "SIGTERM" => server.terminate(),
             _ => {
                 let pid = server.pid().to_string();
-                assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+                assert!(
+                    std::process::Command::new("kill")
+                        .args(["-INT", &pid])
+                        .status()
+                        .unwrap()
+                        .success()
+                );
                 server.wait_exit()
             }
         };
-        assert!(status.0.success(), "{how}: exit {}, stderr {}", status.0, status.1);
+        assert!(
+            status.0.success(),
+            "{how}: exit {}, stderr {}",
+            status.0,
+            status.1
+        );
         // The NV index survived into the state file.
         let server = TpmServer::start(backend, &state);
         let mut cmd = powered(&server);
@@ -232,16 +269,30 @@ fn corrupt_state_file_is_refused(backend: Backend) {
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x40;
-    for (what, bytes) in [("a flipped bit", flipped), ("a truncated file", good[..good.len() - 3].to_vec()), ("garbage", b"not a state file".to_vec())] {
+    for (what, bytes) in [
+        ("a flipped bit", flipped),
+        ("a truncated file", good[..good.len() - 3].to_vec()),
+        ("garbage", b"not a state file".to_vec()),
+    ] {
         std::fs::write(&state, &bytes).unwrap();
         let out = std::process::Command::new(backend.binary())
             .args(["--port", "0", "--state"])
             .arg(&state)
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{what}: server started on a corrupt state file");
+        assert!(
+            !out.status.success(),
+            "{what}: server started on a corrupt state file"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(&*state.to_string_lossy()), "{what}: error does not name the file: {stderr}");
-        assert_eq!(std::fs::read(&state).unwrap(), bytes, "{what}: the corrupt file was overwritten");
+        assert!(
+            stderr.contains(&*state.to_string_lossy()),
+            "{what}: error does not name the file: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read(&state).unwrap(),
+            bytes,
+            "{what}: the corrupt file was overwritten"
+        );
     }
 }

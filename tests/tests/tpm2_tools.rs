@@ -28,7 +28,11 @@ fn setup(backend: Backend) -> Setup {
     let server = TpmServer::start(backend, &dir.path().join("tpm.state"));
     let tools = Tpm2::new(server.tcti());
     tools.ok(&["startup", "-c"]);
-    Setup { server, tools, _dir: dir }
+    Setup {
+        server,
+        tools,
+        _dir: dir,
+    }
 }
 
 macro_rules! on_both_backends {
@@ -55,7 +59,11 @@ on_both_backends!(
 );
 
 fn random_and_hash(backend: Backend) {
-    let Setup { tools, server: _server, _dir } = setup(backend);
+    let Setup {
+        tools,
+        server: _server,
+        _dir,
+    } = setup(backend);
     let a = tools.ok(&["getrandom", "32", "--hex"]);
     let b = tools.ok(&["getrandom", "32", "--hex"]);
     assert_eq!(a.trim().len(), 64, "32 bytes as hex: {a:?}");
@@ -70,13 +78,26 @@ fn random_and_hash(backend: Backend) {
     let digest = tools.ok(&["hash", "-g", "sha1", "--hex", "data"]);
     assert_eq!(digest.trim(), hex(&Sha1::digest(&data)));
     // A ticket comes back for data that does not start with TPM_GENERATED.
-    tools.ok(&["hash", "-g", "sha256", "-o", "d.bin", "-t", "ticket.bin", "data"]);
+    tools.ok(&[
+        "hash",
+        "-g",
+        "sha256",
+        "-o",
+        "d.bin",
+        "-t",
+        "ticket.bin",
+        "data",
+    ]);
     assert_eq!(tools.read("d.bin"), Sha256::digest(&data).to_vec());
     assert!(!tools.read("ticket.bin").is_empty());
 }
 
 fn pcr_read_extend_event_reset(backend: Backend) {
-    let Setup { tools, server: _server, _dir } = setup(backend);
+    let Setup {
+        tools,
+        server: _server,
+        _dir,
+    } = setup(backend);
     let out = tools.ok(&["pcrread", "sha1:0,16+sha256:0,16,23"]);
     for (bank, len) in [("sha1", 20), ("sha256", 32)] {
         assert_eq!(pcr(&out, bank, 16), vec![0; len]);
@@ -88,7 +109,11 @@ fn pcr_read_extend_event_reset(backend: Backend) {
     let want16 = Sha256::digest([[0u8; 32].as_slice(), &measurement].concat());
     let out = tools.ok(&["pcrread", "sha1:16+sha256:16"]);
     assert_eq!(pcr(&out, "sha256", 16), want16.to_vec());
-    assert_eq!(pcr(&out, "sha1", 16), vec![0; 20], "only the sha256 bank was extended");
+    assert_eq!(
+        pcr(&out, "sha1", 16),
+        vec![0; 20],
+        "only the sha256 bank was extended"
+    );
 
     // PCR_Event hashes the data into every active bank.
     let event = b"an event to measure";
@@ -110,11 +135,18 @@ fn pcr_read_extend_event_reset(backend: Backend) {
     tools.fails(&["pcrreset", "0"]);
     tools.ok(&["pcrextend", &format!("0:sha1={}", hex(&Sha1::digest(b"x")))]);
     let out = tools.ok(&["pcrread", "sha1:0"]);
-    assert_eq!(pcr(&out, "sha1", 0), Sha1::digest([[0u8; 20].as_slice(), &Sha1::digest(b"x")].concat()).to_vec());
+    assert_eq!(
+        pcr(&out, "sha1", 0),
+        Sha1::digest([[0u8; 20].as_slice(), &Sha1::digest(b"x")].concat()).to_vec()
+    );
 }
 
 fn pcr_allocate(backend: Backend) {
-    let Setup { server, tools, _dir } = setup(backend);
+    let Setup {
+        server,
+        tools,
+        _dir,
+    } = setup(backend);
     let banks = tools.ok(&["getcap", "pcrs"]);
     assert!(banks.contains("sha1: [ 0, 1, 2"), "{banks}");
     assert!(banks.contains("sha256: [ 0, 1, 2"), "{banks}");
@@ -124,7 +156,10 @@ fn pcr_allocate(backend: Backend) {
     server.power_cycle();
     tools.ok(&["startup", "-c"]);
     let banks = tools.ok(&["getcap", "pcrs"]);
-    assert!(banks.contains("sha1: [ ]"), "sha1 bank still allocated: {banks}");
+    assert!(
+        banks.contains("sha1: [ ]"),
+        "sha1 bank still allocated: {banks}"
+    );
     assert!(banks.contains("sha256: [ 0, 1, 2"), "{banks}");
     let out = tools.ok(&["pcrread", "sha256:16"]);
     assert_eq!(pcr(&out, "sha256", 16), vec![0; 32]);
@@ -140,12 +175,30 @@ fn pcr_allocate(backend: Backend) {
 const INDEX: &str = "0x1500016";
 
 fn nv_ordinary_index(backend: Backend) {
-    let Setup { tools, server: _server, _dir } = setup(backend);
-    tools.ok(&["nvdefine", INDEX, "-C", "o", "-s", "64", "-a", "ownerread|ownerwrite|authread|authwrite", "-p", "indexpass"]);
+    let Setup {
+        tools,
+        server: _server,
+        _dir,
+    } = setup(backend);
+    tools.ok(&[
+        "nvdefine",
+        INDEX,
+        "-C",
+        "o",
+        "-s",
+        "64",
+        "-a",
+        "ownerread|ownerwrite|authread|authwrite",
+        "-p",
+        "indexpass",
+    ]);
     let public = tools.ok(&["nvreadpublic", INDEX]);
     assert_eq!(field(&public, "size"), "64");
     assert!(field(&public, "friendly").contains("sha256"), "{public}");
-    assert!(!public.contains("written"), "a fresh index is not written: {public}");
+    assert!(
+        !public.contains("written"),
+        "a fresh index is not written: {public}"
+    );
     // Reading an unwritten index fails.
     tools.fails(&["nvread", INDEX, "-C", "o", "-s", "4"]);
 
@@ -155,16 +208,39 @@ fn nv_ordinary_index(backend: Backend) {
     tools.ok(&["nvread", INDEX, "-C", "o", "-s", "64", "-o", "back"]);
     assert_eq!(tools.read("back"), data);
     // Partial read at an offset, with the index's own auth.
-    tools.ok(&["nvread", INDEX, "-P", "indexpass", "-s", "8", "--offset", "10", "-o", "part"]);
+    tools.ok(&[
+        "nvread",
+        INDEX,
+        "-P",
+        "indexpass",
+        "-s",
+        "8",
+        "--offset",
+        "10",
+        "-o",
+        "part",
+    ]);
     assert_eq!(tools.read("part"), &data[10..18]);
     // A partial write at an offset, up to the last byte.
     tools.write("patch", b"PATCH");
-    tools.ok(&["nvwrite", INDEX, "-P", "indexpass", "-i", "patch", "--offset", "59"]);
+    tools.ok(&[
+        "nvwrite",
+        INDEX,
+        "-P",
+        "indexpass",
+        "-i",
+        "patch",
+        "--offset",
+        "59",
+    ]);
     tools.ok(&["nvread", INDEX, "-C", "o", "-o", "back"]);
     let mut want = data[..59].to_vec();
     want.extend_from_slice(b"PATCH");
     assert_eq!(tools.read("back"), want);
-    tools.fails_with(TPM_RC_AUTH_FAIL_SESSION_1, &["nvread", INDEX, "-P", "wrong", "-s", "8"]);
+    tools.fails_with(
+        TPM_RC_AUTH_FAIL_SESSION_1,
+        &["nvread", INDEX, "-P", "wrong", "-s", "8"],
+    );
     let public = tools.ok(&["nvreadpublic", INDEX]);
     assert!(public.contains("written"), "{public}");
     let handles = tools.ok(&["getcap", "handles-nv-index"]);
@@ -177,14 +253,27 @@ fn nv_ordinary_index(backend: Backend) {
 }
 
 fn nv_counter_extend_and_bits(backend: Backend) {
-    let Setup { tools, server: _server, _dir } = setup(backend);
+    let Setup {
+        tools,
+        server: _server,
+        _dir,
+    } = setup(backend);
     let read_u64 = |index: &str| {
         tools.ok(&["nvread", index, "-C", "o", "-s", "8", "-o", "v"]);
         u64::from_be_bytes(tools.read("v").try_into().unwrap())
     };
 
     let counter = "0x1500020";
-    tools.ok(&["nvdefine", counter, "-C", "o", "-s", "8", "-a", "nt=counter|ownerread|ownerwrite"]);
+    tools.ok(&[
+        "nvdefine",
+        counter,
+        "-C",
+        "o",
+        "-s",
+        "8",
+        "-a",
+        "nt=counter|ownerread|ownerwrite",
+    ]);
     tools.ok(&["nvincrement", counter, "-C", "o"]);
     let first = read_u64(counter);
     tools.ok(&["nvincrement", counter, "-C", "o"]);
@@ -192,13 +281,33 @@ fn nv_counter_extend_and_bits(backend: Backend) {
     assert_eq!(read_u64(counter), first + 2);
 
     let bits = "0x1500021";
-    tools.ok(&["nvdefine", bits, "-C", "o", "-s", "8", "-a", "nt=bits|ownerread|ownerwrite"]);
+    tools.ok(&[
+        "nvdefine",
+        bits,
+        "-C",
+        "o",
+        "-s",
+        "8",
+        "-a",
+        "nt=bits|ownerread|ownerwrite",
+    ]);
     tools.ok(&["nvsetbits", bits, "-C", "o", "-i", "0x1"]);
     tools.ok(&["nvsetbits", bits, "-C", "o", "-i", "0x8000000000000004"]);
     assert_eq!(read_u64(bits), 0x8000_0000_0000_0005);
 
     let extend = "0x1500022";
-    tools.ok(&["nvdefine", extend, "-C", "o", "-s", "32", "-g", "sha256", "-a", "nt=extend|ownerread|ownerwrite"]);
+    tools.ok(&[
+        "nvdefine",
+        extend,
+        "-C",
+        "o",
+        "-s",
+        "32",
+        "-g",
+        "sha256",
+        "-a",
+        "nt=extend|ownerread|ownerwrite",
+    ]);
     tools.write("m1", b"first");
     tools.write("m2", b"second");
     tools.ok(&["nvextend", extend, "-C", "o", "-i", "m1"]);
@@ -217,9 +326,22 @@ fn nv_counter_extend_and_bits(backend: Backend) {
 }
 
 fn nv_locks(backend: Backend) {
-    let Setup { server, tools, _dir } = setup(backend);
+    let Setup {
+        server,
+        tools,
+        _dir,
+    } = setup(backend);
     let index = "0x1500030";
-    tools.ok(&["nvdefine", index, "-C", "o", "-s", "16", "-a", "ownerread|ownerwrite|read_stclear|writedefine"]);
+    tools.ok(&[
+        "nvdefine",
+        index,
+        "-C",
+        "o",
+        "-s",
+        "16",
+        "-a",
+        "ownerread|ownerwrite|read_stclear|writedefine",
+    ]);
     tools.write("data", b"0123456789abcdef");
     tools.ok(&["nvwrite", index, "-C", "o", "-i", "data"]);
 
@@ -229,7 +351,10 @@ fn nv_locks(backend: Backend) {
     assert!(public.contains("readlocked"), "{public}");
 
     tools.ok(&["nvwritelock", index, "-C", "o"]);
-    tools.fails_with(TPM_RC_NV_LOCKED, &["nvwrite", index, "-C", "o", "-i", "data"]);
+    tools.fails_with(
+        TPM_RC_NV_LOCKED,
+        &["nvwrite", index, "-C", "o", "-i", "data"],
+    );
 
     // read_stclear lifts at the next Startup(CLEAR); writedefine never does.
     tools.ok(&["shutdown", "-c"]);
@@ -237,36 +362,96 @@ fn nv_locks(backend: Backend) {
     tools.ok(&["startup", "-c"]);
     tools.ok(&["nvread", index, "-C", "o", "-s", "16", "-o", "back"]);
     assert_eq!(tools.read("back"), b"0123456789abcdef");
-    tools.fails_with(TPM_RC_NV_LOCKED, &["nvwrite", index, "-C", "o", "-i", "data"]);
+    tools.fails_with(
+        TPM_RC_NV_LOCKED,
+        &["nvwrite", index, "-C", "o", "-i", "data"],
+    );
     // An index without ownerwrite refuses owner writes.
     let other = "0x1500031";
-    tools.ok(&["nvdefine", other, "-C", "o", "-s", "4", "-a", "ownerread|authwrite"]);
+    tools.ok(&[
+        "nvdefine",
+        other,
+        "-C",
+        "o",
+        "-s",
+        "4",
+        "-a",
+        "ownerread|authwrite",
+    ]);
     tools.write("four", b"abcd");
-    tools.fails_with(TPM_RC_NV_AUTHORIZATION, &["nvwrite", other, "-C", "o", "-i", "four"]);
+    tools.fails_with(
+        TPM_RC_NV_AUTHORIZATION,
+        &["nvwrite", other, "-C", "o", "-i", "four"],
+    );
     tools.ok(&["nvwrite", other, "-i", "four"]);
     tools.ok(&["nvundefine", other, "-C", "o"]);
     tools.ok(&["nvundefine", index, "-C", "o"]);
 }
 
 fn every_capability_group(backend: Backend) {
-    let Setup { tools, server: _server, _dir } = setup(backend);
+    let Setup {
+        tools,
+        server: _server,
+        _dir,
+    } = setup(backend);
     let groups = tools.ok(&["getcap", "-l"]);
-    let groups: Vec<&str> = groups.lines().filter_map(|l| l.trim().strip_prefix("- ")).collect();
+    let groups: Vec<&str> = groups
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .collect();
     assert!(groups.len() >= 13, "{groups:?}");
     // Something in each group to see.
-    tools.ok(&["nvdefine", "0x1500040", "-C", "o", "-s", "4", "-a", "ownerread|ownerwrite"]);
+    tools.ok(&[
+        "nvdefine",
+        "0x1500040",
+        "-C",
+        "o",
+        "-s",
+        "4",
+        "-a",
+        "ownerread|ownerwrite",
+    ]);
     tools.ok(&["createprimary", "-C", "o", "-G", "ecc", "-c", "primary.ctx"]);
     tools.ok(&["evictcontrol", "-C", "o", "-c", "primary.ctx", "0x81000001"]);
     let expect: &[(&str, &[&str])] = &[
-        ("algorithms", &["sha256:", "sha1:", "rsa:", "ecc:", "aes:", "hmac:"]),
-        ("commands", &["TPM2_CC_Startup", "TPM2_CC_PCR_Extend", "TPM2_CC_GetCapability", "TPM2_CC_NV_Read"]),
+        (
+            "algorithms",
+            &["sha256:", "sha1:", "rsa:", "ecc:", "aes:", "hmac:"],
+        ),
+        (
+            "commands",
+            &[
+                "TPM2_CC_Startup",
+                "TPM2_CC_PCR_Extend",
+                "TPM2_CC_GetCapability",
+                "TPM2_CC_NV_Read",
+            ],
+        ),
         ("pcrs", &["sha1:", "sha256:"]),
-        ("properties-fixed", &["TPM2_PT_FAMILY_INDICATOR", "value: \"2.0\"", "TPM2_PT_PCR_COUNT", "TPM2_PT_MAX_COMMAND_SIZE"]),
-        ("properties-variable", &["TPM2_PT_PERMANENT", "TPM2_PT_STARTUP_CLEAR", "TPM2_PT_HR_NV_INDEX"]),
+        (
+            "properties-fixed",
+            &[
+                "TPM2_PT_FAMILY_INDICATOR",
+                "value: \"2.0\"",
+                "TPM2_PT_PCR_COUNT",
+                "TPM2_PT_MAX_COMMAND_SIZE",
+            ],
+        ),
+        (
+            "properties-variable",
+            &[
+                "TPM2_PT_PERMANENT",
+                "TPM2_PT_STARTUP_CLEAR",
+                "TPM2_PT_HR_NV_INDEX",
+            ],
+        ),
         ("ecc-curves", &["TPM2_ECC_NIST_P256"]),
         ("handles-transient", &[]),
         ("handles-persistent", &["0x81000001"]),
-        ("handles-permanent", &["0x40000001", "0x4000000C", "0x4000000B", "0x4000000A"]),
+        (
+            "handles-permanent",
+            &["0x40000001", "0x4000000C", "0x4000000B", "0x4000000A"],
+        ),
         ("handles-pcr", &["0x0", "0x17"]),
         ("handles-nv-index", &["0x1500040"]),
         ("handles-loaded-session", &[]),
@@ -293,13 +478,40 @@ fn every_capability_group(backend: Backend) {
 }
 
 fn changeauth_and_clear(backend: Backend) {
-    let Setup { tools, server: _server, _dir } = setup(backend);
+    let Setup {
+        tools,
+        server: _server,
+        _dir,
+    } = setup(backend);
     tools.ok(&["changeauth", "-c", "owner", "ownerpass"]);
     tools.ok(&["changeauth", "-c", "endorsement", "endorsepass"]);
     tools.ok(&["changeauth", "-c", "lockout", "lockpass"]);
     // The old (empty) owner auth no longer works, the new one does.
-    tools.fails_with(TPM_RC_BAD_AUTH, &["nvdefine", INDEX, "-C", "o", "-s", "8", "-a", "ownerread|ownerwrite"]);
-    tools.ok(&["nvdefine", INDEX, "-C", "o", "-P", "ownerpass", "-s", "8", "-a", "ownerread|ownerwrite"]);
+    tools.fails_with(
+        TPM_RC_BAD_AUTH,
+        &[
+            "nvdefine",
+            INDEX,
+            "-C",
+            "o",
+            "-s",
+            "8",
+            "-a",
+            "ownerread|ownerwrite",
+        ],
+    );
+    tools.ok(&[
+        "nvdefine",
+        INDEX,
+        "-C",
+        "o",
+        "-P",
+        "ownerpass",
+        "-s",
+        "8",
+        "-a",
+        "ownerread|ownerwrite",
+    ]);
     // Change it again, from the current value.
     tools.ok(&["changeauth", "-c", "owner", "-p", "ownerpass", "ownerpass2"]);
     tools.ok(&["nvreadpublic", INDEX]);
@@ -307,7 +519,16 @@ fn changeauth_and_clear(backend: Backend) {
     // Clear with the lockout auth: owner objects and auth values go.
     tools.ok(&["clear", "lockpass"]);
     tools.fails(&["nvreadpublic", INDEX]);
-    tools.ok(&["nvdefine", INDEX, "-C", "o", "-s", "8", "-a", "ownerread|ownerwrite"]);
+    tools.ok(&[
+        "nvdefine",
+        INDEX,
+        "-C",
+        "o",
+        "-s",
+        "8",
+        "-a",
+        "ownerread|ownerwrite",
+    ]);
     tools.ok(&["changeauth", "-c", "lockout", "lockpass2"]);
     // Clear can also be disabled and re-enabled.
     tools.ok(&["clearcontrol", "-C", "l", "-P", "lockpass2", "s"]);
@@ -327,7 +548,16 @@ fn restart_keeps_nv_and_clock_moves_forward(backend: Backend) {
     let server = TpmServer::start(backend, &state);
     let tools = Tpm2::new(server.tcti());
     tools.ok(&["startup", "-c"]);
-    tools.ok(&["nvdefine", INDEX, "-C", "o", "-s", "32", "-a", "ownerread|ownerwrite"]);
+    tools.ok(&[
+        "nvdefine",
+        INDEX,
+        "-C",
+        "o",
+        "-s",
+        "32",
+        "-a",
+        "ownerread|ownerwrite",
+    ]);
     tools.write("data", b"survives a restart of the server");
     tools.ok(&["nvwrite", INDEX, "-C", "o", "-i", "data"]);
     tools.ok(&["changeauth", "-c", "owner", "persisted"]);
@@ -335,15 +565,32 @@ fn restart_keeps_nv_and_clock_moves_forward(backend: Backend) {
     let clock_before = read_clock(&tools);
     tools.ok(&["shutdown", "-c"]);
     let (status, err) = server.terminate();
-    assert!(status.success(), "server exit on SIGTERM: {status}, stderr {err}");
+    assert!(
+        status.success(),
+        "server exit on SIGTERM: {status}, stderr {err}"
+    );
 
     let server = TpmServer::start(backend, &state);
     let tools = Tpm2::new(server.tcti());
     tools.ok(&["startup", "-c"]);
-    tools.ok(&["nvread", INDEX, "-C", "o", "-P", "persisted", "-s", "32", "-o", "back"]);
+    tools.ok(&[
+        "nvread",
+        INDEX,
+        "-C",
+        "o",
+        "-P",
+        "persisted",
+        "-s",
+        "32",
+        "-o",
+        "back",
+    ]);
     assert_eq!(tools.read("back"), b"survives a restart of the server");
     let clock_after = read_clock(&tools);
-    assert!(clock_after > clock_before, "clock went from {clock_before} to {clock_after}");
+    assert!(
+        clock_after > clock_before,
+        "clock went from {clock_before} to {clock_after}"
+    );
     let variable = tools.ok(&["getcap", "properties-variable"]);
     assert!(variable.contains("TPM2_PT_HR_NV_INDEX"), "{variable}");
     drop(server);
@@ -354,14 +601,37 @@ fn restart_keeps_nv_and_clock_moves_forward(backend: Backend) {
     let tools = Tpm2::new(server.tcti());
     tools.ok(&["startup", "-c"]);
     tools.write("data2", b"written just before STOP");
-    tools.ok(&["nvwrite", INDEX, "-C", "o", "-P", "persisted", "-i", "data2"]);
+    tools.ok(&[
+        "nvwrite",
+        INDEX,
+        "-C",
+        "o",
+        "-P",
+        "persisted",
+        "-i",
+        "data2",
+    ]);
     stop_over_protocol(server.port);
     let (status, err) = server.wait_exit();
-    assert!(status.success(), "server exit on STOP: {status}, stderr {err}");
+    assert!(
+        status.success(),
+        "server exit on STOP: {status}, stderr {err}"
+    );
     let server = TpmServer::start(backend, &state);
     let tools = Tpm2::new(server.tcti());
     tools.ok(&["startup", "-c"]);
-    tools.ok(&["nvread", INDEX, "-C", "o", "-P", "persisted", "-s", "24", "-o", "back"]);
+    tools.ok(&[
+        "nvread",
+        INDEX,
+        "-C",
+        "o",
+        "-P",
+        "persisted",
+        "-s",
+        "24",
+        "-o",
+        "back",
+    ]);
     assert_eq!(tools.read("back"), b"written just before STOP");
 }
 

@@ -21,7 +21,11 @@ pub struct HostPlatform {
 impl HostPlatform {
     /// `clock_base_ms` is the clock saved by the previous run (0 on the first).
     pub fn new(state_path: PathBuf, clock_base_ms: u64) -> Self {
-        Self { state_path, clock_base_ms, started: Instant::now() }
+        Self {
+            state_path,
+            clock_base_ms,
+            started: Instant::now(),
+        }
     }
 
     fn clock_ms(&self) -> u64 {
@@ -31,7 +35,10 @@ impl HostPlatform {
 
     /// Writes the state file: the engine blob and the current clock.
     pub fn save(&self, engine_state: &[u8]) -> io::Result<()> {
-        let saved = SavedState { clock_ms: self.clock_ms(), engine_state: engine_state.to_vec() };
+        let saved = SavedState {
+            clock_ms: self.clock_ms(),
+            engine_state: engine_state.to_vec(),
+        };
         saved.store(&self.state_path)
     }
 }
@@ -50,7 +57,10 @@ impl Platform for HostPlatform {
 
     fn commit(&mut self, state: &[u8]) -> Result<(), PlatformError> {
         self.save(state).map_err(|e| {
-            eprintln!("rivet-tpm-server: writing {}: {e}", self.state_path.display());
+            eprintln!(
+                "rivet-tpm-server: writing {}: {e}",
+                self.state_path.display()
+            );
             PlatformError("writing the state file failed")
         })
     }

@@ -113,7 +113,10 @@ impl Server {
     pub fn bind(host: &str, port: u16) -> io::Result<Self> {
         if port != 0 {
             let platform_port = port.checked_add(1).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "port 65535 leaves no platform port")
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "port 65535 leaves no platform port",
+                )
             })?;
             let command = TcpListener::bind((host, port))?;
             let platform = TcpListener::bind((host, platform_port))?;
@@ -121,12 +124,17 @@ impl Server {
         }
         for _ in 0..64 {
             let command = TcpListener::bind((host, 0))?;
-            let Some(next) = command.local_addr()?.port().checked_add(1) else { continue };
+            let Some(next) = command.local_addr()?.port().checked_add(1) else {
+                continue;
+            };
             if let Ok(platform) = TcpListener::bind((host, next)) {
                 return Ok(Self { command, platform });
             }
         }
-        Err(io::Error::new(io::ErrorKind::AddrInUse, "no free pair of adjacent ports"))
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "no free pair of adjacent ports",
+        ))
     }
 
     pub fn command_addr(&self) -> io::Result<SocketAddr> {
@@ -142,7 +150,13 @@ impl Server {
     /// done) and returns.
     pub fn run<D: Device>(self, device: D) -> io::Result<StopReason> {
         let (stop, stopped) = mpsc::channel();
-        let shared = Arc::new(Shared { tpm: Mutex::new(Tpm { device, powered: false }), stop });
+        let shared = Arc::new(Shared {
+            tpm: Mutex::new(Tpm {
+                device,
+                powered: false,
+            }),
+            stop,
+        });
 
         let mut signals = signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGINT,
@@ -190,11 +204,13 @@ fn spawn_acceptor<D: Device>(
                 let peer = stream.peer_addr().ok();
                 // Responses go out in one write each; without NODELAY the
                 // client's delayed ACK stalls every round trip.
-                let result = stream.set_nodelay(true).and_then(|()| serve(&mut stream, &shared));
-                if let Err(e) = result {
-                    if e.kind() != io::ErrorKind::UnexpectedEof {
-                        eprintln!("rivet-tpm-server: client {peer:?}: {e}");
-                    }
+                let result = stream
+                    .set_nodelay(true)
+                    .and_then(|()| serve(&mut stream, &shared));
+                if let Err(e) = result
+                    && e.kind() != io::ErrorKind::UnexpectedEof
+                {
+                    eprintln!("rivet-tpm-server: client {peer:?}: {e}");
                 }
             });
         }
@@ -338,7 +354,11 @@ fn serve_platform_port<D: Device>(stream: &mut TcpStream, shared: &Shared<D>) ->
                 let _ = shared.stop.send(StopReason::StopCommand);
                 return Ok(());
             }
-            other => return Err(protocol_error(format!("unknown platform-port code {other}"))),
+            other => {
+                return Err(protocol_error(format!(
+                    "unknown platform-port code {other}"
+                )));
+            }
         }
         write_words(stream, &[0])?;
     }

@@ -78,7 +78,10 @@ impl SavedState {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StateFileError> {
-        let truncated = |expected| StateFileError::Truncated { expected, found: bytes.len() };
+        let truncated = |expected| StateFileError::Truncated {
+            expected,
+            found: bytes.len(),
+        };
         if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
             return Err(truncated(HEADER_LEN + CHECKSUM_LEN));
         }
@@ -100,7 +103,10 @@ impl SavedState {
         if checksum(&bytes[..HEADER_LEN + len]) != u64_at(HEADER_LEN + len) {
             return Err(StateFileError::ChecksumMismatch);
         }
-        Ok(Self { clock_ms, engine_state: bytes[HEADER_LEN..HEADER_LEN + len].to_vec() })
+        Ok(Self {
+            clock_ms,
+            engine_state: bytes[HEADER_LEN..HEADER_LEN + len].to_vec(),
+        })
     }
 
     /// Reads `path`; `Ok(None)` if it does not exist.
@@ -128,7 +134,11 @@ fn temp_path(path: &Path) -> PathBuf {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_path(path);
     {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }
@@ -145,7 +155,10 @@ mod tests {
     use super::*;
 
     fn sample() -> SavedState {
-        SavedState { clock_ms: 0x1122_3344_5566, engine_state: (0..=255).collect() }
+        SavedState {
+            clock_ms: 0x1122_3344_5566,
+            engine_state: (0..=255).collect(),
+        }
     }
 
     #[test]
@@ -161,7 +174,10 @@ mod tests {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
             assert!(SavedState::decode(&bad).is_err(), "flip at {i} accepted");
-            assert!(SavedState::decode(&bytes[..i]).is_err(), "truncation at {i} accepted");
+            assert!(
+                SavedState::decode(&bytes[..i]).is_err(),
+                "truncation at {i} accepted"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);

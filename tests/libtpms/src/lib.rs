@@ -24,11 +24,9 @@ const TPMLIB_TPM_VERSION_2: c_int = 1;
 struct Callbacks {
     size_of_struct: c_int,
     nvram_init: Option<extern "C" fn() -> TpmResult>,
-    nvram_loaddata: Option<
-        unsafe extern "C" fn(*mut *mut u8, *mut u32, u32, *const c_char) -> TpmResult,
-    >,
-    nvram_storedata:
-        Option<unsafe extern "C" fn(*const u8, u32, u32, *const c_char) -> TpmResult>,
+    nvram_loaddata:
+        Option<unsafe extern "C" fn(*mut *mut u8, *mut u32, u32, *const c_char) -> TpmResult>,
+    nvram_storedata: Option<unsafe extern "C" fn(*const u8, u32, u32, *const c_char) -> TpmResult>,
     nvram_deletename: Option<unsafe extern "C" fn(u32, *const c_char, u8) -> TpmResult>,
     io_init: Option<extern "C" fn() -> TpmResult>,
     io_getlocality: Option<unsafe extern "C" fn(*mut u32, u32) -> TpmResult>,
@@ -67,7 +65,9 @@ fn nvram() -> MutexGuard<'static, Option<HashMap<String, Vec<u8>>>> {
 /// `name` must be a NUL-terminated string, as libtpms passes.
 unsafe fn name_of(name: *const c_char) -> String {
     // SAFETY: the caller guarantees a valid C string.
-    unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 extern "C" fn ok() -> TpmResult {
@@ -83,8 +83,12 @@ unsafe extern "C" fn load(
     // SAFETY: libtpms passes a valid C string.
     let name = unsafe { name_of(name) };
     let store = nvram();
-    let Some(bytes) = store.as_ref().and_then(|m| m.get(&name)) else { return TPM_RETRY };
-    let Ok(len) = u32::try_from(bytes.len()) else { return TPM_FAIL };
+    let Some(bytes) = store.as_ref().and_then(|m| m.get(&name)) else {
+        return TPM_RETRY;
+    };
+    let Ok(len) = u32::try_from(bytes.len()) else {
+        return TPM_FAIL;
+    };
     let mut buf = ptr::null_mut();
     // SAFETY: TPM_Malloc writes a fresh allocation of `len` bytes (which
     // libtpms later frees with TPM_Free) to the valid out-pointer `buf`.
@@ -123,9 +127,16 @@ unsafe extern "C" fn store(
 unsafe extern "C" fn delete(_tpm_number: u32, name: *const c_char, must_exist: u8) -> TpmResult {
     // SAFETY: libtpms passes a valid C string.
     let name = unsafe { name_of(name) };
-    let removed = nvram().get_or_insert_with(HashMap::new).remove(&name).is_some();
+    let removed = nvram()
+        .get_or_insert_with(HashMap::new)
+        .remove(&name)
+        .is_some();
     NV_DIRTY.store(true, Ordering::SeqCst);
-    if removed || must_exist == 0 { TPM_SUCCESS } else { TPM_FAIL }
+    if removed || must_exist == 0 {
+        TPM_SUCCESS
+    } else {
+        TPM_FAIL
+    }
 }
 
 unsafe extern "C" fn get_locality(locality: *mut u32, _tpm_number: u32) -> TpmResult {
@@ -156,7 +167,9 @@ impl Reference {
     pub fn with_nvram(nv: HashMap<String, Vec<u8>>) -> Self {
         let mut in_use = IN_USE.lock().unwrap_or_else(PoisonError::into_inner);
         while *in_use {
-            in_use = RELEASED.wait(in_use).unwrap_or_else(PoisonError::into_inner);
+            in_use = RELEASED
+                .wait(in_use)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         *in_use = true;
         drop(in_use);
@@ -210,7 +223,13 @@ impl Reference {
         // into it); the out-pointers are valid; libtpms allocates `resp` with
         // its allocator, which we release with TPM_Free below.
         let rc = unsafe {
-            TPMLIB_Process(&mut resp, &mut resp_size, &mut resp_buf_size, cmd.as_mut_ptr(), cmd_len)
+            TPMLIB_Process(
+                &mut resp,
+                &mut resp_size,
+                &mut resp_buf_size,
+                cmd.as_mut_ptr(),
+                cmd_len,
+            )
         };
         let out = if rc == TPM_SUCCESS && !resp.is_null() {
             // SAFETY: libtpms wrote `resp_size` bytes at `resp`.
@@ -255,7 +274,10 @@ mod tests {
     #[test]
     fn starts_up_and_keeps_nv_across_a_power_cycle() {
         let mut tpm = Reference::manufacture();
-        assert_eq!(tpm.execute(0, &STARTUP_CLEAR), [0x80, 1, 0, 0, 0, 10, 0, 0, 0, 0]);
+        assert_eq!(
+            tpm.execute(0, &STARTUP_CLEAR),
+            [0x80, 1, 0, 0, 0, 10, 0, 0, 0, 0]
+        );
         // A second Startup is TPM_RC_INITIALIZE.
         assert_eq!(tpm.execute(0, &STARTUP_CLEAR)[6..], [0, 0, 1, 0]);
         assert!(tpm.nvram().contains_key("permall"));

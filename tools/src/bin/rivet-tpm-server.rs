@@ -58,8 +58,13 @@ fn run(args: &Args) -> Result<(), String> {
     let server = Server::bind(&args.host, args.port).map_err(|e| format!("bind: {e}"))?;
     let addr = server.command_addr().map_err(|e| e.to_string())?;
     // Tests wait for this line to learn the port.
-    println!("rivet-tpm-server: listening on {addr} (platform port {})", addr.port() + 1);
-    let reason = server.run(EngineDevice::new(tpm)).map_err(|e| format!("shutdown: {e}"))?;
+    println!(
+        "rivet-tpm-server: listening on {addr} (platform port {})",
+        addr.port() + 1
+    );
+    let reason = server
+        .run(EngineDevice::new(tpm))
+        .map_err(|e| format!("shutdown: {e}"))?;
     eprintln!("rivet-tpm-server: stopped ({reason:?}), state saved");
     Ok(())
 }

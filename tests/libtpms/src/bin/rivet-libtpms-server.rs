@@ -58,7 +58,11 @@ fn decode(mut bytes: &[u8]) -> Option<HashMap<String, Vec<u8>>> {
 impl LibtpmsDevice {
     fn save(&self) -> io::Result<()> {
         // libtpms keeps its own clock; no host clock to carry over.
-        SavedState { clock_ms: 0, engine_state: encode(&self.tpm.nvram()) }.store(&self.state)
+        SavedState {
+            clock_ms: 0,
+            engine_state: encode(&self.tpm.nvram()),
+        }
+        .store(&self.state)
     }
 }
 
@@ -69,10 +73,10 @@ impl Device for LibtpmsDevice {
 
     fn execute(&mut self, locality: u8, command: &[u8]) -> Vec<u8> {
         let response = self.tpm.execute(locality, command);
-        if self.tpm.take_nv_dirty() {
-            if let Err(e) = self.save() {
-                eprintln!("rivet-libtpms-server: saving state: {e}");
-            }
+        if self.tpm.take_nv_dirty()
+            && let Err(e) = self.save()
+        {
+            eprintln!("rivet-libtpms-server: saving state: {e}");
         }
         response
     }
@@ -88,7 +92,10 @@ fn main() -> ExitCode {
         Ok(Some(saved)) => match decode(&saved.engine_state) {
             Some(nv) => nv,
             None => {
-                eprintln!("rivet-libtpms-server: {}: malformed NVRAM", args.state.display());
+                eprintln!(
+                    "rivet-libtpms-server: {}: malformed NVRAM",
+                    args.state.display()
+                );
                 return ExitCode::FAILURE;
             }
         },
@@ -98,7 +105,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let device = LibtpmsDevice { tpm: Reference::with_nvram(nv), state: args.state };
+    let device = LibtpmsDevice {
+        tpm: Reference::with_nvram(nv),
+        state: args.state,
+    };
     let server = match Server::bind(&args.host, args.port) {
         Ok(s) => s,
         Err(e) => {
@@ -107,7 +117,11 @@ fn main() -> ExitCode {
         }
     };
     let port = server.command_addr().map(|a| a.port()).unwrap_or(0);
-    println!("rivet-libtpms-server: listening on {}:{port} (platform port {})", args.host, port + 1);
+    println!(
+        "rivet-libtpms-server: listening on {}:{port} (platform port {})",
+        args.host,
+        port + 1
+    );
     match server.run(device) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

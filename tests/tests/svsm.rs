@@ -1,0 +1,169 @@
+//! The SVSM serves a guest under plain QEMU: the test guest firmware runs as
+//! a nested SVM guest, calls every protocol call (good and bad), runs a TPM
+//! session through the vTPM protocol, and the host checks what it printed
+//! against its own computation from the firmware image.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rivet_qemu::{Boot, Exit, KernelBuild};
+use sha2::{Digest, Sha256};
+
+/// Every check the guest firmware must report as passed.
+const GUEST_CHECKS: [&str; 37] = [
+    "query_core_v1",
+    "query_vtpm_v1",
+    "query_attest_not_served",
+    "query_core_v7_unsupported",
+    "call_pending_cleared",
+    "remap_ca_and_back",
+    "pvalidate_one_page",
+    "configure_vtom_query",
+    "deposit_mem_unsupported",
+    "withdraw_mem_unsupported",
+    "vtpm_query",
+    "tpm_startup",
+    "tpm_get_random",
+    "tpm_get_capability",
+    "tpm_pcr_extend",
+    "tpm_pcr_read_matches",
+    "bad_unknown_protocol",
+    "bad_unknown_core_call",
+    "bad_unknown_vtpm_call",
+    "bad_configure_vtom",
+    "bad_remap_ca_misaligned",
+    "bad_remap_ca_svsm_memory",
+    "bad_remap_ca_beyond_memory",
+    "bad_pvalidate_request_in_svsm",
+    "bad_pvalidate_request_misaligned",
+    "bad_pvalidate_svsm_page",
+    "bad_pvalidate_2m_misaligned",
+    "bad_pvalidate_crosses_page",
+    "bad_call_without_call_pending_ignored",
+    "bad_vtpm_buffer_in_svsm",
+    "bad_vtpm_buffer_beyond_memory",
+    "bad_vtpm_size_beyond_buffer",
+    "bad_vtpm_locality",
+    "bad_vtpm_platform_command",
+    "bad_vtpm_lying_size_gets_tpm_error",
+    "bad_vtpm_garbage_gets_tpm_error",
+    "still_serving_after_bad_input",
+];
+
+fn build(b: KernelBuild) -> PathBuf {
+    b.build().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The part of the firmware the guest measures, as the SVSM lays it out in
+/// guest memory: its read-only PT_LOAD segments (code and constants), holes
+/// zero, up to the next page boundary.
+fn loaded_image(elf: &[u8]) -> Vec<u8> {
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    let (phoff, phnum) = (u64_at(32) as usize, u16_at(56) as usize);
+    let mut segs = Vec::new();
+    for i in 0..phnum {
+        let ph = phoff + i * 56;
+        let writable = u32::from_le_bytes(elf[ph + 4..ph + 8].try_into().unwrap()) & 2 != 0;
+        if u32::from_le_bytes(elf[ph..ph + 4].try_into().unwrap()) == 1 && !writable {
+            segs.push((
+                u64_at(ph + 8) as usize,
+                u64_at(ph + 24),
+                u64_at(ph + 32) as usize,
+                u64_at(ph + 40),
+            ));
+        }
+    }
+    let lo = segs.iter().map(|s| s.1).min().unwrap();
+    let hi = segs.iter().map(|s| s.1 + s.3).max().unwrap();
+    let mut mem = vec![0u8; (hi - lo) as usize];
+    for (off, gpa, filesz, _) in segs {
+        let at = (gpa - lo) as usize;
+        mem[at..at + filesz].copy_from_slice(&elf[off..off + filesz]);
+    }
+    // The linker script ends the image on a page boundary.
+    mem.resize(mem.len().next_multiple_of(4096), 0);
+    mem
+}
+
+fn value<'a>(serial: &'a str, key: &str) -> &'a str {
+    serial
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key:?} in:\n{serial}"))
+        .trim()
+}
+
+#[test]
+fn svsm_serves_the_guest_firmware() {
+    let kernel = build(KernelBuild::default());
+    let firmware = build(KernelBuild::guest_firmware());
+    let out = Boot::new(&kernel)
+        .guest_firmware(&firmware)
+        .timeout(Duration::from_secs(120))
+        .run()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let serial = &out.serial;
+
+    let mut missing = Vec::new();
+    for name in GUEST_CHECKS {
+        match serial
+            .lines()
+            .find(|l| l.starts_with(&format!("guest: check {name} ... ")))
+        {
+            Some(l) if l.ends_with("... ok") => {}
+            Some(l) => panic!("guest check failed: {l}\n{serial}"),
+            None => missing.push(name),
+        }
+    }
+    assert!(missing.is_empty(), "no result for {missing:?}:\n{serial}");
+    let reported = serial
+        .lines()
+        .filter(|l| l.starts_with("guest: check "))
+        .count();
+    assert_eq!(
+        reported,
+        GUEST_CHECKS.len(),
+        "unexpected extra checks:\n{serial}"
+    );
+    assert!(
+        serial.contains(&format!(
+            "guest: result: {} passed, 0 failed",
+            GUEST_CHECKS.len()
+        )),
+        "{serial}"
+    );
+    assert!(serial.contains("guest halted after"), "{serial}");
+    assert_eq!(out.exit, Exit::Success, "{serial}\n{}", out.stderr);
+
+    // The guest measured the image the SVSM loaded into PCR 8: recompute both.
+    let image = loaded_image(&std::fs::read(&firmware).unwrap());
+    let measurement = Sha256::digest(&image);
+    assert_eq!(
+        value(serial, "guest: evidence measurement_sha256="),
+        hex(&measurement)
+    );
+    let mut pcr = Sha256::new();
+    pcr.update([0u8; 32]);
+    pcr.update(measurement);
+    assert_eq!(
+        value(serial, "guest: evidence pcr8_sha256="),
+        hex(&pcr.finalize())
+    );
+
+    // Figures for the record (printed, not asserted).
+    let hz: f64 = value(serial, "[INFO ] rivet_kernel::boot::init: TSC ")
+        .trim_end_matches(" Hz")
+        .parse()
+        .unwrap();
+    for key in ["guest: perf svsm_calls=", "guest: perf vtpm_get_random="] {
+        let v = value(serial, key);
+        let (n, ticks) = v.split_once(" tsc_ticks=").unwrap();
+        let (n, ticks): (f64, f64) = (n.parse().unwrap(), ticks.parse().unwrap());
+        eprintln!("{key}{n}: {:.0} per second under TCG", n / (ticks / hz));
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
