@@ -806,6 +806,10 @@ fn engine_matches_the_reference() {
         report.compared,
         report.mismatches.len()
     );
+    eprintln!("intended differences applied:");
+    for (reason, steps) in &report.intended {
+        eprintln!("  {reason}: {}", steps.join("; "));
+    }
     assert!(
         report.compared > 100,
         "too few steps compared: {}",
