@@ -71,104 +71,36 @@ use HandleKind as K;
 use command::{capability, clock, hash, hierarchy, nv as nvc, pcr, random, startup, testing};
 
 /// The implemented commands, sorted by command code.
+#[rustfmt::skip]
 pub static TABLE: &[Entry] = &[
-    nvw(e(
-        cc::HIERARCHY_CONTROL,
-        &[K::Hierarchy],
-        1,
-        hierarchy::hierarchy_control,
-    )),
-    nvw(e(
-        cc::NV_UNDEFINE_SPACE,
-        &[K::Provision, K::NvIndex],
-        1,
-        nvc::undefine_space,
-    )),
+    nvw(e(cc::HIERARCHY_CONTROL, &[K::Hierarchy], 1, hierarchy::hierarchy_control)),
+    nvw(e(cc::NV_UNDEFINE_SPACE, &[K::Provision, K::NvIndex], 1, nvc::undefine_space)),
     nvw(e(cc::CLEAR, &[K::ClearAuth], 1, hierarchy::clear)),
-    nvw(e(
-        cc::CLEAR_CONTROL,
-        &[K::ClearAuth],
-        1,
-        hierarchy::clear_control,
-    )),
-    nvw(e(
-        cc::HIERARCHY_CHANGE_AUTH,
-        &[K::HierarchyAuth],
-        1,
-        hierarchy::change_auth,
-    )),
-    nvw(e(
-        cc::NV_DEFINE_SPACE,
-        &[K::Provision],
-        1,
-        nvc::define_space,
-    )),
+    nvw(e(cc::CLEAR_CONTROL, &[K::ClearAuth], 1, hierarchy::clear_control)),
+    nvw(e(cc::CLOCK_SET, &[K::Provision], 1, clock::clock_set)),
+    nvw(e(cc::HIERARCHY_CHANGE_AUTH, &[K::HierarchyAuth], 1, hierarchy::change_auth)),
+    nvw(e(cc::NV_DEFINE_SPACE, &[K::Provision], 1, nvc::define_space)),
     nvw(e(cc::PCR_ALLOCATE, &[K::Platform], 1, pcr::allocate)),
-    nvw(e(
-        cc::NV_GLOBAL_WRITE_LOCK,
-        &[K::Provision],
-        1,
-        nvc::global_write_lock,
-    )),
-    nvw(e(
-        cc::NV_INCREMENT,
-        &[K::NvAuth, K::NvIndex],
-        1,
-        nvc::increment,
-    )),
-    nvw(e(
-        cc::NV_SET_BITS,
-        &[K::NvAuth, K::NvIndex],
-        1,
-        nvc::set_bits,
-    )),
+    nvw(e(cc::NV_GLOBAL_WRITE_LOCK, &[K::Provision], 1, nvc::global_write_lock)),
+    nvw(e(cc::NV_INCREMENT, &[K::NvAuth, K::NvIndex], 1, nvc::increment)),
+    nvw(e(cc::NV_SET_BITS, &[K::NvAuth, K::NvIndex], 1, nvc::set_bits)),
     nvw(e(cc::NV_EXTEND, &[K::NvAuth, K::NvIndex], 1, nvc::extend)),
     nvw(e(cc::NV_WRITE, &[K::NvAuth, K::NvIndex], 1, nvc::write)),
-    nvw(e(
-        cc::NV_WRITE_LOCK,
-        &[K::NvAuth, K::NvIndex],
-        1,
-        nvc::write_lock,
-    )),
-    nvw(e(
-        cc::DICTIONARY_ATTACK_LOCK_RESET,
-        &[K::Lockout],
-        1,
-        hierarchy::da_lock_reset,
-    )),
+    nvw(e(cc::NV_WRITE_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::write_lock)),
+    nvw(e(cc::DICTIONARY_ATTACK_LOCK_RESET, &[K::Lockout], 1, hierarchy::da_lock_reset)),
+    nvw(e(cc::DICTIONARY_ATTACK_PARAMETERS, &[K::Lockout], 1, hierarchy::da_parameters)),
     e(cc::PCR_EVENT, &[K::Pcr { null: true }], 1, pcr::event),
     e(cc::PCR_RESET, &[K::Pcr { null: false }], 1, pcr::reset),
-    e(
-        cc::SEQUENCE_COMPLETE,
-        &[K::Object],
-        1,
-        hash::sequence_complete,
-    ),
-    e(
-        cc::INCREMENTAL_SELF_TEST,
-        &[],
-        0,
-        testing::incremental_self_test,
-    ),
+    e(cc::SEQUENCE_COMPLETE, &[K::Object], 1, hash::sequence_complete),
+    e(cc::INCREMENTAL_SELF_TEST, &[], 0, testing::incremental_self_test),
     e(cc::SELF_TEST, &[], 0, testing::self_test),
-    Entry {
-        no_sessions: true,
-        ..nvw(e(cc::STARTUP, &[], 0, startup::startup))
-    },
+    Entry { no_sessions: true, ..nvw(e(cc::STARTUP, &[], 0, startup::startup)) },
     nvw(e(cc::SHUTDOWN, &[], 0, startup::shutdown)),
     e(cc::STIR_RANDOM, &[], 0, random::stir_random),
     e(cc::NV_READ, &[K::NvAuth, K::NvIndex], 1, nvc::read),
-    nvw(e(
-        cc::NV_READ_LOCK,
-        &[K::NvAuth, K::NvIndex],
-        1,
-        nvc::read_lock,
-    )),
+    nvw(e(cc::NV_READ_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::read_lock)),
     e(cc::SEQUENCE_UPDATE, &[K::Object], 1, hash::sequence_update),
-    Entry {
-        no_sessions: true,
-        ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context)
-    },
+    Entry { no_sessions: true, ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context) },
     e(cc::NV_READ_PUBLIC, &[K::NvIndex], 0, nvc::read_public),
     e(cc::GET_CAPABILITY, &[], 0, capability::get_capability),
     e(cc::GET_RANDOM, &[], 0, random::get_random),
@@ -177,16 +109,8 @@ pub static TABLE: &[Entry] = &[
     e(cc::PCR_READ, &[], 0, pcr::read),
     e(cc::READ_CLOCK, &[], 0, clock::read_clock),
     e(cc::PCR_EXTEND, &[K::Pcr { null: true }], 1, pcr::extend),
-    e(
-        cc::EVENT_SEQUENCE_COMPLETE,
-        &[K::Pcr { null: true }, K::Object],
-        2,
-        hash::event_sequence_complete,
-    ),
-    Entry {
-        response_handle: true,
-        ..e(cc::HASH_SEQUENCE_START, &[], 0, hash::sequence_start)
-    },
+    e(cc::EVENT_SEQUENCE_COMPLETE, &[K::Pcr { null: true }, K::Object], 2, hash::event_sequence_complete),
+    Entry { response_handle: true, ..e(cc::HASH_SEQUENCE_START, &[], 0, hash::sequence_start) },
     e(cc::TEST_PARMS, &[], 0, testing::test_parms),
 ];
 

@@ -41,6 +41,9 @@ use crate::pcr::PcrBanks;
 use crate::session::Sessions;
 use crate::state::{PersistentState, SEED_LEN};
 
+/// How often (ms) Clock is saved even without other changes (TPM_PT_CLOCK_UPDATE).
+pub(crate) const CLOCK_UPDATE_MS: u64 = 0x0040_0000;
+
 /// What the engine needs from the machine it runs on.
 pub trait Platform {
     /// Fill `buf` with entropy from the platform's source; an Err puts the TPM in failure mode.
@@ -226,6 +229,10 @@ impl<P: Platform> Tpm<P> {
     /// Run one command at a locality (0..=4); always returns a well-formed response (header + body), never panics.
     pub fn execute(&mut self, locality: u8, command: &[u8]) -> Vec<u8> {
         let response = dispatch::execute(&mut self.core, &mut self.platform, locality, command);
+        // Clock is saved with every commit, and at least every CLOCK_UPDATE ms.
+        if self.core.vol.now_clock.saturating_sub(self.core.ps.clock) >= CLOCK_UPDATE_MS {
+            self.core.dirty = true;
+        }
         if self.core.dirty {
             self.core.dirty = false;
             self.core.ps.clock = self.core.vol.now_clock;

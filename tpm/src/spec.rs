@@ -19,6 +19,7 @@ pub mod cc {
     pub const NV_UNDEFINE_SPACE: u32 = 0x122;
     pub const CLEAR: u32 = 0x126;
     pub const CLEAR_CONTROL: u32 = 0x127;
+    pub const CLOCK_SET: u32 = 0x128;
     pub const HIERARCHY_CHANGE_AUTH: u32 = 0x129;
     pub const NV_DEFINE_SPACE: u32 = 0x12A;
     pub const PCR_ALLOCATE: u32 = 0x12B;
@@ -29,6 +30,7 @@ pub mod cc {
     pub const NV_WRITE: u32 = 0x137;
     pub const NV_WRITE_LOCK: u32 = 0x138;
     pub const DICTIONARY_ATTACK_LOCK_RESET: u32 = 0x139;
+    pub const DICTIONARY_ATTACK_PARAMETERS: u32 = 0x13A;
     pub const PCR_EVENT: u32 = 0x13C;
     pub const PCR_RESET: u32 = 0x13D;
     pub const SEQUENCE_COMPLETE: u32 = 0x13E;

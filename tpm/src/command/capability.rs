@@ -281,7 +281,10 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
         (pt::NV_COUNTERS_MAX, 0),
         (pt::NV_INDEX_MAX, 2048),
         (pt::MEMORY, 0x6),
-        (pt::CLOCK_UPDATE, 0x0040_0000),
+        (
+            pt::CLOCK_UPDATE,
+            u32::try_from(crate::CLOCK_UPDATE_MS).unwrap_or(u32::MAX)
+        ),
         (pt::CONTEXT_HASH, u32::from(super::CONTEXT_HASH.id())),
         (pt::CONTEXT_SYM, 0x0006),
         (pt::CONTEXT_SYM_SIZE, 256),

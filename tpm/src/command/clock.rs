@@ -1,7 +1,29 @@
-//! Clocks and timers (Part 3 §29): ReadClock.
+//! Clocks and timers (Part 3 §29): ReadClock and ClockSet.
 
 use crate::dispatch::{Call, Ctx};
-use crate::rc::CmdResult;
+use crate::rc::{self, CmdResult, Locate, Rc};
+
+/// The largest value ClockSet accepts (Part 3 §29.2).
+const CLOCK_MAX: u64 = 0xFFFF_0000_0000_0000;
+
+pub fn clock_set(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let new = call.params.u64().p(1)?;
+    call.done()?;
+    let v = &mut cx.core.vol;
+    // Clock only moves forward.
+    if new > CLOCK_MAX || new < v.now_clock {
+        return Err(Rc::param(rc::VALUE, 1));
+    }
+    v.clock_anchor = (
+        new,
+        v.clock_anchor
+            .1
+            .saturating_add(v.now_clock.saturating_sub(v.clock_anchor.0)),
+    );
+    v.now_clock = new;
+    cx.core.dirty = true;
+    Ok(())
+}
 
 pub fn read_clock(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     call.done()?;
@@ -44,5 +66,28 @@ mod tests {
         again.platform_mut().now += 10;
         assert_eq!(read(&mut again), (10, 510));
         assert_eq!(run(&mut again, 0, &Cmd::new(0x181).u8(0)).0, 0x095);
+        // ClockSet: forward only, never past 0xFFFF000000000000.
+        let set = |t: u64| Cmd::new(0x128).h(0x4000_0001).pw(b"").u64(t);
+        assert_eq!(run(&mut again, 0, &set(100)).0, 0x1C4);
+        assert_eq!(run(&mut again, 0, &set(0xFFFF_0000_0000_0001)).0, 0x1C4);
+        assert_eq!(run(&mut again, 0, &set(1_000_000)).0, 0);
+        again.platform_mut().now += 5;
+        assert_eq!(read(&mut again), (15, 1_000_005));
+        assert_eq!(
+            run(
+                &mut again,
+                0,
+                &Cmd::new(0x128).h(0x4000_000B).pw(b"").u64(2_000_000)
+            )
+            .0,
+            0x184
+        );
+        // Clock is committed at least every TPM_PT_CLOCK_UPDATE ms.
+        let commits = again.platform().commits;
+        again.platform_mut().now += crate::CLOCK_UPDATE_MS;
+        run(&mut again, 0, &Cmd::new(0x17B).u16(1));
+        assert_eq!(again.platform().commits, commits + 1);
+        run(&mut again, 0, &Cmd::new(0x17B).u16(1));
+        assert_eq!(again.platform().commits, commits + 1);
     }
 }

@@ -132,6 +132,19 @@ pub fn hierarchy_control(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     Ok(())
 }
 
+pub fn da_parameters(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let max_tries = call.params.u32().p(1)?;
+    let recovery_time = call.params.u32().p(2)?;
+    let lockout_recovery = call.params.u32().p(3)?;
+    call.done()?;
+    let ps = &mut cx.core.ps;
+    ps.max_tries = max_tries;
+    ps.recovery_time = recovery_time;
+    ps.lockout_recovery = lockout_recovery;
+    cx.core.dirty = true;
+    Ok(())
+}
+
 pub fn da_lock_reset(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     call.done()?;
     cx.core.ps.failed_tries = 0;
@@ -222,6 +235,38 @@ mod tests {
         assert_eq!(
             run(&mut tpm, 0, &Cmd::new(0x127).h(PLATFORM).pw(b"").u8(2)).0,
             0x1C4
+        );
+    }
+
+    #[test]
+    fn dictionary_attack_parameters() {
+        let mut tpm = started();
+        let set = Cmd::new(0x13A).h(LOCKOUT).pw(b"").u32(5).u32(10).u32(20);
+        assert_eq!(run(&mut tpm, 0, &set).0, 0);
+        let (_, b) = run(&mut tpm, 0, &Cmd::new(0x17A).u32(6).u32(0x20F).u32(3));
+        assert_eq!(
+            &b[9..],
+            &[
+                0, 0, 2, 0x0F, 0, 0, 0, 5, 0, 0, 2, 0x10, 0, 0, 0, 10, 0, 0, 2, 0x11, 0, 0, 0, 20
+            ]
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x13A).h(OWNER).pw(b"").u32(5).u32(10).u32(20)
+            )
+            .0,
+            0x184
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x13A).h(LOCKOUT).pw(b"").u32(5).u32(10)
+            )
+            .0,
+            0x3DA
         );
     }
 
