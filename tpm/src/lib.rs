@@ -267,3 +267,94 @@ impl<P: Platform> fmt::Debug for Tpm<P> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{Cmd, platform, rc_of, run, started};
+
+    #[test]
+    fn manufacture_commits_and_restore_refuses_bad_blobs() {
+        let tpm = Tpm::manufacture(platform()).unwrap();
+        assert_eq!(tpm.platform().commits, 1);
+        assert_eq!(tpm.platform().last, tpm.state());
+        let blob = tpm.state();
+        assert!(Tpm::restore(platform(), &blob).is_ok());
+        assert_eq!(
+            Tpm::restore(platform(), &blob[..blob.len() - 1]).unwrap_err(),
+            StateError::Truncated
+        );
+        let mut bad = blob.clone();
+        bad[60] ^= 0x80;
+        let err = Tpm::restore(platform(), &bad).unwrap_err();
+        assert_eq!(err, StateError::BadChecksum);
+        assert!(std::format!("{err}").contains("checksum"));
+        let mut p = platform();
+        p.fail_entropy = true;
+        assert!(matches!(Tpm::manufacture(p), Err(Error::Entropy(_))));
+    }
+
+    /// A long run of mixed commands, some valid, some not: every response is
+    /// well formed, and after every command the committed blob restores to a
+    /// TPM whose persistent state equals the running one.
+    #[test]
+    fn random_command_mix_keeps_state_consistent() {
+        let mut tpm = started();
+        let mut seed = 0x9E37_79B9u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let owner = 0x4000_0001;
+        for i in 0..400u32 {
+            let r = next();
+            let idx = 0x0150_0000 + (r % 4);
+            let cmd = match r % 12 {
+                0 => {
+                    let mut p = idx.to_be_bytes().to_vec();
+                    p.extend_from_slice(&[0, 0x0B]);
+                    let nt = [0u32, 1, 2, 4][(r as usize >> 8) % 4];
+                    p.extend_from_slice(&(0x0006_0006u32 | nt << 4).to_be_bytes());
+                    p.extend_from_slice(&[0, 0]);
+                    p.extend_from_slice(&(if nt == 4 { 32u16 } else { 8 }).to_be_bytes());
+                    Cmd::new(0x12A).h(owner).pw(b"").tpm2b(b"").tpm2b(&p)
+                }
+                1 => Cmd::new(0x137)
+                    .h(idx)
+                    .h(idx)
+                    .pw(b"")
+                    .tpm2b(&r.to_be_bytes())
+                    .u16(0),
+                2 => Cmd::new(0x134).h(owner).h(idx).pw(b""),
+                3 => Cmd::new(0x122).h(owner).h(idx).pw(b""),
+                4 => Cmd::new(0x14E).h(idx).h(idx).pw(b"").u16(4).u16(0),
+                5 => Cmd::new(0x182)
+                    .h(r % 25)
+                    .pw(b"")
+                    .u32(1)
+                    .u16(0x0B)
+                    .b(&[r as u8; 32]),
+                6 => Cmd::new(0x129).h(owner).pw(b"").tpm2b(b""),
+                7 => Cmd::new(0x145).u16((r >> 4) as u16 % 3),
+                8 => Cmd::new(0x136).h(owner).h(idx).pw(b"").tpm2b(b"e"),
+                9 => Cmd::new(0x138).h(idx).h(idx).pw(b""),
+                10 => Cmd::new(0x135).h(owner).h(idx).pw(b"").u64(u64::from(r)),
+                _ => Cmd::new(0x186).tpm2b(b"").u16(0x0B),
+            };
+            let locality = (r >> 20) as u8 % 5;
+            let resp = tpm.execute(locality, &cmd.bytes());
+            rc_of(&resp);
+            if i % 50 == 49 {
+                tpm.power_on();
+                let rc = run(&mut tpm, 0, &Cmd::new(0x144).u16(0)).0;
+                assert_eq!(rc, 0);
+            }
+            let blob = tpm.state();
+            assert_eq!(tpm.platform().last, blob, "every change was committed");
+            let again = Tpm::restore(platform(), &blob).unwrap();
+            assert_eq!(again.core.ps, tpm.core.ps);
+        }
+    }
+}
