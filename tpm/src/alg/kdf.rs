@@ -7,6 +7,7 @@ use core::convert::Infallible;
 
 use zeroize::{Zeroize, Zeroizing};
 
+use super::AlgError;
 use crate::crypto::{HashAlg, Hasher};
 
 /// The separator rule shared by KDFa and KDFe, as the reference code applies
@@ -50,6 +51,10 @@ fn kdfa_block(
     ))
 }
 
+/// The largest output KDFa and KDFe produce, in bits: the reference's limit
+/// ((bits + 7) / 8 must fit an INT16). Larger requests are [`AlgError::Size`].
+pub const MAX_KDF_BITS: u32 = (i16::MAX as u32) * 8;
+
 /// KDFa(hashAlg, key, label, contextU, contextV, bits): `(bits + 7) / 8`
 /// octets; when `bits` is not a multiple of 8 the excess high bits of the
 /// first octet are zero. `bits == 0` gives an empty result.
@@ -60,7 +65,10 @@ pub fn kdfa(
     context_u: &[u8],
     context_v: &[u8],
     bits: u32,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, AlgError> {
+    if bits > MAX_KDF_BITS {
+        return Err(AlgError::Size);
+    }
     let len = bits.div_ceil(8) as usize;
     let mut out = Vec::with_capacity(len);
     let mut counter = 0u32;
@@ -71,7 +79,7 @@ pub fn kdfa(
         out.extend_from_slice(block.get(..take).unwrap_or(&[]));
     }
     mask_leading(&mut out, bits);
-    out
+    Ok(out)
 }
 
 /// KDFe(hashAlg, Z, label, partyUInfo, partyVInfo, bits):
@@ -84,7 +92,10 @@ pub fn kdfe(
     party_u: &[u8],
     party_v: &[u8],
     bits: u32,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, AlgError> {
+    if bits > MAX_KDF_BITS {
+        return Err(AlgError::Size);
+    }
     let len = bits.div_ceil(8) as usize;
     let nul: &[u8] = if label_needs_nul(label) { &[0] } else { &[] };
     let mut out = Vec::with_capacity(len);
@@ -104,7 +115,7 @@ pub fn kdfe(
         block.zeroize();
     }
     mask_leading(&mut out, bits);
-    out
+    Ok(out)
 }
 
 /// A deterministic byte stream: the KDFa blocks for counters 1, 2, 3, …
@@ -218,10 +229,10 @@ mod tests {
     #[test]
     fn kdfa_sha256_matches_python() {
         // kdfa('sha256', b'key', b'STORAGE', b'ctxU', b'ctxV', 256)
-        let k = kdfa(HashAlg::Sha256, b"key", b"STORAGE", b"ctxU", b"ctxV", 256);
+        let k = kdfa(HashAlg::Sha256, b"key", b"STORAGE", b"ctxU", b"ctxV", 256).unwrap();
         assert_eq!(k, hex(KDFA_SHA256_256));
         // The label's NUL is added once, whether or not the caller supplied it.
-        let k0 = kdfa(HashAlg::Sha256, b"key", b"STORAGE\0", b"ctxU", b"ctxV", 256);
+        let k0 = kdfa(HashAlg::Sha256, b"key", b"STORAGE\0", b"ctxU", b"ctxV", 256).unwrap();
         assert_eq!(k, k0);
     }
 
@@ -235,7 +246,8 @@ mod tests {
             b"",
             b"",
             300,
-        );
+        )
+        .unwrap();
         assert_eq!(k.len(), 38);
         assert_eq!(k, hex(KDFA_SHA1_300));
         assert!(k[0] < 0x10);
@@ -247,19 +259,38 @@ mod tests {
             b"nonceNewer",
             b"nonceOlder",
             520,
-        );
+        )
+        .unwrap();
         assert_eq!(k, hex(KDFA_SHA384_520));
-        assert!(kdfa(HashAlg::Sha256, b"k", b"L", b"", b"", 0).is_empty());
+        assert!(
+            kdfa(HashAlg::Sha256, b"k", b"L", b"", b"", 0)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            kdfa(HashAlg::Sha256, b"k", b"L", b"", b"", u32::MAX),
+            Err(AlgError::Size)
+        );
+        assert_eq!(
+            kdfe(HashAlg::Sha256, b"z", b"L", b"", b"", MAX_KDF_BITS + 1),
+            Err(AlgError::Size)
+        );
+        assert_eq!(
+            kdfa(HashAlg::Sha1, b"k", b"L", b"", b"", MAX_KDF_BITS)
+                .unwrap()
+                .len(),
+            32767
+        );
     }
 
     #[test]
     fn kdfe_matches_python() {
         // kdfe('sha256', Z=bytes(range(32)), b'DUPLICATE', b'partyU', b'partyV', 128)
         let z: Vec<u8> = (0u8..32).collect();
-        let k = kdfe(HashAlg::Sha256, &z, b"DUPLICATE", b"partyU", b"partyV", 128);
+        let k = kdfe(HashAlg::Sha256, &z, b"DUPLICATE", b"partyU", b"partyV", 128).unwrap();
         assert_eq!(k, hex(KDFE_SHA256_128));
         // kdfe('sha384', Z=b'\xff'*48, b'SECRET\0', b'', b'', 780): 2 blocks, masked
-        let k = kdfe(HashAlg::Sha384, &[0xff; 48], b"SECRET\0", b"", b"", 780);
+        let k = kdfe(HashAlg::Sha384, &[0xff; 48], b"SECRET\0", b"", b"", 780).unwrap();
         assert_eq!(k, hex(KDFE_SHA384_780));
     }
 
@@ -285,7 +316,7 @@ mod tests {
         assert_eq!(&expect[..5], &a);
         assert_eq!(&expect[5..75], &b);
         // Block 1 equals the first octets of KDFa with sizeInBits = STREAM_BITS.
-        let full = kdfa(HashAlg::Sha256, b"seed", b"RSA", b"name", b"data", 8192);
+        let full = kdfa(HashAlg::Sha256, b"seed", b"RSA", b"name", b"data", 8192).unwrap();
         assert_eq!(&full[..96], &expect[..]);
     }
 
