@@ -35,6 +35,10 @@ pub fn parse_sessions(loaded: &Sessions, area: &[u8]) -> CmdResult<Vec<Session>>
         let handle = r.u32().map_err(at)?;
         let nonce = r.tpm2b(spec::MAX_DIGEST).map_err(at)?;
         let attributes = r.u8().map_err(at)?;
+        // TPMA_SESSION bits 3 and 4 are reserved.
+        if attributes & 0x18 != 0 {
+            return Err(Rc::session(rc::RESERVED_BITS, n));
+        }
         let hmac = r.tpm2b(spec::MAX_DIGEST).map_err(at)?.to_vec();
         match spec::handle_type(handle) {
             _ if handle == rh::PW => {

@@ -441,6 +441,8 @@ mod command_tests {
         let mut c = change(b"").bytes();
         c[pos + 2] = 0x81;
         assert_eq!(rc_of(&tpm.execute(0, &c)), 0x982);
+        c[pos + 2] = 0x09;
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0x9A1);
         // An HMAC session handle that is not loaded.
         let mut c = change(b"").bytes();
         c[18..22].copy_from_slice(&0x0200_0000u32.to_be_bytes());
