@@ -6,7 +6,6 @@
 //! their unit tests run.
 #![cfg_attr(not(test), no_std)]
 
-#[cfg(target_os = "none")]
 extern crate alloc;
 
 pub mod boot;
@@ -18,6 +17,11 @@ pub mod cpu;
 pub mod ktest;
 pub mod mm;
 pub mod platform;
+pub mod protocols;
+#[cfg(target_os = "none")]
+pub mod requests;
+#[cfg(target_os = "none")]
+pub mod vtpm;
 
 /// Prints a fatal error and ends the VM with the failure code.
 #[cfg(target_os = "none")]

@@ -59,13 +59,25 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// How to build the kernel image.
-#[derive(Clone, Debug, Default)]
+/// How to build a bare-metal image: the kernel, or the test guest firmware.
+#[derive(Clone, Debug)]
 pub struct KernelBuild {
-    /// Cargo features of `rivet-kernel` (e.g. `ktest`).
+    /// The package (its binary has the same name).
+    pub package: String,
+    /// Cargo features (e.g. `ktest` for the kernel).
     pub features: Vec<String>,
     /// Optimised build.
     pub release: bool,
+}
+
+impl Default for KernelBuild {
+    fn default() -> Self {
+        Self {
+            package: "rivet-kernel".into(),
+            features: Vec::new(),
+            release: false,
+        }
+    }
 }
 
 impl KernelBuild {
@@ -73,7 +85,15 @@ impl KernelBuild {
     pub fn ktest() -> Self {
         Self {
             features: vec!["ktest".into()],
-            release: false,
+            ..Self::default()
+        }
+    }
+
+    /// The test guest firmware (`firmware/guest`), booted as the SVSM's guest.
+    pub fn guest_firmware() -> Self {
+        Self {
+            package: "rivet-firmware-guest".into(),
+            ..Self::default()
         }
     }
 
@@ -87,6 +107,9 @@ impl KernelBuild {
         } else {
             self.features.join("-")
         };
+        if self.package != "rivet-kernel" {
+            flavour = format!("{}-{flavour}", self.package);
+        }
         if self.release {
             flavour.push_str("-release");
         }
@@ -98,7 +121,7 @@ impl KernelBuild {
                 "build",
                 "--quiet",
                 "-p",
-                "rivet-kernel",
+                &self.package,
                 "--target",
                 KERNEL_TARGET,
             ])
@@ -128,7 +151,7 @@ impl KernelBuild {
         Ok(target_dir
             .join(KERNEL_TARGET)
             .join(profile)
-            .join("rivet-kernel"))
+            .join(&self.package))
     }
 }
 
@@ -188,6 +211,7 @@ impl Outcome {
 #[derive(Clone, Debug)]
 pub struct Boot {
     kernel: PathBuf,
+    initrd: Option<PathBuf>,
     append: String,
     memory_mib: u32,
     cpu: String,
@@ -202,6 +226,7 @@ impl Boot {
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
         Self {
             kernel: kernel.into(),
+            initrd: None,
             append: String::new(),
             memory_mib: 256,
             cpu: "max".into(),
@@ -209,6 +234,12 @@ impl Boot {
             extra: Vec::new(),
             echo: false,
         }
+    }
+
+    /// The guest firmware, passed as the first PVH boot module.
+    pub fn guest_firmware(mut self, image: impl Into<PathBuf>) -> Self {
+        self.initrd = Some(image.into());
+        self
     }
 
     /// Kernel command line.
@@ -269,6 +300,9 @@ impl Boot {
             ])
             .arg("-kernel")
             .arg(&self.kernel);
+        if let Some(initrd) = &self.initrd {
+            cmd.arg("-initrd").arg(initrd);
+        }
         if !self.append.is_empty() {
             cmd.args(["-append", &self.append]);
         }

@@ -25,12 +25,20 @@ const KTESTS: [&str; 11] = [
 
 fn kernel() -> &'static PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| KernelBuild::default().build().unwrap_or_else(|e| panic!("{e}")))
+    IMAGE.get_or_init(|| {
+        KernelBuild::default()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
 }
 
 fn ktest_kernel() -> &'static PathBuf {
     static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| KernelBuild::ktest().build().unwrap_or_else(|e| panic!("{e}")))
+    IMAGE.get_or_init(|| {
+        KernelBuild::ktest()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
 }
 
 fn ktest_kernel_release() -> &'static PathBuf {
@@ -58,7 +66,10 @@ fn boots(image: &'static PathBuf, appends: &[&'static str]) -> Vec<(&'static str
         .iter()
         .map(|&a| std::thread::spawn(move || (a, boot(image, a))))
         .collect();
-    handles.into_iter().map(|h| h.join().expect("boot thread")).collect()
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("boot thread"))
+        .collect()
 }
 
 #[test]
@@ -67,8 +78,16 @@ fn kernel_boots_to_ready() {
     let mut ready = Vec::new();
     for _ in 0..3 {
         let out = boot(image, "");
-        assert_eq!(out.exit, Exit::Success, "serial:\n{}\nstderr:\n{}", out.serial, out.stderr);
-        let t = out.ready_after.unwrap_or_else(|| panic!("no ready line:\n{}", out.serial));
+        assert_eq!(
+            out.exit,
+            Exit::Success,
+            "serial:\n{}\nstderr:\n{}",
+            out.serial,
+            out.stderr
+        );
+        let t = out
+            .ready_after
+            .unwrap_or_else(|| panic!("no ready line:\n{}", out.serial));
         assert!(out.serial.contains("platform: Native"), "{}", out.serial);
         ready.push(t);
     }
@@ -106,11 +125,24 @@ fn check_ktests(image: &PathBuf) {
             None => missing.push(name),
         }
     }
-    assert!(missing.is_empty(), "no result for {missing:?}:\n{}", out.serial);
-    let reported = out.lines_starting("ktest: ").filter(|l| l.contains(" ... ")).count();
-    assert_eq!(reported, KTESTS.len(), "unexpected extra results:\n{}", out.serial);
     assert!(
-        out.serial.contains(&format!("ktest: result: {} passed, 0 failed", KTESTS.len())),
+        missing.is_empty(),
+        "no result for {missing:?}:\n{}",
+        out.serial
+    );
+    let reported = out
+        .lines_starting("ktest: ")
+        .filter(|l| l.contains(" ... "))
+        .count();
+    assert_eq!(
+        reported,
+        KTESTS.len(),
+        "unexpected extra results:\n{}",
+        out.serial
+    );
+    assert!(
+        out.serial
+            .contains(&format!("ktest: result: {} passed, 0 failed", KTESTS.len())),
         "{}",
         out.serial
     );
@@ -120,36 +152,75 @@ fn check_ktests(image: &PathBuf) {
 #[test]
 fn bad_boot_information_is_a_clear_fatal_error() {
     let cases = [
-        ("rivet.inject=no-start-info", "FATAL: boot info: no PVH start info"),
-        ("rivet.inject=bad-magic", "FATAL: boot info: PVH start info has magic 0x1badb002"),
-        ("rivet.inject=no-memmap", "FATAL: boot info: PVH memory map absent"),
-        ("rivet.inject=empty-memmap", "FATAL: boot info: PVH memory map is empty"),
-        ("rivet.inject=huge-memmap", "FATAL: boot info: PVH memory map has 100000 entries, the kernel tracks at most 128"),
-        ("rivet.inject=overlap-memmap", "FATAL: boot info: memory map entries 0 and 1 overlap"),
+        (
+            "rivet.inject=no-start-info",
+            "FATAL: boot info: no PVH start info",
+        ),
+        (
+            "rivet.inject=bad-magic",
+            "FATAL: boot info: PVH start info has magic 0x1badb002",
+        ),
+        (
+            "rivet.inject=no-memmap",
+            "FATAL: boot info: PVH memory map absent",
+        ),
+        (
+            "rivet.inject=empty-memmap",
+            "FATAL: boot info: PVH memory map is empty",
+        ),
+        (
+            "rivet.inject=huge-memmap",
+            "FATAL: boot info: PVH memory map has 100000 entries, the kernel tracks at most 128",
+        ),
+        (
+            "rivet.inject=overlap-memmap",
+            "FATAL: boot info: memory map entries 0 and 1 overlap",
+        ),
     ];
     let appends: Vec<&'static str> = cases.iter().map(|c| c.0).collect();
     for (append, out) in boots(ktest_kernel(), &appends) {
         let want = cases.iter().find(|c| c.0 == append).expect("case").1;
-        assert!(out.serial.contains(want), "{append}: expected {want:?} in:\n{}", out.serial);
+        assert!(
+            out.serial.contains(want),
+            "{append}: expected {want:?} in:\n{}",
+            out.serial
+        );
         assert_eq!(out.exit, Exit::Failure, "{append}:\n{}", out.serial);
-        assert!(out.ready_after.is_none() && !out.serial.contains("ktest:"), "{append} went on booting");
+        assert!(
+            out.ready_after.is_none() && !out.serial.contains("ktest:"),
+            "{append} went on booting"
+        );
     }
 }
 
 #[test]
 fn exceptions_are_reported_then_fail() {
     let cases = [
-        ("rivet.inject=invalid-opcode", "FATAL: exception 6 (#UD invalid opcode) error_code=0x0"),
-        ("rivet.inject=stack-overflow", "FATAL: stack guard page hit: stack 'boot' overflowed"),
+        (
+            "rivet.inject=invalid-opcode",
+            "FATAL: exception 6 (#UD invalid opcode) error_code=0x0",
+        ),
+        (
+            "rivet.inject=stack-overflow",
+            "FATAL: stack guard page hit: stack 'boot' overflowed",
+        ),
         ("rivet.inject=panic", "FATAL: kernel panic: panicked at"),
     ];
     let appends: Vec<&'static str> = cases.iter().map(|c| c.0).collect();
     for (append, out) in boots(ktest_kernel(), &appends) {
         let want = cases.iter().find(|c| c.0 == append).expect("case").1;
-        assert!(out.serial.contains(want), "{append}: expected {want:?} in:\n{}", out.serial);
+        assert!(
+            out.serial.contains(want),
+            "{append}: expected {want:?} in:\n{}",
+            out.serial
+        );
         if append != "rivet.inject=panic" {
             for field in ["RIP=", "CR2=", "RSP=", "RAX=", "R15=", "error_code="] {
-                assert!(out.serial.contains(field), "{append}: no {field} in the report:\n{}", out.serial);
+                assert!(
+                    out.serial.contains(field),
+                    "{append}: no {field} in the report:\n{}",
+                    out.serial
+                );
             }
         }
         assert_eq!(out.exit, Exit::Failure, "{append}:\n{}", out.serial);

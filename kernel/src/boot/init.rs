@@ -74,12 +74,14 @@ extern "C" fn kernel_start(start_info: u32) -> ! {
     #[cfg(feature = "ktest")]
     crate::ktest::run(&boot_info, cmdline);
     #[cfg(not(feature = "ktest"))]
-    ready(platform)
+    ready(platform, &boot_info)
 }
 
-/// Boot is done: say so. (The request loop will take over from here.)
+/// Boot is done: say so, then serve the guest if there is one.
 #[cfg(not(feature = "ktest"))]
-fn ready(platform: &'static dyn platform::Platform) -> ! {
+fn ready(platform: &'static dyn platform::Platform, boot_info: &BootInfo) -> ! {
+    let hz = crate::cpu::time::calibrate();
+    info!("TSC {hz} Hz");
     let (used, free) = heap::usage();
     info!(
         "{} free frames, heap {} KiB used / {} KiB free",
@@ -88,7 +90,19 @@ fn ready(platform: &'static dyn platform::Platform) -> ! {
         free / 1024
     );
     crate::println!("{READY_LINE} ({:?} platform)", platform.kind());
-    platform.terminate(platform::ExitStatus::Success)
+    if boot_info.modules().is_empty() {
+        info!("no guest firmware given: nothing to serve");
+        platform.terminate(platform::ExitStatus::Success)
+    }
+    let tpm = match crate::vtpm::manufacture() {
+        Ok(tpm) => tpm,
+        Err(e) => fatal!("vTPM: {e}"),
+    };
+    let setup = match platform.start_guest(boot_info) {
+        Ok(s) => s,
+        Err(e) => fatal!("cannot start the guest: {e}"),
+    };
+    crate::requests::run(platform, setup, Some(tpm))
 }
 
 fn set_log_level(cmdline: &str) {
@@ -125,9 +139,18 @@ fn init_memory(boot_info: &BootInfo) {
         count += 1;
     }
     let usable = &usable[..count];
-    // The first MiB holds the loader's tables and firmware data: keep out.
-    let reserved = [PhysRange::new(PhysAddr(0), PhysAddr(0x10_0000)), image];
-    if let Err(e) = mm::init_frames(usable, &reserved) {
+    // The first MiB holds the loader's tables and firmware data, the boot
+    // modules hold the guest firmware, and the guest's memory is the
+    // guest's: keep them all out.
+    let mut reserved = [PhysRange::new(PhysAddr(0), PhysAddr(0)); 3 + pvh::MAX_MODULES];
+    reserved[0] = PhysRange::new(PhysAddr(0), PhysAddr(0x10_0000));
+    reserved[1] = image;
+    reserved[2] = Native::guest_memory();
+    for (slot, module) in reserved[3..].iter_mut().zip(boot_info.modules()) {
+        *slot = *module;
+    }
+    let reserved = &reserved[..3 + boot_info.modules().len()];
+    if let Err(e) = mm::init_frames(usable, reserved) {
         fatal!("frame allocator: {e}");
     }
 

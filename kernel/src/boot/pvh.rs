@@ -12,9 +12,12 @@ pub const MAX_MEMMAP_ENTRIES: usize = 128;
 pub const MAX_TRACKABLE_ADDR: u64 = 64 << 30;
 /// Longest command line kept.
 pub const MAX_CMDLINE: usize = 256;
+/// Boot modules (e.g. the guest firmware) the kernel keeps track of.
+pub const MAX_MODULES: usize = 4;
 
 const START_INFO_SIZE: usize = 56;
 const MEMMAP_ENTRY_SIZE: usize = 24;
+const MODULE_ENTRY_SIZE: usize = 32;
 
 /// Byte offsets in `hvm_start_info`.
 pub mod offset {
@@ -22,6 +25,10 @@ pub mod offset {
     pub const MAGIC: u64 = 0;
     /// u32 version.
     pub const VERSION: u64 = 4;
+    /// u32 number of modules.
+    pub const NR_MODULES: u64 = 12;
+    /// u64 module list address.
+    pub const MODLIST: u64 = 16;
     /// u64 command line address.
     pub const CMDLINE: u64 = 24;
     /// u64 RSDP address.
@@ -117,6 +124,13 @@ pub enum BootInfoError {
         /// End of the offending RAM entry.
         end: u64,
     },
+    /// More boot modules than the kernel keeps.
+    TooManyModules(u32),
+    /// A module's range is empty or wraps around.
+    BadModule {
+        /// Module index.
+        index: usize,
+    },
 }
 
 impl core::fmt::Display for BootInfoError {
@@ -146,6 +160,13 @@ impl core::fmt::Display for BootInfoError {
                 f,
                 "RAM up to {end:#x} is beyond what the kernel tracks ({MAX_TRACKABLE_ADDR:#x})"
             ),
+            Self::TooManyModules(n) => {
+                write!(
+                    f,
+                    "{n} boot modules, the kernel keeps at most {MAX_MODULES}"
+                )
+            }
+            Self::BadModule { index } => write!(f, "boot module {index} is empty or wraps"),
         }
     }
 }
@@ -157,6 +178,8 @@ pub struct BootInfo {
     count: usize,
     cmdline: [u8; MAX_CMDLINE],
     cmdline_len: usize,
+    modules: [PhysRange; MAX_MODULES],
+    module_count: usize,
     /// ACPI RSDP address (0 if none).
     pub rsdp: u64,
 }
@@ -173,6 +196,11 @@ impl BootInfo {
             .iter()
             .filter(|r| r.kind == MemoryKind::Ram)
             .map(|r| r.range)
+    }
+
+    /// The boot modules (QEMU passes `-initrd` as module 0).
+    pub fn modules(&self) -> &[PhysRange] {
+        &self.modules[..self.module_count]
     }
 
     /// The kernel command line (lossy: invalid UTF-8 gives "").
@@ -251,6 +279,8 @@ pub fn parse(start_info: u64, mem: &impl PhysMemory) -> Result<BootInfo, BootInf
         count: 0,
         cmdline: [0; MAX_CMDLINE],
         cmdline_len: 0,
+        modules: [PhysRange::new(PhysAddr(0), PhysAddr(0)); MAX_MODULES],
+        module_count: 0,
         rsdp: u64_at(offset::RSDP),
     };
     let mut count = 0;
@@ -289,6 +319,24 @@ pub fn parse(start_info: u64, mem: &impl PhysMemory) -> Result<BootInfo, BootInf
     if info.ram().next().is_none() {
         return Err(BootInfoError::NoUsableRam);
     }
+    let modules = u32_at(offset::NR_MODULES);
+    let modlist = u64_at(offset::MODLIST);
+    if modules as usize > MAX_MODULES {
+        return Err(BootInfoError::TooManyModules(modules));
+    }
+    for index in 0..modules as usize {
+        let at = modlist + (index * MODULE_ENTRY_SIZE) as u64;
+        let addr = read_u64(mem, at)?;
+        let size = read_u64(mem, at + 8)?;
+        let end = addr
+            .checked_add(size)
+            .ok_or(BootInfoError::BadModule { index })?;
+        if size == 0 || addr == 0 {
+            return Err(BootInfoError::BadModule { index });
+        }
+        info.modules[index] = PhysRange::new(PhysAddr(addr), PhysAddr(end));
+    }
+    info.module_count = modules as usize;
     info.cmdline_len = read_cmdline(start_info, mem, &mut info.cmdline);
     Ok(info)
 }

@@ -205,3 +205,31 @@ pub mod msr {
     /// Base of the GS segment: the per-CPU area.
     pub const GS_BASE: u32 = 0xC000_0101;
 }
+
+/// One RDRAND attempt: `None` when the CPU had no value ready (CF = 0).
+///
+/// The caller checks CPUID.1:ECX.RDRAND first.
+pub fn rdrand() -> Option<u64> {
+    let value: u64;
+    let ok: u8;
+    // SAFETY: RDRAND only writes its destination and CF; the caller checked
+    // that the CPU has it.
+    unsafe {
+        asm!("rdrand {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack))
+    };
+    (ok != 0).then_some(value)
+}
+
+/// One RDSEED attempt: `None` when the CPU had no value ready (CF = 0).
+///
+/// The caller checks CPUID.7.0:EBX.RDSEED first.
+pub fn rdseed() -> Option<u64> {
+    let value: u64;
+    let ok: u8;
+    // SAFETY: RDSEED only writes its destination and CF; the caller checked
+    // that the CPU has it.
+    unsafe {
+        asm!("rdseed {v}", "setc {ok}", v = out(reg) value, ok = out(reg_byte) ok, options(nomem, nostack))
+    };
+    (ok != 0).then_some(value)
+}

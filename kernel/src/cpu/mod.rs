@@ -5,6 +5,7 @@ pub mod gdt;
 pub mod idt;
 pub mod instr;
 pub mod percpu;
+pub mod time;
 
 use instr::{cpuid, msr};
 

@@ -73,6 +73,8 @@ type Table = [u64; 512];
 /// A page-table hierarchy, by its PML4 frame.
 pub struct PageTables {
     root: PhysAddr,
+    /// Flags of non-leaf entries: nested page tables need the user bit there.
+    table_flags: PteFlags,
 }
 
 fn index(va: u64, level: u32) -> usize {
@@ -88,7 +90,21 @@ impl PageTables {
     /// An empty hierarchy.
     pub fn new() -> Result<Self, MapError> {
         let root = alloc_frame().ok_or(MapError::OutOfMemory)?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            table_flags: TABLE_FLAGS,
+        })
+    }
+
+    /// An empty nested (guest-physical to host-physical) hierarchy: AMD
+    /// nested paging treats every access as a user access, so every entry
+    /// carries the user bit (leaves get it from their callers).
+    pub fn new_nested() -> Result<Self, MapError> {
+        let root = alloc_frame().ok_or(MapError::OutOfMemory)?;
+        Ok(Self {
+            root,
+            table_flags: TABLE_FLAGS | PteFlags::USER,
+        })
     }
 
     /// The PML4's physical address (the CR3 value).
@@ -125,7 +141,7 @@ impl PageTables {
             return Err(MapError::NotMapped(VirtAddr(va)));
         }
         let frame = alloc_frame().ok_or(MapError::OutOfMemory)?;
-        *entry = frame.0 | TABLE_FLAGS.bits();
+        *entry = frame.0 | self.table_flags.bits();
         Ok(frame.0)
     }
 

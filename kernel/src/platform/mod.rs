@@ -13,7 +13,11 @@
 #[cfg(target_os = "none")]
 pub mod native;
 
+use alloc::boxed::Box;
+
+use crate::boot::pvh::BootInfo;
 use crate::mm::PhysRange;
+use crate::protocols::Guest;
 
 /// Which platform the kernel runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +50,8 @@ pub enum PlatformError {
     Firmware(u64),
     /// An output buffer is too small; the size needed.
     BufferTooSmall(usize),
+    /// The guest firmware is missing or cannot be loaded.
+    GuestImage(&'static str),
 }
 
 impl core::fmt::Display for PlatformError {
@@ -55,6 +61,7 @@ impl core::fmt::Display for PlatformError {
             Self::InvalidRange(r) => write!(f, "invalid range {}..{}", r.start, r.end),
             Self::Firmware(code) => write!(f, "firmware error {code:#x}"),
             Self::BufferTooSmall(n) => write!(f, "buffer too small, {n} bytes needed"),
+            Self::GuestImage(why) => write!(f, "guest firmware: {why}"),
         }
     }
 }
@@ -92,6 +99,14 @@ pub struct GuestRegisters {
     pub r9: u64,
 }
 
+/// A guest ready to run.
+pub struct GuestSetup {
+    /// The boot vCPU's Calling Area (GPA).
+    pub caa: u64,
+    /// Guest memory, bounds-checked, as the protocols reach it.
+    pub memory: Box<dyn Guest>,
+}
+
 /// What a platform provides.
 pub trait Platform: Sync {
     /// Which platform this is.
@@ -110,6 +125,12 @@ pub trait Platform: Sync {
     /// Runs guest vCPU `vcpu` with `regs` until it exits to the SVSM; `regs`
     /// holds the guest's registers on return.
     fn run_guest(&self, vcpu: u32, regs: &mut GuestRegisters) -> Result<GuestExit, PlatformError>;
+
+    /// Loads the guest firmware and prepares the boot vCPU (on native, from
+    /// the first boot module; on SNP and TDX, from what the IGVM file put in
+    /// memory). Returns the guest's Calling Area and its memory as the
+    /// protocols see it.
+    fn start_guest(&self, boot_info: &BootInfo) -> Result<GuestSetup, PlatformError>;
 
     /// Fills `out` with an attestation report carrying `report_data` and
     /// returns its length.

@@ -26,6 +26,9 @@ struct Args {
     /// Seconds before the boot is killed.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Boot the SVSM alone, without the test guest firmware.
+    #[arg(long)]
+    no_guest: bool,
     /// Boot this many times and print the median boot-to-ready time.
     #[arg(long, default_value_t = 1)]
     boots: u32,
@@ -43,9 +46,17 @@ fn main() -> ExitCode {
             vec![]
         },
         release: args.release,
+        ..KernelBuild::default()
     };
-    let kernel = match build.build() {
-        Ok(k) => k,
+    let guest = (!args.ktest && !args.no_guest).then(|| KernelBuild {
+        release: args.release,
+        ..KernelBuild::guest_firmware()
+    });
+    let built = build
+        .build()
+        .and_then(|k| Ok((k, guest.map(|g| g.build()).transpose()?)));
+    let (kernel, guest) = match built {
+        Ok(images) => images,
         Err(e) => {
             eprintln!("rivet-run: {e}");
             return ExitCode::from(2);
@@ -53,10 +64,17 @@ fn main() -> ExitCode {
     };
     let size = std::fs::metadata(&kernel).map(|m| m.len()).unwrap_or(0);
     eprintln!("rivet-run: image {} ({size} bytes)", kernel.display());
+    if let Some(g) = &guest {
+        eprintln!("rivet-run: guest firmware {}", g.display());
+    }
     let mut ready = Vec::new();
     let mut last = None;
     for i in 0..args.boots.max(1) {
-        let boot = Boot::new(&kernel)
+        let mut boot = Boot::new(&kernel);
+        if let Some(g) = &guest {
+            boot = boot.guest_firmware(g);
+        }
+        let boot = boot
             .append(args.append.clone())
             .memory_mib(args.memory)
             .timeout(Duration::from_secs(args.timeout))

@@ -1,0 +1,480 @@
+//! Every check the guest makes of the SVSM, in order.
+
+use sha2::{Digest, Sha256};
+
+use crate::serial::print;
+use crate::svsm::{self, Info, Regs};
+use crate::tpm_cmd::{self, frame, response_code, unframe};
+
+const CORE: u32 = 0;
+const ATTEST: u32 = 1;
+const VTPM: u32 = 2;
+
+const SUCCESS: u64 = 0;
+const UNSUPPORTED_PROTOCOL: u64 = 0x8000_0001;
+const UNSUPPORTED_CALL: u64 = 0x8000_0002;
+const INVALID_ADDRESS: u64 = 0x8000_0003;
+const INVALID_PARAMETER: u64 = 0x8000_0005;
+const INVALID_REQUEST: u64 = 0x8000_0006;
+
+/// Page-aligned scratch pages in guest memory.
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+static mut VTPM_BUFFER: Page = Page([0; 4096]);
+static mut SCRATCH: [Page; 2] = [Page([0; 4096]), Page([0; 4096])];
+
+fn vtpm_buffer() -> &'static mut [u8; 4096] {
+    // SAFETY: one vCPU, and only `run` (single-threaded) uses the buffer.
+    unsafe { &mut (*core::ptr::addr_of_mut!(VTPM_BUFFER)).0 }
+}
+
+fn scratch(i: usize) -> &'static mut [u8; 4096] {
+    // SAFETY: as for the vTPM buffer.
+    unsafe { &mut (*core::ptr::addr_of_mut!(SCRATCH))[i].0 }
+}
+
+struct Tally {
+    passed: u32,
+    failed: u32,
+}
+
+impl Tally {
+    fn check(&mut self, name: &str, ok: bool, detail: core::fmt::Arguments<'_>) {
+        if ok {
+            self.passed += 1;
+            print(format_args!("guest: check {name} ... ok\n"));
+        } else {
+            self.failed += 1;
+            print(format_args!("guest: check {name} ... FAILED: {detail}\n"));
+        }
+    }
+}
+
+fn call(info: &Info, protocol: u32, id: u32, rcx: u64) -> Regs {
+    svsm::call(
+        info.caa,
+        protocol,
+        id,
+        Regs {
+            rcx,
+            ..Regs::default()
+        },
+        true,
+    )
+}
+
+/// Sends a TPM command through the vTPM protocol; returns RAX.
+fn vtpm_send(info: &Info, command: &[u8]) -> u64 {
+    let buf = vtpm_buffer();
+    frame(command, 0, command.len() as u32, buf);
+    call(info, VTPM, 1, buf.as_ptr() as u64).rax
+}
+
+/// Runs everything and prints the tally.
+pub fn run(info_page: u64) {
+    let info = svsm::info(info_page);
+    print(format_args!(
+        "guest: started; SVSM at {:#x}+{:#x}, calling area {:#x}, max version {}\n",
+        info.svsm_base, info.svsm_size, info.caa, info.max_version
+    ));
+    let mut t = Tally {
+        passed: 0,
+        failed: 0,
+    };
+    core_protocol(&info, &mut t);
+    vtpm_protocol(&info, &mut t);
+    bad_inputs(&info, &mut t);
+    print(format_args!(
+        "guest: result: {} passed, {} failed\n",
+        t.passed, t.failed
+    ));
+    performance(&info);
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Round trips timed with the TSC; the host turns ticks into rates with the
+/// TSC frequency the SVSM logs.
+fn performance(info: &Info) {
+    const CALLS: u32 = 2000;
+    const COMMANDS: u32 = 200;
+    let start = rdtsc();
+    for _ in 0..CALLS {
+        call(info, CORE, 6, (u64::from(CORE) << 32) | 1);
+    }
+    let calls = rdtsc() - start;
+    let start = rdtsc();
+    for _ in 0..COMMANDS {
+        vtpm_send(info, tpm_cmd::get_random(32).finish());
+    }
+    let commands = rdtsc() - start;
+    print(format_args!(
+        "guest: perf svsm_calls={CALLS} tsc_ticks={calls}\n"
+    ));
+    print(format_args!(
+        "guest: perf vtpm_get_random={COMMANDS} tsc_ticks={commands}\n"
+    ));
+}
+
+fn core_protocol(info: &Info, t: &mut Tally) {
+    let r = call(info, CORE, 6, (u64::from(CORE) << 32) | 1);
+    t.check(
+        "query_core_v1",
+        r.rax == SUCCESS && r.rcx == (1 << 32) | 1,
+        format_args!("{r:x?}"),
+    );
+    let r = call(info, CORE, 6, (u64::from(VTPM) << 32) | 1);
+    t.check(
+        "query_vtpm_v1",
+        r.rax == SUCCESS && r.rcx == (1 << 32) | 1,
+        format_args!("{r:x?}"),
+    );
+    let r = call(info, CORE, 6, (u64::from(ATTEST) << 32) | 1);
+    t.check(
+        "query_attest_not_served",
+        r.rax == SUCCESS && r.rcx == 0,
+        format_args!("{r:x?}"),
+    );
+    let r = call(info, CORE, 6, (u64::from(CORE) << 32) | 7);
+    t.check(
+        "query_core_v7_unsupported",
+        r.rax == SUCCESS && r.rcx == 0,
+        format_args!("{r:x?}"),
+    );
+    t.check(
+        "call_pending_cleared",
+        svsm::call_pending(info.caa) == 0,
+        format_args!("still {}", svsm::call_pending(info.caa)),
+    );
+
+    // Move the Calling Area to a scratch page and back.
+    let new_ca = scratch(0).as_ptr() as u64;
+    let r = call(info, CORE, 0, new_ca);
+    let moved = r.rax == SUCCESS;
+    let back = if moved {
+        svsm::call(
+            new_ca,
+            CORE,
+            0,
+            Regs {
+                rcx: info.caa,
+                ..Regs::default()
+            },
+            true,
+        )
+        .rax
+    } else {
+        u64::MAX
+    };
+    t.check(
+        "remap_ca_and_back",
+        moved && back == SUCCESS,
+        format_args!("{:#x} then {back:#x}", r.rax),
+    );
+
+    // PVALIDATE one 4 KiB page of our own memory.
+    let req = scratch(1);
+    req.fill(0);
+    let page = new_ca;
+    req[0..2].copy_from_slice(&1u16.to_le_bytes());
+    req[8..16].copy_from_slice(&(page | 4).to_le_bytes());
+    let r = call(info, CORE, 1, req.as_ptr() as u64);
+    let next = u16::from_le_bytes([req[2], req[3]]);
+    t.check(
+        "pvalidate_one_page",
+        r.rax == SUCCESS && next == 1,
+        format_args!("{:#x} next {next}", r.rax),
+    );
+
+    let r = call(info, CORE, 7, 1);
+    t.check(
+        "configure_vtom_query",
+        r.rax == SUCCESS && r.rcx == 0,
+        format_args!("{r:x?}"),
+    );
+    let r = call(info, CORE, 4, 0);
+    t.check(
+        "deposit_mem_unsupported",
+        r.rax == UNSUPPORTED_CALL,
+        format_args!("{:#x}", r.rax),
+    );
+    let r = call(info, CORE, 5, 0);
+    t.check(
+        "withdraw_mem_unsupported",
+        r.rax == UNSUPPORTED_CALL,
+        format_args!("{:#x}", r.rax),
+    );
+}
+
+fn vtpm_protocol(info: &Info, t: &mut Tally) {
+    let r = call(info, VTPM, 0, 0);
+    t.check(
+        "vtpm_query",
+        r.rax == SUCCESS && r.rcx & (1 << 8) != 0 && r.rdx == 0,
+        format_args!("{r:x?}"),
+    );
+
+    let rax = vtpm_send(info, tpm_cmd::startup_clear().finish());
+    let rc = unframe(vtpm_buffer()).and_then(response_code);
+    t.check(
+        "tpm_startup",
+        rax == SUCCESS && rc == Some(0),
+        format_args!("rax {rax:#x} rc {rc:x?}"),
+    );
+
+    let rax = vtpm_send(info, tpm_cmd::get_random(16).finish());
+    let resp = unframe(vtpm_buffer());
+    let ok = resp.is_some_and(|r| response_code(r) == Some(0) && r.len() == 10 + 2 + 16);
+    t.check(
+        "tpm_get_random",
+        rax == SUCCESS && ok,
+        format_args!("rax {rax:#x} {resp:x?}"),
+    );
+
+    let rax = vtpm_send(info, tpm_cmd::get_tpm_property(0x105).finish());
+    let rc = unframe(vtpm_buffer()).and_then(response_code);
+    t.check(
+        "tpm_get_capability",
+        rax == SUCCESS && rc == Some(0),
+        format_args!("rax {rax:#x} rc {rc:x?}"),
+    );
+
+    // Measure our code and constants (not the data we change) into PCR 8,
+    // and read it back.
+    // SAFETY: the linker script defines both symbols around the read-only
+    // part of this image, which nothing writes.
+    let image = unsafe {
+        unsafe extern "C" {
+            static __image_start: u8;
+            static __measured_end: u8;
+        }
+        let start = core::ptr::addr_of!(__image_start);
+        let end = core::ptr::addr_of!(__measured_end);
+        core::slice::from_raw_parts(start, end as usize - start as usize)
+    };
+    let measurement: [u8; 32] = Sha256::digest(image).into();
+    let rax = vtpm_send(info, tpm_cmd::pcr_extend_sha256(8, &measurement).finish());
+    let rc = unframe(vtpm_buffer()).and_then(response_code);
+    t.check(
+        "tpm_pcr_extend",
+        rax == SUCCESS && rc == Some(0),
+        format_args!("rax {rax:#x} rc {rc:x?}"),
+    );
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(measurement);
+    let expected: [u8; 32] = h.finalize().into();
+    let rax = vtpm_send(info, tpm_cmd::pcr_read_sha256(8).finish());
+    let resp = unframe(vtpm_buffer());
+    let value = resp.and_then(|r| r.get(r.len().saturating_sub(32)..));
+    t.check(
+        "tpm_pcr_read_matches",
+        rax == SUCCESS && value == Some(&expected[..]),
+        format_args!("rax {rax:#x} got {value:02x?}"),
+    );
+    print(format_args!(
+        "guest: evidence pcr8_sha256={}\n",
+        Hex(&expected)
+    ));
+    print(format_args!(
+        "guest: evidence measurement_sha256={}\n",
+        Hex(&measurement)
+    ));
+}
+
+fn bad_inputs(info: &Info, t: &mut Tally) {
+    let svsm_mem = info.svsm_base;
+    let beyond = 0x1_0000_0000; // past all guest memory
+    let expect = |t: &mut Tally, name: &str, got: u64, want: u64| {
+        t.check(
+            name,
+            got == want,
+            format_args!("got {got:#x}, want {want:#x}"),
+        )
+    };
+
+    expect(
+        t,
+        "bad_unknown_protocol",
+        call(info, 9, 0, 0).rax,
+        UNSUPPORTED_PROTOCOL,
+    );
+    expect(
+        t,
+        "bad_unknown_core_call",
+        call(info, CORE, 99, 0).rax,
+        UNSUPPORTED_CALL,
+    );
+    expect(
+        t,
+        "bad_unknown_vtpm_call",
+        call(info, VTPM, 7, 0).rax,
+        UNSUPPORTED_CALL,
+    );
+    expect(
+        t,
+        "bad_configure_vtom",
+        call(info, CORE, 7, 0).rax,
+        INVALID_REQUEST,
+    );
+
+    expect(
+        t,
+        "bad_remap_ca_misaligned",
+        call(info, CORE, 0, info.caa + 4).rax,
+        INVALID_PARAMETER,
+    );
+    expect(
+        t,
+        "bad_remap_ca_svsm_memory",
+        call(info, CORE, 0, svsm_mem).rax,
+        INVALID_ADDRESS,
+    );
+    expect(
+        t,
+        "bad_remap_ca_beyond_memory",
+        call(info, CORE, 0, beyond).rax,
+        INVALID_ADDRESS,
+    );
+
+    let req = scratch(1);
+    expect(
+        t,
+        "bad_pvalidate_request_in_svsm",
+        call(info, CORE, 1, svsm_mem).rax,
+        INVALID_PARAMETER,
+    );
+    expect(
+        t,
+        "bad_pvalidate_request_misaligned",
+        call(info, CORE, 1, req.as_ptr() as u64 + 4).rax,
+        INVALID_PARAMETER,
+    );
+    req.fill(0);
+    req[0..2].copy_from_slice(&2u16.to_le_bytes());
+    req[8..16].copy_from_slice(&((scratch(0).as_ptr() as u64) | 4).to_le_bytes());
+    req[16..24].copy_from_slice(&(svsm_mem | 4).to_le_bytes());
+    let r = call(info, CORE, 1, req.as_ptr() as u64);
+    let next = u16::from_le_bytes([req[2], req[3]]);
+    t.check(
+        "bad_pvalidate_svsm_page",
+        r.rax == INVALID_ADDRESS && next == 1,
+        format_args!("{:#x} next {next}", r.rax),
+    );
+    req[0..4].copy_from_slice(&[1, 0, 0, 0]);
+    req[8..16].copy_from_slice(&(((scratch(0).as_ptr() as u64) + 0x1000) | 1 | 4).to_le_bytes());
+    expect(
+        t,
+        "bad_pvalidate_2m_misaligned",
+        call(info, CORE, 1, req.as_ptr() as u64).rax,
+        INVALID_PARAMETER,
+    );
+    let tail = req.as_ptr() as u64 + 4096 - 16;
+    let tail_bytes = &mut req[4096 - 16..];
+    tail_bytes.fill(0);
+    tail_bytes[0] = 2; // two entries but room for one
+    expect(
+        t,
+        "bad_pvalidate_crosses_page",
+        call(info, CORE, 1, tail).rax,
+        INVALID_PARAMETER,
+    );
+
+    let r = svsm::call(
+        info.caa,
+        CORE,
+        6,
+        Regs {
+            rcx: 1,
+            ..Regs::default()
+        },
+        false,
+    );
+    t.check(
+        "bad_call_without_call_pending_ignored",
+        r.rax == (u64::from(CORE) << 32) | 6 && r.rcx == 1,
+        format_args!("{r:x?}"),
+    );
+
+    expect(
+        t,
+        "bad_vtpm_buffer_in_svsm",
+        call(info, VTPM, 1, svsm_mem).rax,
+        INVALID_ADDRESS,
+    );
+    expect(
+        t,
+        "bad_vtpm_buffer_beyond_memory",
+        call(info, VTPM, 1, beyond).rax,
+        INVALID_ADDRESS,
+    );
+    let buf = vtpm_buffer();
+    let get_random = *tpm_cmd::get_random(8)
+        .finish()
+        .first_chunk::<12>()
+        .unwrap_or(&[0; 12]);
+    frame(&get_random, 0, 5000, buf);
+    expect(
+        t,
+        "bad_vtpm_size_beyond_buffer",
+        call(info, VTPM, 1, buf.as_ptr() as u64).rax,
+        INVALID_PARAMETER,
+    );
+    frame(&get_random, 3, 12, buf);
+    expect(
+        t,
+        "bad_vtpm_locality",
+        call(info, VTPM, 1, buf.as_ptr() as u64).rax,
+        INVALID_PARAMETER,
+    );
+    buf[0] = 7;
+    buf[4] = 0;
+    expect(
+        t,
+        "bad_vtpm_platform_command",
+        call(info, VTPM, 1, buf.as_ptr() as u64).rax,
+        INVALID_PARAMETER,
+    );
+    // A size field that says less than the command holds: the TPM sees a
+    // truncated command and answers with an error code.
+    frame(&get_random, 0, 11, buf);
+    let rax = call(info, VTPM, 1, buf.as_ptr() as u64).rax;
+    let rc = unframe(buf).and_then(response_code);
+    t.check(
+        "bad_vtpm_lying_size_gets_tpm_error",
+        rax == SUCCESS && rc.is_some_and(|rc| rc != 0),
+        format_args!("rax {rax:#x} rc {rc:x?}"),
+    );
+    let garbage = [0xA5u8; 64];
+    frame(&garbage, 0, 64, buf);
+    let rax = call(info, VTPM, 1, buf.as_ptr() as u64).rax;
+    let rc = unframe(buf).and_then(response_code);
+    t.check(
+        "bad_vtpm_garbage_gets_tpm_error",
+        rax == SUCCESS && rc.is_some_and(|rc| rc != 0),
+        format_args!("rax {rax:#x} rc {rc:x?}"),
+    );
+    // Still serving afterwards.
+    let rax = vtpm_send(info, tpm_cmd::get_random(4).finish());
+    let rc = unframe(vtpm_buffer()).and_then(response_code);
+    t.check(
+        "still_serving_after_bad_input",
+        rax == SUCCESS && rc == Some(0),
+        format_args!("{rax:#x} {rc:x?}"),
+    );
+}
+
+struct Hex<'a>(&'a [u8]);
+
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! TPM 2.0 commands the guest sends, built by hand (big-endian), and the
+//! vTPM protocol's request framing (little-endian). Pure byte work, tested
+//! on the host.
+
+/// TPM_ST_NO_SESSIONS.
+pub const ST_NO_SESSIONS: u16 = 0x8001;
+/// TPM_ST_SESSIONS.
+pub const ST_SESSIONS: u16 = 0x8002;
+/// TPM_ALG_SHA256.
+pub const ALG_SHA256: u16 = 0x000B;
+/// TPM_RS_PW.
+pub const RS_PW: u32 = 0x4000_0009;
+
+/// A command being built in a fixed buffer.
+pub struct Command {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl Command {
+    /// Starts a command: tag, size (patched by `finish`), code.
+    pub fn new(tag: u16, code: u32) -> Self {
+        let mut c = Self {
+            buf: [0; 512],
+            len: 0,
+        };
+        c.u16(tag).u32(0).u32(code);
+        c
+    }
+
+    /// Appends bytes.
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+        self
+    }
+
+    /// Appends a u8.
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.bytes(&[v])
+    }
+
+    /// Appends a big-endian u16.
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.bytes(&v.to_be_bytes())
+    }
+
+    /// Appends a big-endian u32.
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.bytes(&v.to_be_bytes())
+    }
+
+    /// An empty password authorization area (for one handle).
+    pub fn password_auth(&mut self) -> &mut Self {
+        self.u32(9).u32(RS_PW).u16(0).u8(0).u16(0)
+    }
+
+    /// Patches the size and returns the command bytes.
+    pub fn finish(&mut self) -> &[u8] {
+        let size = (self.len as u32).to_be_bytes();
+        self.buf[2..6].copy_from_slice(&size);
+        &self.buf[..self.len]
+    }
+}
+
+/// TPM2_Startup(CLEAR).
+pub fn startup_clear() -> Command {
+    let mut c = Command::new(ST_NO_SESSIONS, 0x144);
+    c.u16(0);
+    c
+}
+
+/// TPM2_GetRandom.
+pub fn get_random(bytes: u16) -> Command {
+    let mut c = Command::new(ST_NO_SESSIONS, 0x17B);
+    c.u16(bytes);
+    c
+}
+
+/// TPM2_GetCapability(TPM_PROPERTIES, property, 1).
+pub fn get_tpm_property(property: u32) -> Command {
+    let mut c = Command::new(ST_NO_SESSIONS, 0x17A);
+    c.u32(6).u32(property).u32(1);
+    c
+}
+
+/// TPM2_PCR_Extend of one SHA-256 digest.
+pub fn pcr_extend_sha256(pcr: u32, digest: &[u8; 32]) -> Command {
+    let mut c = Command::new(ST_SESSIONS, 0x182);
+    c.u32(pcr)
+        .password_auth()
+        .u32(1)
+        .u16(ALG_SHA256)
+        .bytes(digest);
+    c
+}
+
+/// TPM2_PCR_Read of one SHA-256 PCR (0..=23).
+pub fn pcr_read_sha256(pcr: u32) -> Command {
+    let mut c = Command::new(ST_NO_SESSIONS, 0x17E);
+    let mut select = [0u8; 3];
+    select[(pcr / 8) as usize] = 1 << (pcr % 8);
+    c.u32(1).u16(ALG_SHA256).u8(3).bytes(&select);
+    c
+}
+
+/// A response's code, if it has a well-formed header whose size matches.
+pub fn response_code(resp: &[u8]) -> Option<u32> {
+    let size = u32::from_be_bytes(resp.get(2..6)?.try_into().ok()?);
+    if size as usize != resp.len() {
+        return None;
+    }
+    Some(u32::from_be_bytes(resp.get(6..10)?.try_into().ok()?))
+}
+
+/// The vTPM protocol request for `command`: {u32 8, u8 locality, u32 size, command}.
+pub fn frame(command: &[u8], locality: u8, size_field: u32, out: &mut [u8; 4096]) {
+    out.fill(0);
+    out[0..4].copy_from_slice(&8u32.to_le_bytes());
+    out[4] = locality;
+    out[5..9].copy_from_slice(&size_field.to_le_bytes());
+    out[9..9 + command.len()].copy_from_slice(command);
+}
+
+/// The response in a vTPM buffer: {u32 size, response}, if the size fits.
+pub fn unframe(buf: &[u8; 4096]) -> Option<&[u8]> {
+    let size = u32::from_le_bytes(buf[0..4].try_into().ok()?) as usize;
+    buf.get(4..4 + size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_bytes() {
+        assert_eq!(
+            startup_clear().finish(),
+            [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0]
+        );
+    }
+
+    #[test]
+    fn pcr_commands() {
+        let mut e = pcr_extend_sha256(8, &[0xAB; 32]);
+        let e = e.finish();
+        assert_eq!(e.len(), 10 + 4 + 4 + 9 + 4 + 2 + 32);
+        assert_eq!(&e[10..14], &8u32.to_be_bytes());
+        let mut r = pcr_read_sha256(8);
+        assert_eq!(&r.finish()[10..], [0, 0, 0, 1, 0, 0x0B, 3, 0, 1, 0]);
+    }
+
+    #[test]
+    fn framing_round_trip_and_codes() {
+        let mut buf = [0u8; 4096];
+        frame(b"xyz", 0, 3, &mut buf);
+        assert_eq!(&buf[..12], b"\x08\0\0\0\0\x03\0\0\0xyz");
+        buf[0..4].copy_from_slice(&10u32.to_le_bytes());
+        buf[4..14].copy_from_slice(&[0x80, 1, 0, 0, 0, 10, 0, 0, 1, 0]);
+        assert_eq!(response_code(unframe(&buf).unwrap()), Some(0x100));
+        buf[0..4].copy_from_slice(&5000u32.to_le_bytes());
+        assert_eq!(unframe(&buf), None);
+        assert_eq!(response_code(&[0x80, 1, 0, 0, 0, 99, 0, 0, 0, 0]), None);
+    }
+}
