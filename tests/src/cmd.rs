@@ -4,6 +4,12 @@
 
 pub mod cc {
     pub const NV_UNDEFINE_SPACE: u32 = 0x122;
+    pub const CLOCK_SET: u32 = 0x128;
+    pub const CLOCK_RATE_ADJUST: u32 = 0x130;
+    pub const NV_GLOBAL_WRITE_LOCK: u32 = 0x132;
+    pub const DICTIONARY_ATTACK_LOCK_RESET: u32 = 0x139;
+    pub const DICTIONARY_ATTACK_PARAMETERS: u32 = 0x13A;
+    pub const EVENT_SEQUENCE_COMPLETE: u32 = 0x185;
     pub const CLEAR: u32 = 0x126;
     pub const CLEAR_CONTROL: u32 = 0x127;
     pub const HIERARCHY_CHANGE_AUTH: u32 = 0x129;
