@@ -138,6 +138,77 @@ mod tests {
     use super::*;
     use rand_core::Rng;
 
+    /// Arbitrary bytes into every entry point: errors, never panics.
+    #[test]
+    fn garbage_inputs_never_panic() {
+        use crate::crypto::HashAlg;
+        use asym_enc::{RsaEncScheme, ecdh_zgen, rsa_decrypt, rsa_encrypt};
+        use keys::{generate_ecc, rsa_private_from_prime, rsa_public};
+        use sign::*;
+        use sym::{Direction, SymMode, aes};
+
+        let mut g = testing::rng(b"garbage");
+        let mut bytes = |n: usize| {
+            let mut v = alloc::vec![0u8; n];
+            g.fill(&mut v);
+            v
+        };
+        let rsa = keys::generate_rsa(&mut testing::rng(b"k"), 1024, 0).unwrap();
+        let n = keys::rsa_modulus(rsa.as_ref());
+        let ecc = generate_ecc(&mut testing::rng(b"k"), EccCurve::NistP256).unwrap();
+        for len in [
+            0usize, 1, 15, 16, 17, 31, 32, 33, 48, 64, 127, 128, 129, 256, 513,
+        ] {
+            let junk = bytes(len);
+            let _ = rsa_public(&junk, 3);
+            let _ = rsa_private_from_prime(&n, 0, &junk);
+            let _ = rsa_private_from_prime(&junk, 0, &junk);
+            let point = EccPoint {
+                x: junk.clone(),
+                y: bytes(len),
+            };
+            for curve in EccCurve::ALL {
+                let _ = EccPublicKey::from_point(curve, &point);
+                let _ = EccPrivateKey::from_scalar(curve, &junk);
+            }
+            let _ = ecdh_zgen(&ecc, &point);
+            let sig = EcdsaSignature {
+                r: junk.clone(),
+                s: bytes(len),
+            };
+            let _ = ecdsa_verify(&ecc.public_key(), &junk, &sig);
+            let _ = ecdsa_sign(&mut testing::rng(b"s"), &ecc, &junk);
+            for hash in HashAlg::ALL {
+                let _ = rsassa_verify(rsa.as_ref(), hash, &junk, &junk);
+                let _ = rsapss_verify(rsa.as_ref(), hash, &junk, &junk);
+                let _ = rsassa_sign(&mut testing::rng(b"s"), &rsa, hash, &junk);
+                let _ = rsapss_sign(&mut testing::rng(b"s"), &rsa, hash, &junk);
+                let _ = hmac_verify(hash, &junk, &junk, &junk);
+                let _ = kdf::kdfe(hash, &junk, &junk, &junk, &junk, len as u32);
+            }
+            for scheme in [
+                RsaEncScheme::Oaep(HashAlg::Sha384),
+                RsaEncScheme::RsaEs,
+                RsaEncScheme::Null,
+            ] {
+                let _ = rsa_encrypt(&mut testing::rng(b"e"), rsa.as_ref(), scheme, &junk, &junk);
+                let _ = rsa_decrypt(&mut testing::rng(b"d"), &rsa, scheme, &junk, &junk);
+            }
+            for mode in [
+                SymMode::Cfb,
+                SymMode::Cbc,
+                SymMode::Ctr,
+                SymMode::Ecb,
+                SymMode::Ofb,
+            ] {
+                for dir in [Direction::Encrypt, Direction::Decrypt] {
+                    let _ = aes(dir, mode, &junk, &junk, &junk);
+                    let _ = aes(dir, mode, &junk[..len.min(32)], &junk[..len.min(16)], &junk);
+                }
+            }
+        }
+    }
+
     #[test]
     fn fixed_be_pads_and_strips() {
         assert_eq!(fixed_be(&[1, 2], 4).unwrap(), [0, 0, 1, 2]);
