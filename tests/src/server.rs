@@ -102,13 +102,19 @@ impl TpmServer {
     /// SIGTERM, then waits (bounded) for a clean exit; returns the status
     /// and what the server wrote to stderr.
     pub fn terminate(mut self) -> (ExitStatus, String) {
-        let child = self.child.as_ref().unwrap();
-        let rc = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// Sends a signal by name (the shell's `kill` builtin: no extra package).
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid();
+        let rc = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {pid}"))
             .status()
             .unwrap();
-        assert!(rc.success(), "kill -TERM failed");
-        self.wait_exit()
+        assert!(rc.success(), "kill -{name} {pid} failed");
     }
 
     /// Waits (bounded) for the server to exit by itself, e.g. after STOP.

@@ -231,14 +231,7 @@ fn stop_and_signals_shut_down_cleanly(backend: Backend) {
             }
             "SIGTERM" => server.terminate(),
             _ => {
-                let pid = server.pid().to_string();
-                assert!(
-                    std::process::Command::new("kill")
-                        .args(["-INT", &pid])
-                        .status()
-                        .unwrap()
-                        .success()
-                );
+                server.signal("INT");
                 server.wait_exit()
             }
         };

@@ -280,7 +280,12 @@ fn serve_command_port<D: Device>(stream: &mut TcpStream, shared: &Shared<D>) -> 
                 }
                 write_words(stream, &[SERVER_VERSION, HANDSHAKE_FLAGS, 0])?;
             }
-            code::HASH_START | code::HASH_END => write_words(stream, &[0])?,
+            // _TPM_Hash_Start/Data/End have no engine entry point yet: the
+            // sequence is acknowledged (as clients expect) and dropped.
+            code::HASH_START | code::HASH_END => {
+                eprintln!("rivet-tpm-server: _TPM_Hash_Start/End not supported, ignored");
+                write_words(stream, &[0])?;
+            }
             code::HASH_DATA => {
                 let len = read_u32(stream)?;
                 if len > MAX_HASH_DATA {
