@@ -30,8 +30,8 @@ pub enum AlgError {
     KeySize,
     /// Key material is malformed or inconsistent (TPM_RC_KEY).
     Key,
-    /// The public exponent is not usable (TPM_RC_RANGE... the reference
-    /// answers TPM_RC_RANGE for CreatePrimary/Create with a bad exponent).
+    /// A new key's public exponent is below 65537 or not prime (TPM_RC_RANGE,
+    /// as the reference's CryptRsaGenerateKey answers).
     Exponent,
     /// An input has the wrong length for the operation (TPM_RC_SIZE).
     Size,
