@@ -1,72 +1,110 @@
-//! The authorization area: session parsing (Part 1 §18.7 ordering) and
-//! password (TPM_RS_PW) authorization with dictionary-attack protection.
-//! HMAC and policy sessions are modelled as handles but none can be loaded
-//! yet, so they fail as not loaded (TPM_RC_REFERENCE_S0 + n).
+//! The authorization area (Part 1 §18.7, §19): session parsing in the
+//! reference's order, password (TPM_RS_PW) and HMAC-session authorization
+//! with dictionary-attack protection, cpHash/rpHash, response HMACs and
+//! parameter encryption. Policy sessions authorize when their policyDigest
+//! equals the entity's authPolicy.
 
 use alloc::vec::Vec;
 
 use crate::Core;
-use crate::crypto::{ct_eq, trim_auth};
+use crate::command::nv::name as nv_name;
+use crate::crypto::{HashAlg, ct_eq, trim_auth};
+use crate::dispatch::Entry;
 use crate::marshal::Reader;
 use crate::rc::{self, CmdResult, Rc};
-use crate::session::Sessions;
+use crate::session::{Kind, Sessions, Symmetric};
 use crate::spec::{self, cc, ht, nv, rh, sa};
 
-/// One TPMS_AUTH_COMMAND (handle and attributes matter once HMAC and
-/// policy sessions exist).
-#[allow(dead_code)]
+/// One TPMS_AUTH_COMMAND.
 #[derive(Clone, Debug)]
-pub struct Session {
+pub struct AuthCommand {
     pub handle: u32,
+    pub nonce: Vec<u8>,
     pub attributes: u8,
     pub hmac: Vec<u8>,
 }
 
-pub fn parse_sessions(loaded: &Sessions, area: &[u8]) -> CmdResult<Vec<Session>> {
+/// The parsed authorization area.
+#[derive(Default)]
+pub struct AuthArea {
+    pub sessions: Vec<AuthCommand>,
+    /// Index of the session that decrypts the first command parameter.
+    pub decrypt: Option<usize>,
+    /// Index of the session that encrypts the first response parameter.
+    pub encrypt: Option<usize>,
+}
+
+fn number(i: usize) -> u8 {
+    u8::try_from(i + 1).unwrap_or(7)
+}
+
+/// Unmarshal the sessions (RetrieveSessionData): per-session errors carry
+/// the session number.
+pub fn parse_sessions(loaded: &Sessions, entry: &Entry, area: &[u8]) -> CmdResult<AuthArea> {
     let mut r = Reader::new(area);
-    let mut out = Vec::new();
+    let mut out = AuthArea::default();
     while r.remaining() > 0 {
-        let i = out.len();
-        let n = u8::try_from(i + 1).unwrap_or(7);
+        let i = out.sessions.len();
+        let n = number(i);
         if i == spec::MAX_SESSIONS {
             return Err(Rc::session(rc::SIZE, n));
         }
         let at = |e: Rc| Rc::session(e.base, n);
         let handle = r.u32().map_err(at)?;
-        let nonce = r.tpm2b(spec::MAX_DIGEST).map_err(at)?;
+        let nonce = r.tpm2b(spec::MAX_DIGEST).map_err(at)?.to_vec();
         let attributes = r.u8().map_err(at)?;
         // TPMA_SESSION bits 3 and 4 are reserved.
         if attributes & 0x18 != 0 {
             return Err(Rc::session(rc::RESERVED_BITS, n));
         }
         let hmac = r.tpm2b(spec::MAX_DIGEST).map_err(at)?.to_vec();
-        match spec::handle_type(handle) {
-            _ if handle == rh::PW => {
-                if attributes
-                    & (sa::ENCRYPT
-                        | sa::DECRYPT
-                        | sa::AUDIT
-                        | sa::AUDIT_EXCLUSIVE
-                        | sa::AUDIT_RESET)
-                    != 0
-                {
-                    return Err(Rc::session(rc::ATTRIBUTES, n));
-                }
-                if !nonce.is_empty() {
-                    return Err(Rc::session(rc::NONCE, n));
-                }
+        if handle == rh::PW {
+            if attributes
+                & (sa::ENCRYPT | sa::DECRYPT | sa::AUDIT | sa::AUDIT_EXCLUSIVE | sa::AUDIT_RESET)
+                != 0
+            {
+                return Err(Rc::session(rc::ATTRIBUTES, n));
             }
-            ht::HMAC_SESSION | ht::POLICY_SESSION => {
-                if loaded.get(handle).is_none() {
-                    return Err(Rc::new(rc::REFERENCE_S0 + u32::try_from(i).unwrap_or(0)));
-                }
-                // HMAC and policy session checks arrive with StartAuthSession.
+            if !nonce.is_empty() {
+                return Err(Rc::session(rc::NONCE, n));
+            }
+        } else {
+            let kind = spec::handle_type(handle);
+            if kind != ht::HMAC_SESSION && kind != ht::POLICY_SESSION {
+                return Err(Rc::session(rc::VALUE, n));
+            }
+            let Some(s) = loaded.get(handle) else {
+                return Err(Rc::new(rc::REFERENCE_S0 + u32::try_from(i).unwrap_or(0)));
+            };
+            if out.sessions.iter().any(|x| x.handle == handle) {
                 return Err(Rc::session(rc::HANDLE, n));
             }
-            _ => return Err(Rc::session(rc::VALUE, n)),
+            if attributes & sa::DECRYPT != 0 {
+                if !entry.decrypt || out.decrypt.is_some() {
+                    return Err(Rc::session(rc::ATTRIBUTES, n));
+                }
+                if s.symmetric == Symmetric::Null {
+                    return Err(Rc::session(rc::SYMMETRIC, n));
+                }
+                out.decrypt = Some(i);
+            }
+            if attributes & sa::ENCRYPT != 0 {
+                if !entry.encrypt || out.encrypt.is_some() {
+                    return Err(Rc::session(rc::ATTRIBUTES, n));
+                }
+                if s.symmetric == Symmetric::Null {
+                    return Err(Rc::session(rc::SYMMETRIC, n));
+                }
+                out.encrypt = Some(i);
+            }
+            // Audit sessions are not implemented yet.
+            if attributes & (sa::AUDIT | sa::AUDIT_EXCLUSIVE | sa::AUDIT_RESET) != 0 {
+                return Err(Rc::session(rc::ATTRIBUTES, n));
+            }
         }
-        out.push(Session {
+        out.sessions.push(AuthCommand {
             handle,
+            nonce,
             attributes,
             hmac,
         });
@@ -85,15 +123,21 @@ fn nv_write_op(code: u32) -> bool {
     )
 }
 
-/// Check a password session for `handle` (Part 1 §19.6.4); errors carry no
-/// location, the caller adds the session number.
-pub fn check_password(core: &mut Core, code: u32, handle: u32, s: &Session) -> CmdResult<()> {
-    let da_exempt;
-    let auth: Vec<u8> = match spec::handle_type(handle) {
-        ht::PERMANENT => {
-            da_exempt = handle != rh::LOCKOUT;
-            crate::hierarchy::permanent_auth(core, handle)
-        }
+/// What authorizing an entity needs: its authValue (trailing zeros removed),
+/// its authPolicy (hash, digest), and whether it is exempt from DA.
+struct Entity {
+    auth: Vec<u8>,
+    policy: Option<(HashAlg, Vec<u8>)>,
+    da_exempt: bool,
+}
+
+fn entity(core: &Core, code: u32, handle: u32) -> CmdResult<Entity> {
+    Ok(match spec::handle_type(handle) {
+        ht::PERMANENT => Entity {
+            auth: crate::hierarchy::permanent_auth(core, handle),
+            policy: None,
+            da_exempt: handle != rh::LOCKOUT,
+        },
         ht::NV_INDEX => {
             let index = core
                 .ps
@@ -107,34 +151,74 @@ pub fn check_password(core: &mut Core, code: u32, handle: u32, s: &Session) -> C
             {
                 return Err(Rc::new(rc::AUTH_UNAVAILABLE));
             }
-            da_exempt = a & nv::NO_DA != 0;
-            index.auth.clone()
+            let policy = (!index.auth_policy.is_empty())
+                .then(|| (index.name_alg, index.auth_policy.clone()));
+            Entity {
+                auth: index.auth.clone(),
+                policy,
+                da_exempt: a & nv::NO_DA != 0,
+            }
         }
         ht::TRANSIENT => {
             let o = core.vol.objects.get(handle).ok_or(Rc::new(rc::HANDLE))?;
-            da_exempt = true;
-            o.auth.clone()
+            Entity {
+                auth: o.auth.clone(),
+                policy: None,
+                da_exempt: true,
+            }
         }
         // PCRs: authValue is the Empty Buffer (no PCR_SetAuthValue yet); DA exempt.
-        _ => {
-            da_exempt = true;
-            Vec::new()
-        }
-    };
-    if !da_exempt {
-        if handle == rh::LOCKOUT {
-            if !core.ps.lockout_auth_enabled {
-                return Err(Rc::new(rc::LOCKOUT));
-            }
-        } else if core.ps.failed_tries >= core.ps.max_tries {
-            return Err(Rc::new(rc::LOCKOUT));
-        }
+        _ => Entity {
+            auth: Vec::new(),
+            policy: None,
+            da_exempt: true,
+        },
+    })
+}
+
+/// The authValue of a session's bind entity (trailing zeros removed).
+pub fn bind_auth(core: &Core, handle: u32) -> Vec<u8> {
+    entity(core, 0, handle)
+        .map(|e| trim_auth(&e.auth).to_vec())
+        .unwrap_or_default()
+}
+
+/// The Name of an entity in the handle area (Part 1 §16).
+pub fn name(core: &Core, handle: u32) -> Vec<u8> {
+    match spec::handle_type(handle) {
+        ht::NV_INDEX => core
+            .ps
+            .nv
+            .iter()
+            .find(|n| n.handle == handle)
+            .map(nv_name)
+            .unwrap_or_default(),
+        // Sequence objects have no nameAlg, so their Name is the Empty Buffer.
+        ht::TRANSIENT => Vec::new(),
+        _ => handle.to_be_bytes().to_vec(),
     }
-    if ct_eq(trim_auth(&s.hmac), trim_auth(&auth)) {
+}
+
+fn lockout_check(core: &Core, handle: u32, e: &Entity) -> CmdResult<()> {
+    if e.da_exempt {
         return Ok(());
     }
-    if da_exempt {
-        return Err(Rc::new(rc::BAD_AUTH));
+    let locked = if handle == rh::LOCKOUT {
+        !core.ps.lockout_auth_enabled
+    } else {
+        core.ps.failed_tries >= core.ps.max_tries
+    };
+    if locked {
+        Err(Rc::new(rc::LOCKOUT))
+    } else {
+        Ok(())
+    }
+}
+
+/// A failed authorization: DA-protected entities count it (TPM_RC_AUTH_FAIL).
+fn auth_failure(core: &mut Core, handle: u32, e: &Entity) -> Rc {
+    if e.da_exempt {
+        return Rc::new(rc::BAD_AUTH);
     }
     if handle == rh::LOCKOUT {
         core.ps.lockout_auth_enabled = false;
@@ -144,9 +228,262 @@ pub fn check_password(core: &mut Core, code: u32, handle: u32, s: &Session) -> C
         core.vol.da_heal_ms = core.vol.now_clock;
     }
     core.dirty = true;
-    Err(Rc::new(rc::AUTH_FAIL))
+    Rc::new(rc::AUTH_FAIL)
 }
 
+/// cpHash := H(commandCode ‖ Name1 ‖ … ‖ parameters).
+fn cp_hash(core: &Core, alg: HashAlg, code: u32, handles: &[u32], params: &[u8]) -> Vec<u8> {
+    let names: Vec<Vec<u8>> = handles.iter().map(|h| name(core, *h)).collect();
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let code = code.to_be_bytes();
+    parts.push(&code);
+    parts.extend(names.iter().map(Vec::as_slice));
+    parts.push(params);
+    alg.digest(&parts)
+}
+
+/// Check every session of the area (ParseSessionBuffer's second loop);
+/// errors carry the session number where the spec gives one.
+pub fn authorize(
+    core: &mut Core,
+    entry: &Entry,
+    handles: &[u32],
+    area: &AuthArea,
+    params: &[u8],
+) -> CmdResult<()> {
+    for (i, s) in area.sessions.iter().enumerate() {
+        let n = number(i);
+        let at = |e: Rc| Rc::session(e.base, n);
+        let assoc = handles.get(i).copied().filter(|_| i < entry.auth);
+        if s.handle == rh::PW {
+            // A password session must authorize a handle.
+            let h = assoc.ok_or(Rc::session(rc::HANDLE, n))?;
+            let e = entity(core, entry.cc, h).map_err(at)?;
+            lockout_check(core, h, &e)?;
+            if !ct_eq(trim_auth(&s.hmac), trim_auth(&e.auth)) {
+                return Err(at(auth_failure(core, h, &e)));
+            }
+            continue;
+        }
+        let Some(session) = core.vol.sessions.get(s.handle) else {
+            return Err(Rc::new(rc::REFERENCE_S0 + u32::try_from(i).unwrap_or(0)));
+        };
+        if session.kind == Kind::Trial {
+            return Err(Rc::session(rc::ATTRIBUTES, n));
+        }
+        let alg = session.hash;
+        let cp = cp_hash(core, alg, entry.cc, handles, params);
+        // nonceTPM of the decrypt/encrypt sessions goes into the first session's HMAC.
+        let mut extra: Vec<Vec<u8>> = Vec::new();
+        if i == 0 {
+            for j in [
+                area.decrypt,
+                area.encrypt.filter(|e| Some(*e) != area.decrypt),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if j != 0
+                    && let Some(o) = area
+                        .sessions
+                        .get(j)
+                        .and_then(|x| core.vol.sessions.get(x.handle))
+                {
+                    extra.push(o.nonce_tpm.clone());
+                }
+            }
+        }
+        let Some(h) = assoc else {
+            // Not an authorization: it must encrypt, decrypt or audit.
+            if s.attributes & (sa::AUDIT | sa::ENCRYPT | sa::DECRYPT) == 0 {
+                return Err(Rc::session(rc::ATTRIBUTES, n));
+            }
+            if session.kind == Kind::Hmac && !verify_hmac(core, s, &[], &cp, &extra) {
+                return Err(Rc::session(rc::BAD_AUTH, n));
+            }
+            continue;
+        };
+        let e = entity(core, entry.cc, h).map_err(at)?;
+        let session = core
+            .vol
+            .sessions
+            .get(s.handle)
+            .ok_or(Rc::session(rc::HANDLE, n))?;
+        match session.kind {
+            Kind::Policy => {
+                let Some((policy_alg, policy)) = &e.policy else {
+                    return Err(Rc::new(rc::AUTH_UNAVAILABLE));
+                };
+                if *policy_alg != session.hash || !ct_eq(policy, &session.policy_digest) {
+                    return Err(Rc::session(rc::POLICY_FAIL, n));
+                }
+            }
+            _ => {
+                let include_auth = !session.bound_to(h, trim_auth(&e.auth));
+                if include_auth {
+                    lockout_check(core, h, &e)?;
+                }
+                let auth = if include_auth {
+                    trim_auth(&e.auth).to_vec()
+                } else {
+                    Vec::new()
+                };
+                if !verify_hmac(core, s, &auth, &cp, &extra) {
+                    return Err(at(if include_auth {
+                        auth_failure(core, h, &e)
+                    } else {
+                        Rc::new(rc::BAD_AUTH)
+                    }));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn verify_hmac(core: &Core, s: &AuthCommand, auth: &[u8], cp: &[u8], extra: &[Vec<u8>]) -> bool {
+    let Some(session) = core.vol.sessions.get(s.handle) else {
+        return false;
+    };
+    let mut key = session.key.clone();
+    key.extend_from_slice(auth);
+    let attrs = [s.attributes];
+    let mut parts: Vec<&[u8]> = alloc::vec![cp, &s.nonce, &session.nonce_tpm];
+    parts.extend(extra.iter().map(Vec::as_slice));
+    parts.push(&attrs);
+    let expected = session.hash.hmac(&key, &parts);
+    zeroize::Zeroize::zeroize(&mut key);
+    ct_eq(&expected, &s.hmac)
+}
+
+/// The authValue that keys session `i`'s HMAC (`for_hmac`) or parameter
+/// encryption: that of the handle it authorizes; an HMAC leaves it out when
+/// the session is bound to that entity, and policy sessions never use it.
+fn session_auth(
+    core: &Core,
+    entry: &Entry,
+    handles: &[u32],
+    area: &AuthArea,
+    i: usize,
+    for_hmac: bool,
+) -> Vec<u8> {
+    let Some(h) = handles.get(i).copied().filter(|_| i < entry.auth) else {
+        return Vec::new();
+    };
+    let Ok(e) = entity(core, entry.cc, h) else {
+        return Vec::new();
+    };
+    let auth = trim_auth(&e.auth).to_vec();
+    if !for_hmac {
+        return auth;
+    }
+    match area
+        .sessions
+        .get(i)
+        .and_then(|s| core.vol.sessions.get(s.handle))
+    {
+        Some(s) if s.kind == Kind::Hmac && !s.bound_to(h, &auth) => auth,
+        _ => Vec::new(),
+    }
+}
+
+/// The contents of the first parameter when it is a TPM2B.
+fn first_tpm2b(buf: &mut [u8]) -> Option<&mut [u8]> {
+    let size = usize::from(u16::from_be_bytes([*buf.first()?, *buf.get(1)?]));
+    buf.get_mut(2..2usize.checked_add(size)?)
+}
+
+/// Decrypt the first command parameter in place (after authorization).
+pub fn decrypt_parameter(
+    core: &Core,
+    entry: &Entry,
+    handles: &[u32],
+    area: &AuthArea,
+    params: &mut [u8],
+) -> CmdResult<()> {
+    let Some(d) = area.decrypt else { return Ok(()) };
+    let n = number(d);
+    let cmd = area.sessions.get(d).ok_or(Rc::session(rc::HANDLE, n))?;
+    let session = core
+        .vol
+        .sessions
+        .get(cmd.handle)
+        .ok_or(Rc::session(rc::HANDLE, n))?;
+    let auth = session_auth(core, entry, handles, area, d, false);
+    let data = first_tpm2b(params).ok_or(Rc::session(rc::SIZE, n))?;
+    session
+        .crypt(&auth, &cmd.nonce, &session.nonce_tpm, data, false)
+        .map_err(|e| Rc::session(e.base, n))
+}
+
+/// Encrypt the first response parameter in place (nonceTPM already renewed).
+pub fn encrypt_parameter(
+    core: &Core,
+    entry: &Entry,
+    handles: &[u32],
+    area: &AuthArea,
+    out: &mut [u8],
+) -> CmdResult<()> {
+    let Some(j) = area.encrypt else { return Ok(()) };
+    let n = number(j);
+    let cmd = area.sessions.get(j).ok_or(Rc::session(rc::HANDLE, n))?;
+    let session = core
+        .vol
+        .sessions
+        .get(cmd.handle)
+        .ok_or(Rc::session(rc::HANDLE, n))?;
+    let auth = session_auth(core, entry, handles, area, j, false);
+    let Some(data) = first_tpm2b(out) else {
+        return Ok(());
+    };
+    session
+        .crypt(&auth, &session.nonce_tpm, &cmd.nonce, data, true)
+        .map_err(|e| Rc::session(e.base, n))
+}
+
+/// The response authorization area: per session nonceTPM, attributes and
+/// HMAC(sessionKey ‖ authValue, rpHash ‖ nonceTPM ‖ nonceCaller ‖ attributes).
+pub fn response_area(
+    core: &Core,
+    entry: &Entry,
+    handles: &[u32],
+    area: &AuthArea,
+    params: &[u8],
+) -> Vec<u8> {
+    let mut w = crate::marshal::Writer::new();
+    for (i, s) in area.sessions.iter().enumerate() {
+        let Some(session) = core
+            .vol
+            .sessions
+            .get(s.handle)
+            .filter(|_| s.handle != rh::PW)
+        else {
+            // A password session always reports continueSession SET (Part 1 §19.6.4).
+            w.u16(0);
+            w.u8(sa::CONTINUE_SESSION);
+            w.u16(0);
+            continue;
+        };
+        w.tpm2b(&session.nonce_tpm);
+        w.u8(s.attributes);
+        if session.kind != Kind::Hmac {
+            w.u16(0);
+            continue;
+        }
+        let rp =
+            session
+                .hash
+                .digest(&[&rc::SUCCESS.to_be_bytes(), &entry.cc.to_be_bytes(), params]);
+        let mut key = session.key.clone();
+        key.extend_from_slice(&session_auth(core, entry, handles, area, i, true));
+        let mac = session
+            .hash
+            .hmac(&key, &[&rp, &session.nonce_tpm, &s.nonce, &[s.attributes]]);
+        zeroize::Zeroize::zeroize(&mut key);
+        w.tpm2b(&mac);
+    }
+    w.buf
+}
 impl Core {
     /// Self-healing of DA counters (Part 1 §19.8.6): one failure forgiven per
     /// recoveryTime seconds; lockoutAuth re-enabled after lockoutRecovery.

@@ -4,7 +4,7 @@
 
 use alloc::vec::Vec;
 
-use crate::auth::{self, Session};
+use crate::auth::{self, AuthArea};
 use crate::command;
 use crate::marshal::{Reader, Writer};
 use crate::rc::{self, CmdResult, Rc};
@@ -34,6 +34,10 @@ pub enum HandleKind {
     Pcr { null: bool },
     /// TPMI_DH_OBJECT: a transient (or, later, persistent) object.
     Object,
+    /// TPMI_DH_OBJECT+: an object or TPM_RH_NULL.
+    ObjectOrNull,
+    /// TPMI_DH_ENTITY+: any entity with an authValue, or TPM_RH_NULL.
+    Entity,
 }
 
 pub type Handler = fn(&mut Ctx, &mut Call) -> CmdResult<()>;
@@ -48,6 +52,10 @@ pub struct Entry {
     pub nv: bool,
     /// Sessions are not allowed (TPM_RC_AUTH_CONTEXT if given).
     pub no_sessions: bool,
+    /// The first command parameter is a TPM2B a session may decrypt.
+    pub decrypt: bool,
+    /// The first response parameter is a TPM2B a session may encrypt.
+    pub encrypt: bool,
     pub handler: Handler,
 }
 
@@ -59,8 +67,18 @@ const fn e(cc: u32, handles: &'static [HandleKind], auth: usize, handler: Handle
         response_handle: false,
         nv: false,
         no_sessions: false,
+        decrypt: false,
+        encrypt: false,
         handler,
     }
+}
+const fn dec(mut x: Entry) -> Entry {
+    x.decrypt = true;
+    x
+}
+const fn enc(mut x: Entry) -> Entry {
+    x.encrypt = true;
+    x
 }
 const fn nvw(mut x: Entry) -> Entry {
     x.nv = true;
@@ -68,7 +86,9 @@ const fn nvw(mut x: Entry) -> Entry {
 }
 
 use HandleKind as K;
-use command::{capability, clock, hash, hierarchy, nv as nvc, pcr, random, startup, testing};
+use command::{
+    capability, clock, hash, hierarchy, nv as nvc, pcr, random, session, startup, testing,
+};
 
 /// The implemented commands, sorted by command code.
 #[rustfmt::skip]
@@ -78,39 +98,40 @@ pub static TABLE: &[Entry] = &[
     nvw(e(cc::CLEAR, &[K::ClearAuth], 1, hierarchy::clear)),
     nvw(e(cc::CLEAR_CONTROL, &[K::ClearAuth], 1, hierarchy::clear_control)),
     nvw(e(cc::CLOCK_SET, &[K::Provision], 1, clock::clock_set)),
-    nvw(e(cc::HIERARCHY_CHANGE_AUTH, &[K::HierarchyAuth], 1, hierarchy::change_auth)),
-    nvw(e(cc::NV_DEFINE_SPACE, &[K::Provision], 1, nvc::define_space)),
+    dec(nvw(e(cc::HIERARCHY_CHANGE_AUTH, &[K::HierarchyAuth], 1, hierarchy::change_auth))),
+    dec(nvw(e(cc::NV_DEFINE_SPACE, &[K::Provision], 1, nvc::define_space))),
     nvw(e(cc::PCR_ALLOCATE, &[K::Platform], 1, pcr::allocate)),
     nvw(e(cc::NV_GLOBAL_WRITE_LOCK, &[K::Provision], 1, nvc::global_write_lock)),
     nvw(e(cc::NV_INCREMENT, &[K::NvAuth, K::NvIndex], 1, nvc::increment)),
     nvw(e(cc::NV_SET_BITS, &[K::NvAuth, K::NvIndex], 1, nvc::set_bits)),
-    nvw(e(cc::NV_EXTEND, &[K::NvAuth, K::NvIndex], 1, nvc::extend)),
-    nvw(e(cc::NV_WRITE, &[K::NvAuth, K::NvIndex], 1, nvc::write)),
+    dec(nvw(e(cc::NV_EXTEND, &[K::NvAuth, K::NvIndex], 1, nvc::extend))),
+    dec(nvw(e(cc::NV_WRITE, &[K::NvAuth, K::NvIndex], 1, nvc::write))),
     nvw(e(cc::NV_WRITE_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::write_lock)),
     nvw(e(cc::DICTIONARY_ATTACK_LOCK_RESET, &[K::Lockout], 1, hierarchy::da_lock_reset)),
     nvw(e(cc::DICTIONARY_ATTACK_PARAMETERS, &[K::Lockout], 1, hierarchy::da_parameters)),
-    e(cc::PCR_EVENT, &[K::Pcr { null: true }], 1, pcr::event),
+    dec(e(cc::PCR_EVENT, &[K::Pcr { null: true }], 1, pcr::event)),
     e(cc::PCR_RESET, &[K::Pcr { null: false }], 1, pcr::reset),
-    e(cc::SEQUENCE_COMPLETE, &[K::Object], 1, hash::sequence_complete),
+    enc(dec(e(cc::SEQUENCE_COMPLETE, &[K::Object], 1, hash::sequence_complete))),
     e(cc::INCREMENTAL_SELF_TEST, &[], 0, testing::incremental_self_test),
     e(cc::SELF_TEST, &[], 0, testing::self_test),
     Entry { no_sessions: true, ..nvw(e(cc::STARTUP, &[], 0, startup::startup)) },
     nvw(e(cc::SHUTDOWN, &[], 0, startup::shutdown)),
-    e(cc::STIR_RANDOM, &[], 0, random::stir_random),
-    e(cc::NV_READ, &[K::NvAuth, K::NvIndex], 1, nvc::read),
+    dec(e(cc::STIR_RANDOM, &[], 0, random::stir_random)),
+    enc(e(cc::NV_READ, &[K::NvAuth, K::NvIndex], 1, nvc::read)),
     nvw(e(cc::NV_READ_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::read_lock)),
-    e(cc::SEQUENCE_UPDATE, &[K::Object], 1, hash::sequence_update),
+    dec(e(cc::SEQUENCE_UPDATE, &[K::Object], 1, hash::sequence_update)),
     Entry { no_sessions: true, ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context) },
-    e(cc::NV_READ_PUBLIC, &[K::NvIndex], 0, nvc::read_public),
+    enc(e(cc::NV_READ_PUBLIC, &[K::NvIndex], 0, nvc::read_public)),
+    Entry { response_handle: true, ..enc(dec(e(cc::START_AUTH_SESSION, &[K::ObjectOrNull, K::Entity], 0, session::start_auth_session))) },
     e(cc::GET_CAPABILITY, &[], 0, capability::get_capability),
-    e(cc::GET_RANDOM, &[], 0, random::get_random),
-    e(cc::GET_TEST_RESULT, &[], 0, testing::get_test_result),
-    e(cc::HASH, &[], 0, hash::hash),
+    enc(e(cc::GET_RANDOM, &[], 0, random::get_random)),
+    enc(e(cc::GET_TEST_RESULT, &[], 0, testing::get_test_result)),
+    enc(dec(e(cc::HASH, &[], 0, hash::hash))),
     e(cc::PCR_READ, &[], 0, pcr::read),
     e(cc::READ_CLOCK, &[], 0, clock::read_clock),
     e(cc::PCR_EXTEND, &[K::Pcr { null: true }], 1, pcr::extend),
-    e(cc::EVENT_SEQUENCE_COMPLETE, &[K::Pcr { null: true }, K::Object], 2, hash::event_sequence_complete),
-    Entry { response_handle: true, ..e(cc::HASH_SEQUENCE_START, &[], 0, hash::sequence_start) },
+    dec(e(cc::EVENT_SEQUENCE_COMPLETE, &[K::Pcr { null: true }, K::Object], 2, hash::event_sequence_complete)),
+    Entry { response_handle: true, ..dec(e(cc::HASH_SEQUENCE_START, &[], 0, hash::sequence_start)) },
     e(cc::TEST_PARMS, &[], 0, testing::test_parms),
 ];
 
@@ -225,8 +246,9 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
     }
 
     // Authorization area.
-    let mut sessions: Vec<Session> = Vec::new();
-    if tag == st::SESSIONS {
+    let mut area = AuthArea::default();
+    let with_sessions = tag == st::SESSIONS;
+    if with_sessions {
         let auth_size = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
         if auth_size < 9 || auth_size > r.remaining() {
             return Err(Rc::new(rc::SIZE));
@@ -234,29 +256,23 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
         if entry.no_sessions {
             return Err(Rc::new(rc::AUTH_CONTEXT));
         }
-        let area = r.bytes(auth_size)?;
-        sessions = auth::parse_sessions(&cx.core.vol.sessions, area)?;
-        if sessions.len() < entry.auth {
+        let bytes = r.bytes(auth_size)?;
+        area = auth::parse_sessions(&cx.core.vol.sessions, entry, bytes)?;
+        if area.sessions.len() < entry.auth {
             return Err(Rc::new(rc::AUTH_MISSING));
         }
-        for (i, s) in sessions.iter().enumerate() {
-            let n = u8::try_from(i + 1).unwrap_or(7);
-            match handles.get(i).filter(|_| i < entry.auth) {
-                Some(&h) => auth::check_password(cx.core, entry.cc, h, s)
-                    .map_err(|e| Rc::session(e.base, n))?,
-                // A password session must authorize a handle.
-                None => return Err(Rc::session(rc::HANDLE, n)),
-            }
-        }
+        auth::authorize(cx.core, entry, &handles, &area, r.rest())?;
     } else if entry.auth > 0 {
         return Err(Rc::new(rc::AUTH_MISSING));
     }
+    let mut params = r.rest().to_vec();
+    auth::decrypt_parameter(cx.core, entry, &handles, &area, &mut params)?;
 
     // Parameters and execution.
     let mut call = Call {
         cc: entry.cc,
         handles,
-        params: Reader::new(r.rest()),
+        params: Reader::new(&params),
         out: Writer::new(),
         out_handle: None,
     };
@@ -267,6 +283,25 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
         cx.core.ps.saved = None;
     }
 
+    // Sessions: fresh nonceTPM, response encryption, response HMACs.
+    for s in &area.sessions {
+        let Some(size) = cx.core.vol.sessions.get(s.handle).map(|x| x.hash.size()) else {
+            continue;
+        };
+        let mut nonce = alloc::vec![0u8; size];
+        command::random(cx, &mut nonce)?;
+        if let Some(x) = cx.core.vol.sessions.get_mut(s.handle) {
+            x.nonce_tpm = nonce;
+        }
+    }
+    auth::encrypt_parameter(cx.core, entry, &call.handles, &area, &mut call.out.buf)?;
+    let session_area = auth::response_area(cx.core, entry, &call.handles, &area, &call.out.buf);
+    for s in &area.sessions {
+        if s.attributes & spec::sa::CONTINUE_SESSION == 0 && s.handle != rh::PW {
+            cx.core.vol.sessions.remove(s.handle);
+        }
+    }
+
     let mut w = Writer::new();
     w.u16(tag);
     w.u32(0);
@@ -274,16 +309,11 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
     if let Some(h) = call.out_handle {
         w.u32(h);
     }
-    if tag == st::SESSIONS {
+    if with_sessions {
         w.u32(u32::try_from(call.out.len()).unwrap_or(0));
     }
     w.bytes(&call.out.buf);
-    for _ in &sessions {
-        w.u16(0);
-        // A password session always reports continueSession SET (Part 1 §19.6.4).
-        w.u8(spec::sa::CONTINUE_SESSION);
-        w.u16(0);
-    }
+    w.bytes(&session_area);
     let len = u32::try_from(w.len()).unwrap_or(0).to_be_bytes();
     w.buf[2..6].copy_from_slice(&len);
     Ok(w.buf)
@@ -309,6 +339,24 @@ fn check_handle(core: &Core, kind: HandleKind, h: u32) -> CmdResult<()> {
                 Ok(())
             } else {
                 Err(Rc::new(rc::VALUE))
+            };
+        }
+        K::ObjectOrNull if h == rh::NULL => return Ok(()),
+        K::ObjectOrNull => return check_handle(core, K::Object, h),
+        K::Entity => {
+            return match spec::handle_type(h) {
+                _ if h == rh::NULL => Ok(()),
+                ht::PERMANENT => {
+                    if matches!(h, rh::OWNER | rh::ENDORSEMENT | rh::PLATFORM | rh::LOCKOUT) {
+                        hierarchy_enabled(core, h)
+                    } else {
+                        Err(Rc::new(rc::VALUE))
+                    }
+                }
+                ht::PCR => check_handle(core, K::Pcr { null: false }, h),
+                ht::NV_INDEX => check_handle(core, K::NvIndex, h),
+                ht::TRANSIENT | ht::PERSISTENT => check_handle(core, K::Object, h),
+                _ => Err(Rc::new(rc::VALUE)),
             };
         }
         K::Object => {

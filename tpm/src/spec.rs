@@ -44,6 +44,7 @@ pub mod cc {
     pub const SEQUENCE_UPDATE: u32 = 0x15C;
     pub const FLUSH_CONTEXT: u32 = 0x165;
     pub const NV_READ_PUBLIC: u32 = 0x169;
+    pub const START_AUTH_SESSION: u32 = 0x176;
     pub const GET_CAPABILITY: u32 = 0x17A;
     pub const GET_RANDOM: u32 = 0x17B;
     pub const GET_TEST_RESULT: u32 = 0x17C;

@@ -9,6 +9,7 @@ pub mod hierarchy;
 pub mod nv;
 pub mod pcr;
 pub mod random;
+pub mod session;
 pub mod startup;
 pub mod testing;
 
