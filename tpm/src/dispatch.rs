@@ -101,6 +101,7 @@ pub static TABLE: &[Entry] = &[
     dec(nvw(e(cc::HIERARCHY_CHANGE_AUTH, &[K::HierarchyAuth], 1, hierarchy::change_auth))),
     dec(nvw(e(cc::NV_DEFINE_SPACE, &[K::Provision], 1, nvc::define_space))),
     nvw(e(cc::PCR_ALLOCATE, &[K::Platform], 1, pcr::allocate)),
+    e(cc::CLOCK_RATE_ADJUST, &[K::Provision], 1, clock::clock_rate_adjust),
     nvw(e(cc::NV_GLOBAL_WRITE_LOCK, &[K::Provision], 1, nvc::global_write_lock)),
     nvw(e(cc::NV_INCREMENT, &[K::NvAuth, K::NvIndex], 1, nvc::increment)),
     nvw(e(cc::NV_SET_BITS, &[K::NvAuth, K::NvIndex], 1, nvc::set_bits)),

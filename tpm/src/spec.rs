@@ -23,6 +23,7 @@ pub mod cc {
     pub const HIERARCHY_CHANGE_AUTH: u32 = 0x129;
     pub const NV_DEFINE_SPACE: u32 = 0x12A;
     pub const PCR_ALLOCATE: u32 = 0x12B;
+    pub const CLOCK_RATE_ADJUST: u32 = 0x130;
     pub const NV_GLOBAL_WRITE_LOCK: u32 = 0x132;
     pub const NV_INCREMENT: u32 = 0x134;
     pub const NV_SET_BITS: u32 = 0x135;

@@ -1,4 +1,4 @@
-//! Clocks and timers (Part 3 §29): ReadClock and ClockSet.
+//! Clocks and timers (Part 3 §29): ReadClock, ClockSet and ClockRateAdjust.
 
 use crate::dispatch::{Call, Ctx};
 use crate::rc::{self, CmdResult, Locate, Rc};
@@ -23,6 +23,17 @@ pub fn clock_set(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     v.now_clock = new;
     cx.core.dirty = true;
     Ok(())
+}
+
+/// ClockRateAdjust: TPM_CLOCK_ADJUST is -3..=3. The engine's Clock follows
+/// the platform's monotonic clock, so a valid request is accepted without
+/// changing the rate.
+pub fn clock_rate_adjust(_cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let adjust = call.params.u8().p(1)?;
+    if !matches!(adjust as i8, -3..=3) {
+        return Err(Rc::param(rc::VALUE, 1));
+    }
+    call.done()
 }
 
 pub fn read_clock(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
@@ -82,6 +93,10 @@ mod tests {
             .0,
             0x184
         );
+        let rate = |v: u8| Cmd::new(0x130).h(0x4000_0001).pw(b"").u8(v);
+        assert_eq!(run(&mut again, 0, &rate(0xFD)).0, 0);
+        assert_eq!(run(&mut again, 0, &rate(3)).0, 0);
+        assert_eq!(run(&mut again, 0, &rate(4)).0, 0x1C4);
         // Clock is committed at least every TPM_PT_CLOCK_UPDATE ms.
         let commits = again.platform().commits;
         again.platform_mut().now += crate::CLOCK_UPDATE_MS;
