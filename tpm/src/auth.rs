@@ -215,6 +215,35 @@ fn lockout_check(core: &Core, handle: u32, e: &Entity) -> CmdResult<()> {
     }
 }
 
+/// Whether an entity is exempt from dictionary-attack protection.
+pub fn da_exempt(core: &Core, handle: u32) -> bool {
+    entity(core, 0, handle).map_or(true, |e| e.da_exempt)
+}
+
+/// A failed HMAC (IncrementLockout): a session bound to lockoutAuth counts
+/// as a lockout failure; one bound to a DA-protected entity counts even when
+/// the authorized entity (or none) is exempt.
+fn hmac_failure(core: &mut Core, session: u32, handle: Option<u32>) -> Rc {
+    let (da_bound, lockout_bound) = core
+        .vol
+        .sessions
+        .get(session)
+        .map_or((false, false), |s| (s.da_bound, s.lockout_bound));
+    let handle = if lockout_bound {
+        Some(rh::LOCKOUT)
+    } else {
+        handle
+    };
+    let exempt = handle.is_none_or(|h| da_exempt(core, h));
+    let h = handle.unwrap_or(rh::NULL);
+    let e = Entity {
+        auth: Vec::new(),
+        policy: None,
+        da_exempt: exempt && !da_bound,
+    };
+    auth_failure(core, h, &e)
+}
+
 /// A failed authorization: DA-protected entities count it (TPM_RC_AUTH_FAIL).
 fn auth_failure(core: &mut Core, handle: u32, e: &Entity) -> Rc {
     if e.da_exempt {
@@ -271,6 +300,16 @@ pub fn authorize(
         if session.kind == Kind::Trial {
             return Err(Rc::session(rc::ATTRIBUTES, n));
         }
+        if session.da_bound {
+            let locked = if session.lockout_bound {
+                !core.ps.lockout_auth_enabled
+            } else {
+                core.ps.failed_tries >= core.ps.max_tries
+            };
+            if locked {
+                return Err(Rc::new(rc::LOCKOUT));
+            }
+        }
         let alg = session.hash;
         let cp = cp_hash(core, alg, entry.cc, handles, params);
         // nonceTPM of the decrypt/encrypt sessions goes into the first session's HMAC.
@@ -299,7 +338,7 @@ pub fn authorize(
                 return Err(Rc::session(rc::ATTRIBUTES, n));
             }
             if session.kind == Kind::Hmac && !verify_hmac(core, s, &[], &cp, &extra) {
-                return Err(Rc::session(rc::BAD_AUTH, n));
+                return Err(at(hmac_failure(core, s.handle, None)));
             }
             continue;
         };
@@ -329,11 +368,7 @@ pub fn authorize(
                     Vec::new()
                 };
                 if !verify_hmac(core, s, &auth, &cp, &extra) {
-                    return Err(at(if include_auth {
-                        auth_failure(core, h, &e)
-                    } else {
-                        Rc::new(rc::BAD_AUTH)
-                    }));
+                    return Err(at(hmac_failure(core, s.handle, Some(h))));
                 }
             }
         }

@@ -42,6 +42,10 @@ pub struct Session {
     pub symmetric: Symmetric,
     /// The bind entity and its authValue when the session started.
     pub bind: Option<(u32, Vec<u8>)>,
+    /// Bound to a DA-protected entity: HMAC failures count against DA.
+    pub da_bound: bool,
+    /// Bound to lockoutAuth: failures count as lockout failures.
+    pub lockout_bound: bool,
     pub policy_digest: Vec<u8>,
 }
 

@@ -62,6 +62,10 @@ pub fn start_auth_session(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let bind = call.handle(1);
     let mut nonce_tpm = vec![0u8; hash.size()];
     random(cx, &mut nonce_tpm)?;
+    let (da_bound, lockout_bound) = (
+        bind != rh::NULL && !crate::auth::da_exempt(cx.core, bind),
+        bind == rh::LOCKOUT,
+    );
     let bind = (bind != rh::NULL).then(|| (bind, crate::auth::bind_auth(cx.core, bind)));
     // sessionKey = KDFa(authHash, bind.authValue ‖ salt, "ATH", nonceTPM, nonceCaller).
     let key = match &bind {
@@ -80,6 +84,8 @@ pub fn start_auth_session(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         nonce_tpm: nonce_tpm.clone(),
         symmetric,
         bind,
+        da_bound,
+        lockout_bound,
         policy_digest: vec![0; hash.size()],
     };
     call.out_handle = Some(cx.core.vol.sessions.insert(session)?);
@@ -427,5 +433,80 @@ mod tests {
         tpm.power_on();
         run(&mut tpm, 0, &Cmd::new(0x144).u16(0));
         assert_eq!(rc_of(&tpm.execute(0, &c)), 0x918);
+    }
+
+    #[test]
+    fn session_area_rules() {
+        let mut tpm = started();
+        let null = 0x4000_0007;
+        let (_, plain, _) = start(&mut tpm, null, 0, &[0, 0x10], &[1; 16]);
+        let (_, xor, _) = start(&mut tpm, null, 0, &[0, 0x0A, 0, 0x0B], &[1; 16]);
+        let area = |h: u32, attrs: u8| {
+            let mut a = h.to_be_bytes().to_vec();
+            a.extend_from_slice(&[0, 16]);
+            a.extend_from_slice(&[2; 16]);
+            a.push(attrs);
+            a.extend_from_slice(&[0, 32]);
+            a.extend_from_slice(&[0; 32]);
+            a
+        };
+        let build = |areas: &[Vec<u8>], cc: u32, params: &[u8]| {
+            let all: Vec<u8> = areas.concat();
+            let mut c = alloc::vec![0x80, 0x02, 0, 0, 0, 0];
+            c.extend_from_slice(&cc.to_be_bytes());
+            c.extend_from_slice(&(all.len() as u32).to_be_bytes());
+            c.extend_from_slice(&all);
+            c.extend_from_slice(params);
+            let n = (c.len() as u32).to_be_bytes();
+            c[2..6].copy_from_slice(&n);
+            c
+        };
+        let get_random = [0u8, 8];
+        // A session that authorizes nothing must encrypt, decrypt or audit.
+        assert_eq!(
+            rc_of(&tpm.execute(0, &build(&[area(plain, 1)], 0x17B, &get_random))),
+            0x982
+        );
+        // Encryption needs a symmetric algorithm; GetRandom has no TPM2B to decrypt.
+        assert_eq!(
+            rc_of(&tpm.execute(0, &build(&[area(plain, 0x41)], 0x17B, &get_random))),
+            0x996
+        );
+        assert_eq!(
+            rc_of(&tpm.execute(0, &build(&[area(xor, 0x21)], 0x17B, &get_random))),
+            0x982
+        );
+        // The same session twice; audit is not supported yet.
+        assert_eq!(
+            rc_of(&tpm.execute(
+                0,
+                &build(&[area(xor, 0x41), area(xor, 0x41)], 0x17B, &get_random)
+            )),
+            0xA8B
+        );
+        assert_eq!(
+            rc_of(&tpm.execute(0, &build(&[area(xor, 0x81)], 0x17B, &get_random))),
+            0x982
+        );
+        // A wrong HMAC on an unbound encrypt-only session: no DA consequence.
+        assert_eq!(
+            rc_of(&tpm.execute(0, &build(&[area(xor, 0x41)], 0x17B, &get_random))),
+            0x9A2
+        );
+        // Session handles outside the session ranges.
+        assert_eq!(
+            rc_of(&tpm.execute(0, &build(&[area(0x8000_0000, 0x41)], 0x17B, &get_random))),
+            0x984
+        );
+        // A session bound to lockoutAuth: a wrong HMAC counts as a lockout failure.
+        let (_, bound, _) = start(&mut tpm, 0x4000_000A, 0, &[0, 0x0A, 0, 0x0B], &[1; 16]);
+        assert_eq!(
+            rc_of(&tpm.execute(0, &build(&[area(bound, 0x41)], 0x17B, &get_random))),
+            0x98E
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x139).h(0x4000_000A).pw(b"")).0,
+            0x921
+        );
     }
 }
