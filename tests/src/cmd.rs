@@ -4,6 +4,7 @@
 
 pub mod cc {
     pub const NV_UNDEFINE_SPACE: u32 = 0x122;
+    pub const START_AUTH_SESSION: u32 = 0x176;
     pub const CLOCK_SET: u32 = 0x128;
     pub const CLOCK_RATE_ADJUST: u32 = 0x130;
     pub const NV_GLOBAL_WRITE_LOCK: u32 = 0x132;

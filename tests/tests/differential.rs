@@ -312,6 +312,40 @@ fn ecc_template() -> Buf {
     Buf::new().tpm2b(&public.0)
 }
 
+/// StartAuthSession: unsalted, with the given binding, type, symmetric
+/// definition (raw bytes) and hash.
+fn start_session(
+    bind: u32,
+    nonce_len: usize,
+    session_type: u8,
+    symmetric: &[u8],
+    auth_hash: u16,
+) -> Command {
+    Command::new(cc::START_AUTH_SESSION)
+        .handle(rh::NULL)
+        .handle(bind)
+        .params(
+            Buf::new()
+                .tpm2b(&vec![0x5a; nonce_len])
+                .tpm2b(&[])
+                .u8(session_type)
+                .bytes(symmetric)
+                .u16(auth_hash),
+        )
+}
+
+const SYM_NULL: &[u8] = &[0x00, 0x10];
+const SYM_AES128_CFB: &[u8] = &[0x00, 0x06, 0x00, 0x80, 0x00, 0x43];
+const NONCE: &str = "nonceTPM is random and the session handle implementation-specific";
+
+fn flush_last() -> impl Fn(Ctx) -> Vec<u8> {
+    |c| {
+        Command::new(cc::FLUSH_CONTEXT)
+            .params(Buf::new().u32(c.handle))
+            .bytes()
+    }
+}
+
 fn create_primary(hierarchy: u32, template: Buf) -> Command {
     let sensitive = Buf::new().tpm2b(&[]).tpm2b(&[]);
     Command::new(cc::CREATE_PRIMARY)
@@ -674,6 +708,50 @@ fn streams() -> Vec<Stream> {
             .at_locality("Startup(CLEAR) at locality 3", 3, startup(true))
             .exact("PCR_Read 0: startup locality", pcr_read(&[(alg::SHA1, &[0]), (alg::SHA256, &[0])]))
             .exact("lockout counter after restart", get_cap(TPM_CAP_TPM_PROPERTIES, 0x20E, 4)),
+        Stream::new("sessions")
+            .exact("Startup(CLEAR)", startup(true))
+            .yields_handle(
+                "StartAuthSession HMAC SHA-256",
+                |_| start_session(rh::NULL, 16, 0, SYM_NULL, alg::SHA256).bytes(),
+                Check::RcAndSize(NONCE),
+            )
+            .exact("loaded sessions", get_cap(TPM_CAP_HANDLES, 0x0200_0000, 8))
+            .with_handle("FlushContext of the session", flush_last(), Check::Exact)
+            .with_handle("FlushContext of the session again", flush_last(), Check::Exact)
+            .exact("loaded sessions after flush", get_cap(TPM_CAP_HANDLES, 0x0200_0000, 8))
+            .exact("nonceCaller of 15 bytes", start_session(rh::NULL, 15, 0, SYM_NULL, alg::SHA256))
+            .exact("nonceCaller of 65 bytes", start_session(rh::NULL, 65, 0, SYM_NULL, alg::SHA256))
+            .exact("session type 2", start_session(rh::NULL, 16, 2, SYM_NULL, alg::SHA256))
+            .exact("authHash NULL", start_session(rh::NULL, 16, 0, SYM_NULL, alg::NULL))
+            .exact("authHash unknown", start_session(rh::NULL, 16, 0, SYM_NULL, 0x0099))
+            .exact("symmetric XOR without hash", start_session(rh::NULL, 16, 0, &[0x00, 0x0a, 0x00, 0x10], alg::SHA256))
+            .exact("symmetric AES-128-ECB", start_session(rh::NULL, 16, 0, &[0x00, 0x06, 0x00, 0x80, 0x00, 0x44], alg::SHA256))
+            .exact("tpmKey not loaded", {
+                let mut c = start_session(rh::NULL, 16, 0, SYM_NULL, alg::SHA256);
+                c.handles[0] = 0x8000_0000;
+                c
+            })
+            .exact("salt without a tpmKey", Command::new(cc::START_AUTH_SESSION).handle(rh::NULL).handle(rh::NULL).params(
+                Buf::new().tpm2b(&[1; 16]).tpm2b(&[2; 32]).u8(0).bytes(SYM_NULL).u16(alg::SHA256),
+            ))
+            .yields_handle(
+                "StartAuthSession AES-128-CFB bound to owner",
+                |_| start_session(rh::OWNER, 32, 0, SYM_AES128_CFB, alg::SHA256).bytes(),
+                Check::RcAndSize(NONCE),
+            )
+            .with_handle("FlushContext", flush_last(), Check::Exact)
+            .yields_handle(
+                "StartAuthSession policy SHA-256",
+                |_| start_session(rh::NULL, 16, 1, SYM_NULL, alg::SHA256).bytes(),
+                Check::RcAndSize(NONCE),
+            )
+            .with_handle("FlushContext", flush_last(), Check::Exact)
+            .yields_handle(
+                "StartAuthSession trial SHA-1",
+                |_| start_session(rh::NULL, 20, 3, SYM_NULL, alg::SHA1).bytes(),
+                Check::RcAndSize(NONCE),
+            )
+            .with_handle("FlushContext", flush_last(), Check::Exact),
         Stream::new("parameter checks")
             .exact("Startup(CLEAR)", startup(true))
             .exact("TestParms ECC P-256", Command::new(cc::TEST_PARMS).params(Buf::new().u16(alg::ECC).u16(alg::NULL).u16(alg::NULL).u16(0x0003).u16(alg::NULL)))
