@@ -38,6 +38,10 @@ pub enum HandleKind {
     ObjectOrNull,
     /// TPMI_DH_ENTITY+: any entity with an authValue, or TPM_RH_NULL.
     Entity,
+    /// TPMI_RH_HIERARCHY+: owner, endorsement, platform or null.
+    HierarchyOrNull,
+    /// TPMI_DH_PARENT+: a hierarchy (or null) or an object.
+    Parent,
 }
 
 pub type Handler = fn(&mut Ctx, &mut Call) -> CmdResult<()>;
@@ -87,7 +91,7 @@ const fn nvw(mut x: Entry) -> Entry {
 
 use HandleKind as K;
 use command::{
-    capability, clock, hash, hierarchy, nv as nvc, pcr, random, session, startup, testing,
+    capability, clock, hash, hierarchy, nv as nvc, object, pcr, random, session, startup, testing,
 };
 
 /// The implemented commands, sorted by command code.
@@ -102,6 +106,7 @@ pub static TABLE: &[Entry] = &[
     dec(nvw(e(cc::NV_DEFINE_SPACE, &[K::Provision], 1, nvc::define_space))),
     nvw(e(cc::PCR_ALLOCATE, &[K::Platform], 1, pcr::allocate)),
     e(cc::CLOCK_RATE_ADJUST, &[K::Provision], 1, clock::clock_rate_adjust),
+    Entry { response_handle: true, ..enc(dec(e(cc::CREATE_PRIMARY, &[K::HierarchyOrNull], 1, object::create_primary))) },
     nvw(e(cc::NV_GLOBAL_WRITE_LOCK, &[K::Provision], 1, nvc::global_write_lock)),
     nvw(e(cc::NV_INCREMENT, &[K::NvAuth, K::NvIndex], 1, nvc::increment)),
     nvw(e(cc::NV_SET_BITS, &[K::NvAuth, K::NvIndex], 1, nvc::set_bits)),
@@ -120,9 +125,15 @@ pub static TABLE: &[Entry] = &[
     dec(e(cc::STIR_RANDOM, &[], 0, random::stir_random)),
     enc(e(cc::NV_READ, &[K::NvAuth, K::NvIndex], 1, nvc::read)),
     nvw(e(cc::NV_READ_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::read_lock)),
+    enc(dec(e(cc::OBJECT_CHANGE_AUTH, &[K::Object, K::Object], 1, object::object_change_auth))),
+    enc(dec(e(cc::CREATE, &[K::Object], 1, object::create))),
+    Entry { response_handle: true, ..enc(dec(e(cc::LOAD, &[K::Object], 1, object::load))) },
     dec(e(cc::SEQUENCE_UPDATE, &[K::Object], 1, hash::sequence_update)),
+    enc(e(cc::UNSEAL, &[K::Object], 1, object::unseal)),
     Entry { no_sessions: true, ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context) },
+    Entry { response_handle: true, ..enc(dec(e(cc::LOAD_EXTERNAL, &[], 0, object::load_external))) },
     enc(e(cc::NV_READ_PUBLIC, &[K::NvIndex], 0, nvc::read_public)),
+    enc(e(cc::READ_PUBLIC, &[K::Object], 0, object::read_public)),
     Entry { response_handle: true, ..enc(dec(e(cc::START_AUTH_SESSION, &[K::ObjectOrNull, K::Entity], 0, session::start_auth_session))) },
     e(cc::GET_CAPABILITY, &[], 0, capability::get_capability),
     enc(e(cc::GET_RANDOM, &[], 0, random::get_random)),
@@ -134,6 +145,7 @@ pub static TABLE: &[Entry] = &[
     dec(e(cc::EVENT_SEQUENCE_COMPLETE, &[K::Pcr { null: true }, K::Object], 2, hash::event_sequence_complete)),
     Entry { response_handle: true, ..dec(e(cc::HASH_SEQUENCE_START, &[], 0, hash::sequence_start)) },
     e(cc::TEST_PARMS, &[], 0, testing::test_parms),
+    Entry { response_handle: true, ..enc(dec(e(cc::CREATE_LOADED, &[K::Parent], 1, object::create_loaded))) },
 ];
 
 pub fn lookup(code: u32) -> Option<&'static Entry> {
@@ -342,6 +354,11 @@ fn check_handle(core: &Core, kind: HandleKind, h: u32) -> CmdResult<()> {
                 Err(Rc::new(rc::VALUE))
             };
         }
+        K::HierarchyOrNull => &[rh::OWNER, rh::ENDORSEMENT, rh::PLATFORM, rh::NULL],
+        K::Parent if spec::handle_type(h) == ht::PERMANENT => {
+            return check_handle(core, K::HierarchyOrNull, h);
+        }
+        K::Parent => return check_handle(core, K::Object, h),
         K::ObjectOrNull if h == rh::NULL => return Ok(()),
         K::ObjectOrNull => return check_handle(core, K::Object, h),
         K::Entity => {

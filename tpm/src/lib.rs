@@ -15,6 +15,7 @@ mod crypto;
 mod dispatch;
 mod drbg;
 mod hierarchy;
+mod key;
 mod marshal;
 mod object;
 mod pcr;
@@ -120,6 +121,8 @@ pub(crate) struct Volatile {
     pub clock_safe: bool,
     /// TPMA_STARTUP_CLEAR.orderly: the last Startup followed a Shutdown.
     pub orderly_startup: bool,
+    /// Key state: null hierarchy secrets, persistent-object and primary-key caches.
+    pub keys: crate::key::KeyState,
 }
 
 impl Volatile {
@@ -144,6 +147,7 @@ impl Volatile {
             failure: None,
             clock_safe: true,
             orderly_startup: false,
+            keys: Default::default(),
         }
     }
 }

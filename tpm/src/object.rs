@@ -14,6 +14,8 @@ pub enum Kind {
     HashSequence(Hasher),
     /// TPM2_HashSequenceStart with TPM_ALG_NULL: one hasher per implemented algorithm.
     EventSequence(Vec<Hasher>),
+    /// A key or data object.
+    Key(alloc::sync::Arc<crate::key::KeyObject>),
 }
 
 pub struct Object {

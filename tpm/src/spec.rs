@@ -6,6 +6,12 @@ pub mod st {
     pub const NO_SESSIONS: u16 = 0x8001;
     pub const SESSIONS: u16 = 0x8002;
     pub const HASHCHECK: u16 = 0x8024;
+    pub const ATTEST_CERTIFY: u16 = 0x8017;
+    pub const ATTEST_QUOTE: u16 = 0x8018;
+    pub const ATTEST_TIME: u16 = 0x8019;
+    pub const ATTEST_CREATION: u16 = 0x801A;
+    pub const CREATION: u16 = 0x8021;
+    pub const VERIFIED: u16 = 0x8022;
 }
 
 pub mod su {
@@ -56,6 +62,32 @@ pub mod cc {
     pub const EVENT_SEQUENCE_COMPLETE: u32 = 0x185;
     pub const HASH_SEQUENCE_START: u32 = 0x186;
     pub const TEST_PARMS: u32 = 0x18A;
+    // Key commands (part 2).
+    pub const EVICT_CONTROL: u32 = 0x120;
+    pub const CREATE_PRIMARY: u32 = 0x131;
+    pub const CERTIFY: u32 = 0x148;
+    pub const CERTIFY_CREATION: u32 = 0x14A;
+    pub const GET_TIME: u32 = 0x14C;
+    pub const OBJECT_CHANGE_AUTH: u32 = 0x150;
+    pub const CREATE: u32 = 0x153;
+    pub const ECDH_ZGEN: u32 = 0x154;
+    pub const HMAC: u32 = 0x155;
+    pub const LOAD: u32 = 0x157;
+    pub const QUOTE: u32 = 0x158;
+    pub const RSA_DECRYPT: u32 = 0x159;
+    pub const HMAC_START: u32 = 0x15B;
+    pub const SIGN: u32 = 0x15D;
+    pub const UNSEAL: u32 = 0x15E;
+    pub const CONTEXT_LOAD: u32 = 0x161;
+    pub const CONTEXT_SAVE: u32 = 0x162;
+    pub const ECDH_KEYGEN: u32 = 0x163;
+    pub const ENCRYPT_DECRYPT: u32 = 0x164;
+    pub const LOAD_EXTERNAL: u32 = 0x167;
+    pub const READ_PUBLIC: u32 = 0x173;
+    pub const RSA_ENCRYPT: u32 = 0x174;
+    pub const VERIFY_SIGNATURE: u32 = 0x177;
+    pub const CREATE_LOADED: u32 = 0x191;
+    pub const ENCRYPT_DECRYPT_2: u32 = 0x193;
 }
 
 pub mod rh {

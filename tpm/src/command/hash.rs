@@ -68,6 +68,7 @@ fn feed(o: &mut Object, data: &[u8]) {
     match &mut o.kind {
         Kind::HashSequence(h) => h.update(data),
         Kind::EventSequence(hs) => hs.iter_mut().for_each(|h| h.update(data)),
+        Kind::Key(_) => {}
     }
 }
 
@@ -79,6 +80,7 @@ pub fn sequence_update(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         .vol
         .objects
         .get_mut(call.handle(0))
+        .filter(|o| !matches!(o.kind, Kind::Key(_)))
         .ok_or(Rc::handle(rc::MODE, 1))?;
     feed(o, data);
     Ok(())

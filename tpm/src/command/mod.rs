@@ -2,15 +2,20 @@
 //! parameters (numbering errors with their parameter index), checks them all
 //! before changing anything, then acts and writes the response parameters.
 
+pub mod asymmetric;
+pub mod attestation;
 pub mod capability;
 pub mod clock;
 pub mod hash;
 pub mod hierarchy;
 pub mod nv;
+pub mod object;
 pub mod pcr;
 pub mod random;
+pub mod signature;
 pub mod session;
 pub mod startup;
+pub mod symmetric;
 pub mod testing;
 
 use crate::crypto::HashAlg;
