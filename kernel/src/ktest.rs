@@ -376,7 +376,7 @@ fn platform_native(_: &BootInfo) -> TestResult {
             p.attestation_report(&[0; 64], &mut out),
             Err(PlatformError::Unsupported(_))
         ),
-        "attestation report should be unsupported until the simulated provider exists"
+        "without a key from the host, attestation reports must be unsupported"
     );
     Ok(())
 }

@@ -4,13 +4,20 @@
 
 use log::{error, info};
 
-use crate::platform::{ExitStatus, GuestExit, GuestRegisters, GuestSetup, Platform};
+use alloc::boxed::Box;
+
+use crate::platform::{
+    ExitStatus, GuestExit, GuestRegisters, GuestSetup, Platform, PlatformReports,
+};
 use crate::protocols::{CallArea, Svsm, TpmBackend, take_pending_call};
 
 /// Serves the guest until it halts (success) or fails (the VM ends).
 pub fn run<T: TpmBackend>(platform: &'static dyn Platform, setup: GuestSetup, tpm: Option<T>) -> ! {
     let GuestSetup { caa, mut memory } = setup;
     let mut svsm = Svsm::new(caa, tpm);
+    if platform.attestation_certificates().is_some() {
+        svsm.attest = Some(Box::new(PlatformReports(platform)));
+    }
     let mut regs = GuestRegisters::default();
     let (mut calls, mut ignored) = (0u64, 0u64);
     loop {

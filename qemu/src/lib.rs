@@ -212,6 +212,7 @@ impl Outcome {
 pub struct Boot {
     kernel: PathBuf,
     initrd: Option<PathBuf>,
+    report_key: Option<PathBuf>,
     append: String,
     memory_mib: u32,
     cpu: String,
@@ -227,6 +228,7 @@ impl Boot {
         Self {
             kernel: kernel.into(),
             initrd: None,
+            report_key: None,
             append: String::new(),
             memory_mib: 256,
             cpu: "max".into(),
@@ -239,6 +241,13 @@ impl Boot {
     /// The guest firmware, passed as the first PVH boot module.
     pub fn guest_firmware(mut self, image: impl Into<PathBuf>) -> Self {
         self.initrd = Some(image.into());
+        self
+    }
+
+    /// The simulated attestation key (a 48-byte P-384 private scalar),
+    /// handed to the native platform through fw_cfg `opt/rivet/report-key`.
+    pub fn report_key(mut self, path: impl Into<PathBuf>) -> Self {
+        self.report_key = Some(path.into());
         self
     }
 
@@ -302,6 +311,11 @@ impl Boot {
             .arg(&self.kernel);
         if let Some(initrd) = &self.initrd {
             cmd.arg("-initrd").arg(initrd);
+        }
+        if let Some(key) = &self.report_key {
+            let mut arg = std::ffi::OsString::from("name=opt/rivet/report-key,file=");
+            arg.push(key);
+            cmd.arg("-fw_cfg").arg(arg);
         }
         if !self.append.is_empty() {
             cmd.args(["-append", &self.append]);
@@ -382,6 +396,23 @@ impl Boot {
             ready_after,
         })
     }
+}
+
+/// Writes a fresh simulated attestation key (48 random bytes, a P-384
+/// scalar with overwhelming probability) to `path`, readable only by its owner.
+pub fn write_report_key(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut key = [0u8; 48];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    key[0] &= 0x7F; // below the group order
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(&key)
 }
 
 /// The median of some durations (the middle one; the lower middle for an

@@ -6,14 +6,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use p384::ecdsa::signature::hazmat::PrehashVerifier;
+use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 use rivet_qemu::{Boot, Exit, KernelBuild};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// Every check the guest firmware must report as passed.
-const GUEST_CHECKS: [&str; 37] = [
+const GUEST_CHECKS: [&str; 41] = [
     "query_core_v1",
     "query_vtpm_v1",
-    "query_attest_not_served",
+    "query_attest_v1",
     "query_core_v7_unsupported",
     "call_pending_cleared",
     "remap_ca_and_back",
@@ -27,6 +29,10 @@ const GUEST_CHECKS: [&str; 37] = [
     "tpm_get_capability",
     "tpm_pcr_extend",
     "tpm_pcr_read_matches",
+    "attest_services",
+    "bad_attest_small_report_buffer_gets_lengths",
+    "bad_attest_unknown_service",
+    "bad_attest_request_in_svsm",
     "bad_unknown_protocol",
     "bad_unknown_core_call",
     "bad_unknown_vtpm_call",
@@ -54,9 +60,10 @@ fn build(b: KernelBuild) -> PathBuf {
     b.build().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The part of the firmware the guest measures, as the SVSM lays it out in
-/// guest memory: its read-only PT_LOAD segments (code and constants), holes
-/// zero, up to the next page boundary.
+/// The read-only part of an image (code and constants) as it lies in memory:
+/// its read-only PT_LOAD segments, holes zero, up to the next page boundary.
+/// The guest measures this of itself; the SVSM's simulated launch
+/// measurement is this of the kernel.
 fn loaded_image(elf: &[u8]) -> Vec<u8> {
     let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
@@ -98,8 +105,13 @@ fn value<'a>(serial: &'a str, key: &str) -> &'a str {
 fn svsm_serves_the_guest_firmware() {
     let kernel = build(KernelBuild::default());
     let firmware = build(KernelBuild::guest_firmware());
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("report-key");
+    rivet_qemu::write_report_key(&key_path).unwrap();
+    let key = SigningKey::from_slice(&std::fs::read(&key_path).unwrap()).unwrap();
     let out = Boot::new(&kernel)
         .guest_firmware(&firmware)
+        .report_key(&key_path)
         .timeout(Duration::from_secs(120))
         .run()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -151,6 +163,44 @@ fn svsm_serves_the_guest_firmware() {
         hex(&pcr.finalize())
     );
 
+    // The attestation evidence: REPORT_DATA binds nonce and manifest, the
+    // report verifies under the key the host handed in (and not once a bit
+    // is flipped), and the measurement is the SVSM image that ran.
+    let nonce = unhex(value(serial, "guest: evidence nonce="));
+    let manifest = unhex(value(serial, "guest: evidence services_manifest="));
+    let mut report = unhex(value(serial, "guest: evidence report="));
+    assert_eq!(report.len(), 0x4A0);
+    assert_eq!(
+        &manifest[..4],
+        &[0xbb, 0x9e, 0x84, 0x63],
+        "services manifest GUID"
+    );
+    assert_eq!(
+        u32::from_le_bytes(manifest[16..20].try_into().unwrap()) as usize,
+        manifest.len()
+    );
+    let mut h = Sha512::new();
+    h.update(&nonce);
+    h.update(&manifest);
+    assert_eq!(
+        &report[0x50..0x90],
+        h.finalize().as_slice(),
+        "REPORT_DATA != SHA-512(nonce || manifest)"
+    );
+    let kernel_measurement = Sha384::digest(loaded_image(&std::fs::read(&kernel).unwrap()));
+    assert_eq!(
+        &report[0x90..0xC0],
+        kernel_measurement.as_slice(),
+        "launch measurement"
+    );
+    let vk = VerifyingKey::from(&key);
+    assert!(report_signature_ok(&report, &vk), "report signature");
+    report[0x50] ^= 1;
+    assert!(
+        !report_signature_ok(&report, &vk),
+        "a flipped REPORT_DATA bit still verifies"
+    );
+
     // Figures for the record (printed, not asserted).
     let hz: f64 = value(serial, "[INFO ] rivet_kernel::boot::init: TSC ")
         .trim_end_matches(" Hz")
@@ -162,6 +212,29 @@ fn svsm_serves_the_guest_firmware() {
         let (n, ticks): (f64, f64) = (n.parse().unwrap(), ticks.parse().unwrap());
         eprintln!("{key}{n}: {:.0} per second under TCG", n / (ticks / hz));
     }
+}
+
+/// ECDSA P-384 over SHA-384 of bytes 0..0x2A0; R and S little-endian.
+fn report_signature_ok(report: &[u8], vk: &VerifyingKey) -> bool {
+    let be = |o: usize| {
+        let mut v = [0u8; 48];
+        for (i, b) in v.iter_mut().enumerate() {
+            *b = report[o + 47 - i];
+        }
+        v
+    };
+    let Ok(sig) = Signature::from_scalars(be(0x2A0), be(0x2E8)) else {
+        return false;
+    };
+    vk.verify_prehash(&Sha384::digest(&report[..0x2A0]), &sig)
+        .is_ok()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn hex(b: &[u8]) -> String {

@@ -23,6 +23,8 @@ struct Page([u8; 4096]);
 
 static mut VTPM_BUFFER: Page = Page([0; 4096]);
 static mut SCRATCH: [Page; 2] = [Page([0; 4096]), Page([0; 4096])];
+/// Attestation pages: request, nonce, manifest, report, certificates.
+static mut ATTEST_PAGES: [Page; 5] = [const { Page([0; 4096]) }; 5];
 
 fn vtpm_buffer() -> &'static mut [u8; 4096] {
     // SAFETY: one vCPU, and only `run` (single-threaded) uses the buffer.
@@ -32,6 +34,39 @@ fn vtpm_buffer() -> &'static mut [u8; 4096] {
 fn scratch(i: usize) -> &'static mut [u8; 4096] {
     // SAFETY: as for the vTPM buffer.
     unsafe { &mut (*core::ptr::addr_of_mut!(SCRATCH))[i].0 }
+}
+
+fn attest_page(i: usize) -> &'static mut [u8; 4096] {
+    // SAFETY: as for the vTPM buffer.
+    unsafe { &mut (*core::ptr::addr_of_mut!(ATTEST_PAGES))[i].0 }
+}
+
+const REQUEST: usize = 0;
+const NONCE: usize = 1;
+const MANIFEST: usize = 2;
+const REPORT: usize = 3;
+const CERTS: usize = 4;
+
+/// Fills the attestation request page; `service` makes it a single-service request.
+fn attest_request(nonce_len: u16, sizes: (u32, u32, u32), service: Option<([u8; 16], u32)>) -> u64 {
+    let addr = |i: usize| attest_page(i).as_ptr() as u64;
+    let (report, manifest, certs) = (addr(REPORT), addr(MANIFEST), addr(CERTS));
+    let nonce = addr(NONCE);
+    let r = attest_page(REQUEST);
+    r.fill(0);
+    r[0..8].copy_from_slice(&report.to_le_bytes());
+    r[8..12].copy_from_slice(&sizes.0.to_le_bytes());
+    r[0x10..0x18].copy_from_slice(&nonce.to_le_bytes());
+    r[0x18..0x1A].copy_from_slice(&nonce_len.to_le_bytes());
+    r[0x20..0x28].copy_from_slice(&manifest.to_le_bytes());
+    r[0x28..0x2C].copy_from_slice(&sizes.1.to_le_bytes());
+    r[0x30..0x38].copy_from_slice(&certs.to_le_bytes());
+    r[0x38..0x3C].copy_from_slice(&sizes.2.to_le_bytes());
+    if let Some((guid, version)) = service {
+        r[0x40..0x50].copy_from_slice(&guid);
+        r[0x50..0x54].copy_from_slice(&version.to_le_bytes());
+    }
+    r.as_ptr() as u64
 }
 
 struct Tally {
@@ -84,6 +119,7 @@ pub fn run(info_page: u64) {
     };
     core_protocol(&info, &mut t);
     vtpm_protocol(&info, &mut t);
+    attestation(&info, &mut t);
     bad_inputs(&info, &mut t);
     print(format_args!(
         "guest: result: {} passed, {} failed\n",
@@ -135,8 +171,8 @@ fn core_protocol(info: &Info, t: &mut Tally) {
     );
     let r = call(info, CORE, 6, (u64::from(ATTEST) << 32) | 1);
     t.check(
-        "query_attest_not_served",
-        r.rax == SUCCESS && r.rcx == 0,
+        "query_attest_v1",
+        r.rax == SUCCESS && r.rcx == (1 << 32) | 1,
         format_args!("{r:x?}"),
     );
     let r = call(info, CORE, 6, (u64::from(CORE) << 32) | 7);
@@ -284,6 +320,81 @@ fn vtpm_protocol(info: &Info, t: &mut Tally) {
         "guest: evidence measurement_sha256={}\n",
         Hex(&measurement)
     ));
+}
+
+fn attestation(info: &Info, t: &mut Tally) {
+    // A nonce a verifier could have chosen: here derived from the TSC.
+    let nonce = attest_page(NONCE);
+    let seed = rdtsc();
+    for (i, b) in nonce[..32].iter_mut().enumerate() {
+        *b = (seed >> (8 * (i % 8))) as u8 ^ (i as u8).wrapping_mul(37);
+    }
+    let req = attest_request(32, (4096, 4096, 4096), None);
+    let r = svsm::call(
+        info.caa,
+        ATTEST,
+        0,
+        Regs {
+            rcx: req,
+            ..Regs::default()
+        },
+        true,
+    );
+    let ok = r.rax == SUCCESS && r.r8 == 0x4A0 && r.rcx >= 24 && r.rcx <= 4096;
+    t.check("attest_services", ok, format_args!("{r:x?}"));
+    if ok {
+        print(format_args!(
+            "guest: evidence nonce={}\n",
+            Hex(&attest_page(NONCE)[..32])
+        ));
+        print(format_args!(
+            "guest: evidence services_manifest={}\n",
+            Hex(&attest_page(MANIFEST)[..r.rcx as usize])
+        ));
+        print(format_args!(
+            "guest: evidence report={}\n",
+            Hex(&attest_page(REPORT)[..0x4A0])
+        ));
+        print(format_args!("guest: evidence certs_len={}\n", r.rdx));
+    }
+    let req = attest_request(32, (0x100, 4096, 4096), None);
+    let r = svsm::call(
+        info.caa,
+        ATTEST,
+        0,
+        Regs {
+            rcx: req,
+            ..Regs::default()
+        },
+        true,
+    );
+    t.check(
+        "bad_attest_small_report_buffer_gets_lengths",
+        r.rax == INVALID_PARAMETER && r.r8 == 0x4A0 && r.rcx >= 24,
+        format_args!("{r:x?}"),
+    );
+    let req = attest_request(32, (4096, 4096, 4096), Some(([0x55; 16], 0)));
+    let r = svsm::call(
+        info.caa,
+        ATTEST,
+        1,
+        Regs {
+            rcx: req,
+            ..Regs::default()
+        },
+        true,
+    );
+    t.check(
+        "bad_attest_unknown_service",
+        r.rax == INVALID_PARAMETER,
+        format_args!("{r:x?}"),
+    );
+    let r = call(info, ATTEST, 1, info.svsm_base);
+    t.check(
+        "bad_attest_request_in_svsm",
+        r.rax == INVALID_ADDRESS,
+        format_args!("{r:x?}"),
+    );
 }
 
 fn bad_inputs(info: &Info, t: &mut Tally) {

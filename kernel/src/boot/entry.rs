@@ -39,8 +39,10 @@ boot_pd:
     .p2align 3
 boot_gdt:
     .quad 0
-    .quad 0x00af9a000000ffff    /* 0x08: 64-bit code, DPL 0 */
-    .quad 0x00cf92000000ffff    /* 0x10: data, DPL 0 */
+    /* Accessed bits preset: the CPU would otherwise write them into this
+       read-only table (and change the image it measures). */
+    .quad 0x00af9b000000ffff    /* 0x08: 64-bit code, DPL 0 */
+    .quad 0x00cf93000000ffff    /* 0x10: data, DPL 0 */
 boot_gdt_end:
 boot_gdt_ptr:
     .word boot_gdt_end - boot_gdt - 1

@@ -57,7 +57,7 @@ impl Gdt {
             | (((base >> 24) & 0xFF) << 56);
         let high = base >> 32;
         Self {
-            entries: [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff, low, high],
+            entries: [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff, low, high],
         }
     }
 

@@ -233,3 +233,14 @@ pub fn rdseed() -> Option<u64> {
     };
     (ok != 0).then_some(value)
 }
+
+/// Writes a word to an I/O port.
+///
+/// # Safety
+/// The caller must know what the device behind `port` does with the write.
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: the caller vouches for the effect of the port write.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    }
+}

@@ -12,6 +12,7 @@
 
 #[cfg(target_os = "none")]
 pub mod native;
+pub mod snp_report;
 
 use alloc::boxed::Box;
 
@@ -140,6 +141,10 @@ pub trait Platform: Sync {
         out: &mut [u8],
     ) -> Result<usize, PlatformError>;
 
+    /// The certificates a verifier needs for this platform's reports; None
+    /// when the platform cannot make reports at all.
+    fn attestation_certificates(&self) -> Option<&[u8]>;
+
     /// Ends the VM.
     fn terminate(&self, status: ExitStatus) -> !;
 }
@@ -157,4 +162,34 @@ pub fn install(platform: &'static dyn Platform) -> &'static dyn Platform {
 #[cfg(target_os = "none")]
 pub fn current() -> Option<&'static dyn Platform> {
     CURRENT.get().copied()
+}
+
+/// The platform's reports, as the attestation protocol asks for them.
+pub struct PlatformReports(pub &'static dyn Platform);
+
+impl crate::protocols::attest::ReportProvider for PlatformReports {
+    fn report(
+        &mut self,
+        report_data: &[u8; 64],
+    ) -> Result<alloc::vec::Vec<u8>, crate::protocols::SvsmError> {
+        let mut out = alloc::vec![0u8; snp_report::REPORT_LEN];
+        match self.0.attestation_report(report_data, &mut out) {
+            Ok(n) => {
+                out.truncate(n);
+                Ok(out)
+            }
+            Err(e) => {
+                log::error!("attestation report: {e}");
+                Err(crate::protocols::SvsmError::INVALID_REQUEST)
+            }
+        }
+    }
+
+    fn report_len(&self) -> usize {
+        snp_report::REPORT_LEN
+    }
+
+    fn certificates(&self) -> &[u8] {
+        self.0.attestation_certificates().unwrap_or(&[])
+    }
 }

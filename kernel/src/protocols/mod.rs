@@ -3,9 +3,11 @@
 //! every platform: it sees the guest only through [`Guest`] and the vTPM
 //! only through [`TpmBackend`], and is tested on the host with fakes.
 
+pub mod attest;
 pub mod core_protocol;
 pub mod vtpm;
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use crate::platform::GuestRegisters;
@@ -94,6 +96,13 @@ pub trait Guest {
 pub trait TpmBackend {
     /// Runs one TPM command at `locality` and returns the response.
     fn execute(&mut self, locality: u8, command: &[u8]) -> Vec<u8>;
+
+    /// The vTPM service's attestation manifest of `version` (version 0: the
+    /// EK's TPMT_PUBLIC), or None if this TPM cannot give it.
+    fn service_manifest(&mut self, version: u32) -> Option<Vec<u8>> {
+        let _ = version;
+        None
+    }
 }
 
 /// The SVSM's per-guest protocol state.
@@ -102,6 +111,8 @@ pub struct Svsm<T: TpmBackend> {
     pub caa: u64,
     /// The vTPM, if this SVSM has one.
     pub tpm: Option<T>,
+    /// The attestation report provider, if the platform has one.
+    pub attest: Option<Box<dyn attest::ReportProvider>>,
 }
 
 /// One call, decoded from the registers.
@@ -126,7 +137,11 @@ impl Call {
 impl<T: TpmBackend> Svsm<T> {
     /// A fresh SVSM state for a guest whose Calling Area is at `caa`.
     pub fn new(caa: u64, tpm: Option<T>) -> Self {
-        Self { caa, tpm }
+        Self {
+            caa,
+            tpm,
+            attest: None,
+        }
     }
 
     /// Handles one call: the guest's registers in, its registers out (RAX =
@@ -135,6 +150,16 @@ impl<T: TpmBackend> Svsm<T> {
         let call = Call::from_rax(regs.rax);
         let outcome = match call.protocol {
             protocol::CORE => core_protocol::handle(self, guest, call.id, regs),
+            protocol::ATTEST => match self.attest.as_mut() {
+                Some(provider) => attest::handle(
+                    provider.as_mut(),
+                    self.tpm.as_mut().map(|t| t as &mut dyn TpmBackend),
+                    guest,
+                    call.id,
+                    regs,
+                ),
+                None => Err(SvsmError::UNSUPPORTED_PROTOCOL),
+            },
             protocol::VTPM => match self.tpm.as_mut() {
                 Some(tpm) => vtpm::handle(tpm, guest, call.id, regs),
                 None => Err(SvsmError::UNSUPPORTED_PROTOCOL),
@@ -151,6 +176,7 @@ impl<T: TpmBackend> Svsm<T> {
     pub fn protocol_versions(&self, protocol: u32) -> Option<(u32, u32)> {
         match protocol {
             protocol::CORE => Some((1, 1)),
+            protocol::ATTEST if self.attest.is_some() => Some((1, 1)),
             protocol::VTPM if self.tpm.is_some() => Some((1, 1)),
             _ => None,
         }
@@ -244,6 +270,9 @@ pub(crate) mod fake {
             let mut r = vec![0xEE, locality];
             r.extend_from_slice(command);
             r
+        }
+        fn service_manifest(&mut self, version: u32) -> Option<Vec<u8>> {
+            (version == 0).then(|| b"EK TPMT_PUBLIC".to_vec())
         }
     }
 }

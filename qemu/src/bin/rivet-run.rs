@@ -67,10 +67,18 @@ fn main() -> ExitCode {
     if let Some(g) = &guest {
         eprintln!("rivet-run: guest firmware {}", g.display());
     }
+    // A fresh simulated attestation key for this run, never in the image.
+    let key = rivet_qemu::workspace_root()
+        .join("target")
+        .join("rivet-run-report-key");
+    if let Err(e) = rivet_qemu::write_report_key(&key) {
+        eprintln!("rivet-run: cannot write {}: {e}", key.display());
+        return ExitCode::from(2);
+    }
     let mut ready = Vec::new();
     let mut last = None;
     for i in 0..args.boots.max(1) {
-        let mut boot = Boot::new(&kernel);
+        let mut boot = Boot::new(&kernel).report_key(&key);
         if let Some(g) = &guest {
             boot = boot.guest_firmware(g);
         }

@@ -3,7 +3,9 @@
 //! nested SVM guest whose nested page tables map only its own memory, and
 //! the VM ends through QEMU's isa-debug-exit device (port 0xF4).
 
+pub mod fw_cfg;
 pub mod guest;
+pub mod reports;
 pub mod svm;
 pub mod vmcb;
 
@@ -35,14 +37,17 @@ const VMMCALL_LEN: u64 = 3;
 pub struct Native {
     serial: Serial16550,
     vcpu: Mutex<Option<SvmVcpu>>,
+    reports: Option<reports::SimulatedReports>,
 }
 
 impl Native {
-    /// Takes over the serial port.
+    /// Takes over the serial port; takes the simulated attestation key if
+    /// the host gave one.
     pub fn new() -> Self {
         Self {
             serial: Serial16550::init(COM1),
             vcpu: Mutex::new(None),
+            reports: reports::SimulatedReports::from_host(),
         }
     }
 
@@ -293,12 +298,24 @@ impl Platform for Native {
 
     fn attestation_report(
         &self,
-        _report_data: &[u8; 64],
-        _out: &mut [u8],
+        report_data: &[u8; 64],
+        out: &mut [u8],
     ) -> Result<usize, PlatformError> {
-        Err(PlatformError::Unsupported(
-            "simulated attestation reports are not built yet",
-        ))
+        let reports = self.reports.as_ref().ok_or(PlatformError::Unsupported(
+            "no simulated report key from the host (fw_cfg opt/rivet/report-key)",
+        ))?;
+        let report = reports
+            .report(report_data)
+            .ok_or(PlatformError::Firmware(1))?;
+        let out = out
+            .get_mut(..report.len())
+            .ok_or(PlatformError::BufferTooSmall(report.len()))?;
+        out.copy_from_slice(&report);
+        Ok(report.len())
+    }
+
+    fn attestation_certificates(&self) -> Option<&[u8]> {
+        self.reports.as_ref().map(|r| r.certificates())
     }
 
     fn terminate(&self, status: ExitStatus) -> ! {
