@@ -8,8 +8,9 @@ use zeroize::Zeroize;
 use crate::alg::kdf::kdfa;
 use crate::alg::sym::{Direction, SymMode, aes};
 use crate::crypto::HashAlg;
+use crate::marshal::{Reader, Writer};
 use crate::rc::{self, CmdResult, Rc};
-use crate::spec::{handle_type, ht};
+use crate::spec::ht;
 
 /// At most this many sessions are loaded at once (TPM_RC_SESSION_MEMORY beyond).
 pub const MAX_LOADED_SESSIONS: usize = 3;
@@ -119,9 +120,97 @@ impl Session {
     }
 }
 
+// Used by ContextSave/ContextLoad (command/context.rs, the keys part).
+#[allow(dead_code)]
+impl Session {
+    /// The session's state as a blob for a context save (unprotected: the
+    /// context layer adds integrity and confidentiality).
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(self.handle);
+        w.u8(match self.kind {
+            Kind::Hmac => 0,
+            Kind::Policy => 1,
+            Kind::Trial => 3,
+        });
+        w.u16(self.hash.id());
+        w.tpm2b(&self.key);
+        w.tpm2b(&self.nonce_tpm);
+        match self.symmetric {
+            Symmetric::Null => w.u8(0),
+            Symmetric::Xor(h) => {
+                w.u8(1);
+                w.u16(h.id());
+            }
+            Symmetric::AesCfb(bits) => {
+                w.u8(2);
+                w.u16(bits);
+            }
+        }
+        match &self.bind {
+            None => w.u8(0),
+            Some((h, auth)) => {
+                w.u8(1);
+                w.u32(*h);
+                w.tpm2b(auth);
+            }
+        }
+        w.u8(u8::from(self.da_bound));
+        w.u8(u8::from(self.lockout_bound));
+        w.tpm2b(&self.policy_digest);
+        w.buf
+    }
+
+    fn from_bytes(b: &[u8]) -> CmdResult<Self> {
+        let mut r = Reader::new(b);
+        let bad = || Rc::new(rc::VALUE);
+        let handle = r.u32()?;
+        let kind = match r.u8()? {
+            0 => Kind::Hmac,
+            1 => Kind::Policy,
+            3 => Kind::Trial,
+            _ => return Err(bad()),
+        };
+        let hash = HashAlg::from_id(r.u16()?).ok_or_else(bad)?;
+        let key = r.tpm2b(crate::spec::MAX_DIGEST)?.to_vec();
+        let nonce_tpm = r.tpm2b(crate::spec::MAX_DIGEST)?.to_vec();
+        let symmetric = match r.u8()? {
+            0 => Symmetric::Null,
+            1 => Symmetric::Xor(HashAlg::from_id(r.u16()?).ok_or_else(bad)?),
+            2 => Symmetric::AesCfb(r.u16()?),
+            _ => return Err(bad()),
+        };
+        let bind = if r.yes_no()? {
+            Some((r.u32()?, r.tpm2b(crate::spec::MAX_DIGEST)?.to_vec()))
+        } else {
+            None
+        };
+        let da_bound = r.yes_no()?;
+        let lockout_bound = r.yes_no()?;
+        let policy_digest = r.tpm2b(crate::spec::MAX_DIGEST)?.to_vec();
+        r.finish()?;
+        Ok(Self {
+            handle,
+            kind,
+            hash,
+            key,
+            nonce_tpm,
+            symmetric,
+            bind,
+            da_bound,
+            lockout_bound,
+            policy_digest,
+        })
+    }
+}
+
+/// Loaded sessions, and the handles of active sessions whose context was
+/// saved (each with the sequence number of its latest save).
 #[derive(Default)]
 pub struct Sessions {
     slots: Vec<Session>,
+    saved: Vec<(u32, u64)>,
+    next_sequence: u64,
 }
 
 impl Sessions {
@@ -131,16 +220,28 @@ impl Sessions {
     pub fn get_mut(&mut self, h: u32) -> Option<&mut Session> {
         self.slots.iter_mut().find(|s| s.handle == h)
     }
-    pub fn remove(&mut self, h: u32) -> Option<Session> {
-        let i = self.slots.iter().position(|s| s.handle == h)?;
-        Some(self.slots.remove(i))
+    /// Flush a loaded or saved session.
+    pub fn remove(&mut self, h: u32) -> Option<()> {
+        if let Some(i) = self.slots.iter().position(|s| s.handle == h) {
+            self.slots.remove(i);
+            return Some(());
+        }
+        let i = self.saved.iter().position(|(x, _)| *x == h)?;
+        self.saved.remove(i);
+        Some(())
     }
     /// Load a new session; its handle carries the lowest free session number.
     pub fn insert(&mut self, mut s: Session) -> CmdResult<u32> {
         if self.slots.len() >= MAX_LOADED_SESSIONS {
             return Err(Rc::new(rc::SESSION_MEMORY));
         }
-        let used = |i: u32| self.slots.iter().any(|x| x.handle & 0x00FF_FFFF == i);
+        if self.active() >= MAX_ACTIVE_SESSIONS {
+            return Err(Rc::new(rc::SESSION_HANDLES));
+        }
+        let used = |i: u32| {
+            self.slots.iter().any(|x| x.handle & 0x00FF_FFFF == i)
+                || self.saved.iter().any(|(h, _)| h & 0x00FF_FFFF == i)
+        };
         let index = (0u32..).find(|i| !used(*i)).unwrap_or(0);
         let kind = if s.kind == Kind::Hmac {
             ht::HMAC_SESSION
@@ -152,18 +253,103 @@ impl Sessions {
         self.slots.push(s);
         Ok(h)
     }
-    /// Loaded session handles of one type, sorted.
-    pub fn handles(&self, kind: u8) -> Vec<u32> {
-        let mut v: Vec<u32> = self
+    #[allow(dead_code)] // for ContextSave
+    /// Context save: the session leaves RAM but stays active; returns the
+    /// save's sequence number and the session state.
+    pub fn save(&mut self, h: u32) -> CmdResult<(u64, Vec<u8>)> {
+        let i = self
             .slots
             .iter()
-            .map(|s| s.handle)
-            .filter(|h| handle_type(*h) == kind)
-            .collect();
-        v.sort_unstable();
+            .position(|s| s.handle == h)
+            .ok_or(Rc::new(rc::HANDLE))?;
+        let blob = self.slots.remove(i).to_bytes();
+        let sequence = self.next_sequence;
+        self.next_sequence = self.next_sequence.wrapping_add(1);
+        self.saved.push((h, sequence));
+        Ok((sequence, blob))
+    }
+    #[allow(dead_code)] // for ContextLoad
+    /// Context load: only the latest save of an active session loads, once.
+    pub fn load(&mut self, sequence: u64, blob: &[u8]) -> CmdResult<u32> {
+        let s = Session::from_bytes(blob)?;
+        let i = self
+            .saved
+            .iter()
+            .position(|(h, q)| *h == s.handle && *q == sequence)
+            .ok_or(Rc::new(rc::HANDLE))?;
+        if self.slots.len() >= MAX_LOADED_SESSIONS {
+            return Err(Rc::new(rc::SESSION_MEMORY));
+        }
+        self.saved.remove(i);
+        let h = s.handle;
+        self.slots.push(s);
+        Ok(h)
+    }
+    /// Handles for TPM_CAP_HANDLES: loaded (TPM_HT_LOADED_SESSION) or saved
+    /// (TPM_HT_SAVED_SESSION) sessions, by session number.
+    pub fn handles(&self, saved: bool) -> Vec<u32> {
+        let mut v: Vec<u32> = if saved {
+            self.saved.iter().map(|(h, _)| *h).collect()
+        } else {
+            self.slots.iter().map(|s| s.handle).collect()
+        };
+        v.sort_unstable_by_key(|h| h & 0x00FF_FFFF);
         v
     }
+    /// Loaded sessions.
     pub fn count(&self) -> usize {
         self.slots.len()
+    }
+    /// Active sessions: loaded or saved.
+    pub fn active(&self) -> usize {
+        self.slots.len() + self.saved.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(kind: Kind) -> Session {
+        Session {
+            handle: 0,
+            kind,
+            hash: HashAlg::Sha256,
+            key: alloc::vec![1; 32],
+            nonce_tpm: alloc::vec![2; 32],
+            symmetric: Symmetric::AesCfb(128),
+            bind: Some((0x4000_0001, alloc::vec![3])),
+            da_bound: false,
+            lockout_bound: false,
+            policy_digest: alloc::vec![0; 32],
+        }
+    }
+
+    #[test]
+    fn save_and_load_once() {
+        let mut s = Sessions::default();
+        let a = s.insert(session(Kind::Hmac)).unwrap();
+        let b = s.insert(session(Kind::Policy)).unwrap();
+        assert_eq!((a, b), (0x0200_0000, 0x0300_0001));
+        let (q1, blob1) = s.save(a).unwrap();
+        assert!(s.get(a).is_none());
+        assert_eq!(s.handles(true), [a]);
+        // A new session does not reuse a saved session's number.
+        let c = s.insert(session(Kind::Hmac)).unwrap();
+        assert_eq!(c, 0x0200_0002);
+        assert_eq!((s.count(), s.active()), (2, 3));
+        assert_eq!(s.load(q1, &blob1).unwrap(), a);
+        assert_eq!(s.get(a).map(|x| x.key.clone()), Some(alloc::vec![1; 32]));
+        // Replaying the same context, or an older one, fails.
+        assert_eq!(s.load(q1, &blob1), Err(Rc::new(rc::HANDLE)));
+        let (q2, _) = s.save(a).unwrap();
+        assert_eq!(s.load(q1, &blob1), Err(Rc::new(rc::HANDLE)));
+        assert!(q2 > q1);
+        assert_eq!(
+            s.load(q2, &blob1[..blob1.len() - 1]),
+            Err(Rc::new(rc::INSUFFICIENT))
+        );
+        assert_eq!(s.remove(a), Some(()));
+        assert_eq!(s.active(), 2);
     }
 }

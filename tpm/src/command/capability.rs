@@ -201,8 +201,12 @@ fn handles(cx: &Ctx, from: u32) -> CmdResult<Vec<u32>> {
                 rh::PLATFORM_NV
             ]
         }
+        // TPM_HT_LOADED_SESSION and TPM_HT_SAVED_SESSION list both kinds, by session number.
         ht::HMAC_SESSION | ht::POLICY_SESSION => {
-            cx.core.vol.sessions.handles(spec::handle_type(from))
+            let saved = spec::handle_type(from) == ht::POLICY_SESSION;
+            let mut v = cx.core.vol.sessions.handles(saved);
+            v.retain(|h| h & 0x00FF_FFFF >= from & 0x00FF_FFFF);
+            return Ok(v);
         }
         _ => return Err(Rc::param(rc::HANDLE, 2)),
     };
@@ -242,6 +246,10 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
     .unwrap_or(0);
     let indices = u32::try_from(ps.nv.len()).unwrap_or(0);
     let max_indices = u32::try_from(super::nv::MAX_NV_INDICES).unwrap_or(0);
+    let sessions_loaded = u32::try_from(v.sessions.count()).unwrap_or(0);
+    let sessions_active = u32::try_from(v.sessions.active()).unwrap_or(0);
+    let max_sessions = u32::try_from(crate::session::MAX_LOADED_SESSIONS).unwrap_or(0);
+    let max_active = u32::try_from(crate::session::MAX_ACTIVE_SESSIONS).unwrap_or(0);
     let permanent = u32::from(!ps.owner_auth.is_empty())
         | (u32::from(!ps.endorsement_auth.is_empty()) << 1)
         | (u32::from(!ps.lockout_auth.is_empty()) << 2)
@@ -270,7 +278,7 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
         (pt::INPUT_BUFFER, 1024),
         (pt::HR_TRANSIENT_MIN, max_loaded),
         (pt::HR_PERSISTENT_MIN, 7),
-        (pt::HR_LOADED_MIN, 3),
+        (pt::HR_LOADED_MIN, max_sessions),
         (
             pt::ACTIVE_SESSIONS_MAX,
             u32::try_from(crate::session::MAX_ACTIVE_SESSIONS).unwrap_or(0)
@@ -309,16 +317,16 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
         (pt::PERMANENT, permanent),
         (pt::STARTUP_CLEAR, startup_clear),
         (pt::HR_NV_INDEX, indices),
-        (pt::HR_LOADED, loaded),
-        (pt::HR_LOADED_AVAIL, max_loaded.saturating_sub(loaded)),
+        // HR_LOADED*/HR_ACTIVE* count authorization sessions; HR_TRANSIENT_AVAIL objects.
+        (pt::HR_LOADED, sessions_loaded),
         (
-            pt::HR_ACTIVE,
-            u32::try_from(v.sessions.count()).unwrap_or(0)
+            pt::HR_LOADED_AVAIL,
+            max_sessions.saturating_sub(sessions_loaded)
         ),
+        (pt::HR_ACTIVE, sessions_active),
         (
             pt::HR_ACTIVE_AVAIL,
-            u32::try_from(crate::session::MAX_ACTIVE_SESSIONS.saturating_sub(v.sessions.count()))
-                .unwrap_or(0)
+            max_active.saturating_sub(sessions_active)
         ),
         (pt::HR_TRANSIENT_AVAIL, max_loaded.saturating_sub(loaded)),
         (

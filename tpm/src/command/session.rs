@@ -424,7 +424,22 @@ mod tests {
             0,
             &Cmd::new(0x17A).u32(1).u32(0x0200_0000).u32(10),
         );
-        assert_eq!(&b[5..], &[0, 0, 0, 2, 2, 0, 0, 0, 2, 0, 0, 2]);
+        // TPM_HT_LOADED_SESSION lists HMAC and policy sessions by number.
+        assert_eq!(&b[5..], &[0, 0, 0, 3, 2, 0, 0, 0, 3, 0, 0, 1, 2, 0, 0, 2]);
+        let (_, b) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x17A).u32(1).u32(0x0300_0000).u32(10),
+        );
+        assert_eq!(&b[5..], &[0, 0, 0, 0]);
+        let (_, b) = run(&mut tpm, 0, &Cmd::new(0x17A).u32(6).u32(0x203).u32(4));
+        assert_eq!(
+            &b[9..],
+            &[
+                0, 0, 2, 3, 0, 0, 0, 3, 0, 0, 2, 4, 0, 0, 0, 0, 0, 0, 2, 5, 0, 0, 0, 3, 0, 0, 2, 6,
+                0, 0, 0, 61
+            ]
+        );
         // A policy session cannot authorize an entity without a policy.
         let mut c = Cmd::new(0x129).h(OWNER).pw(b"").tpm2b(b"").bytes();
         c[18..22].copy_from_slice(&policy.to_be_bytes());
