@@ -62,6 +62,21 @@ pub const REFERENCE_H0: u32 = 0x910;
 pub const REFERENCE_S0: u32 = 0x918;
 pub const LOCKOUT: u32 = 0x921;
 
+// Codes of the key commands (part 2).
+pub const OBJECT_HANDLES: u32 = 0x906;
+pub const CONTEXT_GAP: u32 = 0x901;
+pub const PARENT: u32 = 0x152;
+pub const NO_RESULT: u32 = 0x154;
+pub const SENSITIVE: u32 = 0x155;
+pub const TOO_MANY_CONTEXTS: u32 = 0x12E;
+pub const KEY_SIZE: u32 = 0x087;
+pub const RANGE: u32 = 0x08D;
+pub const SIGNATURE: u32 = 0x09B;
+pub const INTEGRITY: u32 = 0x09F;
+pub const TICKET: u32 = 0x0A0;
+pub const BINDING: u32 = 0x0A5;
+pub const ECC_POINT: u32 = 0x0A7;
+
 /// Where in the command an error was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum At {
