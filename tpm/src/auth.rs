@@ -159,12 +159,22 @@ fn entity(core: &Core, code: u32, handle: u32) -> CmdResult<Entity> {
                 da_exempt: a & nv::NO_DA != 0,
             }
         }
-        ht::TRANSIENT => {
-            let o = core.vol.objects.get(handle).ok_or(Rc::new(rc::HANDLE))?;
-            Entity {
-                auth: o.auth.clone(),
-                policy: None,
-                da_exempt: true,
+        ht::TRANSIENT | ht::PERSISTENT => {
+            if let Some(o) = crate::key::object_auth(core, code, handle) {
+                Entity {
+                    auth: o.auth,
+                    policy: o.policy,
+                    da_exempt: o.da_exempt,
+                }
+            } else if spec::handle_type(handle) == ht::TRANSIENT {
+                let o = core.vol.objects.get(handle).ok_or(Rc::new(rc::HANDLE))?;
+                Entity {
+                    auth: o.auth.clone(),
+                    policy: None,
+                    da_exempt: true,
+                }
+            } else {
+                return Err(Rc::new(rc::HANDLE));
             }
         }
         // PCRs: authValue is the Empty Buffer (no PCR_SetAuthValue yet); DA exempt.
@@ -193,8 +203,8 @@ pub fn name(core: &Core, handle: u32) -> Vec<u8> {
             .find(|n| n.handle == handle)
             .map(nv_name)
             .unwrap_or_default(),
-        // Sequence objects have no nameAlg, so their Name is the Empty Buffer.
-        ht::TRANSIENT => Vec::new(),
+        // Keys have their Name; sequence objects have no nameAlg (Empty Buffer).
+        ht::TRANSIENT | ht::PERSISTENT => crate::key::object_name(core, handle).unwrap_or_default(),
         _ => handle.to_be_bytes().to_vec(),
     }
 }
@@ -288,6 +298,9 @@ pub fn authorize(
             // A password session must authorize a handle.
             let h = assoc.ok_or(Rc::session(rc::HANDLE, n))?;
             let e = entity(core, entry.cc, h).map_err(at)?;
+            if crate::key::object_auth(core, entry.cc, h).is_some_and(|o| !o.auth_allowed) {
+                return Err(Rc::new(rc::AUTH_UNAVAILABLE));
+            }
             lockout_check(core, h, &e)?;
             if !ct_eq(trim_auth(&s.hmac), trim_auth(&e.auth)) {
                 return Err(at(auth_failure(core, h, &e)));
@@ -358,6 +371,9 @@ pub fn authorize(
                 }
             }
             _ => {
+                if crate::key::object_auth(core, entry.cc, h).is_some_and(|o| !o.auth_allowed) {
+                    return Err(Rc::new(rc::AUTH_UNAVAILABLE));
+                }
                 let include_auth = !session.bound_to(h, trim_auth(&e.auth));
                 if include_auth {
                     lockout_check(core, h, &e)?;
