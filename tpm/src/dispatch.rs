@@ -42,6 +42,8 @@ pub enum HandleKind {
     HierarchyOrNull,
     /// TPMI_DH_PARENT+: a hierarchy (or null) or an object.
     Parent,
+    /// TPMI_RH_ENDORSEMENT.
+    Endorsement,
 }
 
 pub type Handler = fn(&mut Ctx, &mut Call) -> CmdResult<()>;
@@ -91,7 +93,8 @@ const fn nvw(mut x: Entry) -> Entry {
 
 use HandleKind as K;
 use command::{
-    capability, clock, hash, hierarchy, nv as nvc, object, pcr, random, session, startup, testing,
+    attestation, capability, clock, hash, hierarchy, nv as nvc, object, pcr, random, session,
+    signature, startup, testing,
 };
 
 /// The implemented commands, sorted by command code.
@@ -123,18 +126,24 @@ pub static TABLE: &[Entry] = &[
     Entry { no_sessions: true, ..nvw(e(cc::STARTUP, &[], 0, startup::startup)) },
     nvw(e(cc::SHUTDOWN, &[], 0, startup::shutdown)),
     dec(e(cc::STIR_RANDOM, &[], 0, random::stir_random)),
+    enc(dec(e(cc::CERTIFY, &[K::Object, K::ObjectOrNull], 2, attestation::certify))),
+    enc(dec(e(cc::CERTIFY_CREATION, &[K::ObjectOrNull, K::Object], 1, attestation::certify_creation))),
+    enc(dec(e(cc::GET_TIME, &[K::Endorsement, K::ObjectOrNull], 2, attestation::get_time))),
     enc(e(cc::NV_READ, &[K::NvAuth, K::NvIndex], 1, nvc::read)),
     nvw(e(cc::NV_READ_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::read_lock)),
     enc(dec(e(cc::OBJECT_CHANGE_AUTH, &[K::Object, K::Object], 1, object::object_change_auth))),
     enc(dec(e(cc::CREATE, &[K::Object], 1, object::create))),
     Entry { response_handle: true, ..enc(dec(e(cc::LOAD, &[K::Object], 1, object::load))) },
+    enc(dec(e(cc::QUOTE, &[K::ObjectOrNull], 1, attestation::quote))),
     dec(e(cc::SEQUENCE_UPDATE, &[K::Object], 1, hash::sequence_update)),
+    dec(e(cc::SIGN, &[K::Object], 1, signature::sign)),
     enc(e(cc::UNSEAL, &[K::Object], 1, object::unseal)),
     Entry { no_sessions: true, ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context) },
     Entry { response_handle: true, ..enc(dec(e(cc::LOAD_EXTERNAL, &[], 0, object::load_external))) },
     enc(e(cc::NV_READ_PUBLIC, &[K::NvIndex], 0, nvc::read_public)),
     enc(e(cc::READ_PUBLIC, &[K::Object], 0, object::read_public)),
     Entry { response_handle: true, ..enc(dec(e(cc::START_AUTH_SESSION, &[K::ObjectOrNull, K::Entity], 0, session::start_auth_session))) },
+    dec(e(cc::VERIFY_SIGNATURE, &[K::Object], 0, signature::verify_signature)),
     e(cc::GET_CAPABILITY, &[], 0, capability::get_capability),
     enc(e(cc::GET_RANDOM, &[], 0, random::get_random)),
     enc(e(cc::GET_TEST_RESULT, &[], 0, testing::get_test_result)),
@@ -355,6 +364,7 @@ fn check_handle(core: &Core, kind: HandleKind, h: u32) -> CmdResult<()> {
             };
         }
         K::HierarchyOrNull => &[rh::OWNER, rh::ENDORSEMENT, rh::PLATFORM, rh::NULL],
+        K::Endorsement => &[rh::ENDORSEMENT],
         K::Parent if spec::handle_type(h) == ht::PERMANENT => {
             return check_handle(core, K::HierarchyOrNull, h);
         }
