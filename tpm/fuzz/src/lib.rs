@@ -132,3 +132,41 @@ pub fn run(data: &[u8]) {
     let restored = Tpm::restore(platform, &blob).expect("own state blob refused");
     assert_eq!(restored.state(), blob, "state does not round-trip");
 }
+
+/// Runs one restore fuzz input: a candidate state blob.
+pub fn restore(data: &[u8]) {
+    let platform = FuzzPlatform {
+        rng: 7,
+        clock: 0,
+        last_commit: Vec::new(),
+    };
+    let Ok(mut tpm) = Tpm::restore(platform, data) else {
+        return;
+    };
+    let r = tpm.execute(0, &STARTUP_CLEAR);
+    check_response(&STARTUP_CLEAR, &r);
+    let blob = tpm.state();
+    let platform = FuzzPlatform {
+        rng: 8,
+        clock: 0,
+        last_commit: Vec::new(),
+    };
+    let again = Tpm::restore(platform, &blob).expect("state() of an accepted blob refused");
+    assert_eq!(again.state(), blob, "state does not round-trip");
+}
+
+/// A valid state blob after a few NV and hierarchy changes (restore seed).
+pub fn sample_state() -> Vec<u8> {
+    let seed = include_bytes!("../seeds/execute/nv");
+    let platform = FuzzPlatform {
+        rng: 0x5eed,
+        clock: 0,
+        last_commit: Vec::new(),
+    };
+    let mut tpm = Tpm::manufacture(platform).expect("manufacture");
+    tpm.execute(0, &STARTUP_CLEAR);
+    for (locality, cmd) in commands(&seed[1..]) {
+        tpm.execute(locality, cmd);
+    }
+    tpm.state()
+}

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use rivet_tpm_fuzz::{STARTUP_CLEAR, encode};
+use rivet_tpm_fuzz::{STARTUP_CLEAR, encode, sample_state};
 
 fn cmd(sessions: bool, code: u32, body: &[u8]) -> Vec<u8> {
     let tag: u16 = if sessions { 0x8002 } else { 0x8001 };
@@ -184,10 +184,15 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Writes DIR/execute/* (command sequences) and DIR/restore/* (state blobs).
 fn main() {
     let dir = PathBuf::from(std::env::args().nth(1).expect("usage: write-seeds DIR"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let execute = dir.join("execute");
+    std::fs::create_dir_all(&execute).unwrap();
     for (name, seed) in seeds() {
-        std::fs::write(dir.join(name), seed).unwrap();
+        std::fs::write(execute.join(name), seed).unwrap();
     }
+    let restore = dir.join("restore");
+    std::fs::create_dir_all(&restore).unwrap();
+    std::fs::write(restore.join("after-nv"), sample_state()).unwrap();
 }
