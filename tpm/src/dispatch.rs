@@ -100,6 +100,7 @@ use command::{
 /// The implemented commands, sorted by command code.
 #[rustfmt::skip]
 pub static TABLE: &[Entry] = &[
+    nvw(e(cc::EVICT_CONTROL, &[K::Provision, K::Object], 1, object::evict_control)),
     nvw(e(cc::HIERARCHY_CONTROL, &[K::Hierarchy], 1, hierarchy::hierarchy_control)),
     nvw(e(cc::NV_UNDEFINE_SPACE, &[K::Provision, K::NvIndex], 1, nvc::undefine_space)),
     nvw(e(cc::CLEAR, &[K::ClearAuth], 1, hierarchy::clear)),
@@ -396,8 +397,14 @@ fn check_handle(core: &Core, kind: HandleKind, h: u32) -> CmdResult<()> {
                         Err(Rc::new(rc::REFERENCE_H0))
                     }
                 }
-                // No persistent objects yet: nothing at a persistent handle is loaded.
-                ht::PERSISTENT => Err(Rc::new(rc::HANDLE)),
+                // Persistent objects (EvictControl) are always loaded.
+                ht::PERSISTENT => {
+                    if core.ps.persistent_objects.iter().any(|(p, _)| *p == h) {
+                        Ok(())
+                    } else {
+                        Err(Rc::new(rc::HANDLE))
+                    }
+                }
                 _ => Err(Rc::new(rc::VALUE)),
             };
         }

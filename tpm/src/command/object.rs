@@ -930,3 +930,86 @@ pub(crate) mod tests {
         assert_eq!(rc_of(&tpm.execute(0, &cmd.bytes())), 0x2E7);
     }
 }
+
+#[cfg(test)]
+mod evict_tests {
+    use super::tests::*;
+    use crate::Tpm;
+    use crate::testutil::{Cmd, platform, rc_of, started};
+
+    const EVICT: u32 = 0x120;
+    const PLATFORM: u32 = 0x4000_000C;
+
+    #[test]
+    fn evict_control_persists_across_restore() {
+        let mut tpm = started();
+        let (rc, srk, srk_pub, _) = primary(&mut tpm, OWNER, b"pw", &srk_ecc());
+        assert_eq!(rc, 0);
+        let evict = |owner: u32, obj: u32, p: u32| Cmd::new(EVICT).h(owner).h(obj).pw(b"").u32(p);
+        // Owner handles are 0x81000000..=0x817FFFFF.
+        assert_eq!(
+            rc_of(&tpm.execute(0, &evict(OWNER, srk, 0x8180_0001).bytes())),
+            0x1CD
+        );
+        assert_eq!(
+            rc_of(&tpm.execute(0, &evict(PLATFORM, srk, 0x8180_0001).bytes())),
+            0x285
+        );
+        assert_eq!(
+            rc_of(&tpm.execute(0, &evict(OWNER, srk, 0x8100_0001).bytes())),
+            0
+        );
+        assert_eq!(
+            rc_of(&tpm.execute(0, &evict(OWNER, srk, 0x8100_0001).bytes())),
+            0x14C
+        );
+        // Null-hierarchy objects cannot be made persistent.
+        let (_, tmp, _, _) = primary(&mut tpm, NULL, b"", &srk_ecc());
+        assert_eq!(
+            rc_of(&tpm.execute(0, &evict(OWNER, tmp, 0x8100_0002).bytes())),
+            0x282
+        );
+        flush(&mut tpm, tmp);
+        flush(&mut tpm, srk);
+        // The persistent key works as a parent (with its password) after a restore.
+        let blob = tpm.state();
+        let mut tpm = Tpm::restore(platform(), &blob).unwrap();
+        assert_eq!(rc_of(&tpm.execute(0, &Cmd::new(0x144).u16(0).bytes())), 0);
+        let resp = tpm.execute(0, &Cmd::new(0x173).h(0x8100_0001).bytes());
+        assert_eq!(rc_of(&resp), 0);
+        assert_eq!(tpm2b(&resp, 10).0, srk_pub);
+        let seal = template(8, 0x0000_0052, &[0x00, 0x10, 0x00, 0x00]);
+        let cmd = |pw: &[u8]| {
+            Cmd::new(0x153)
+                .h(0x8100_0001)
+                .pw(pw)
+                .tpm2b(&sensitive(b"", b"data"))
+                .tpm2b(&seal)
+                .tpm2b(b"")
+                .u32(0)
+        };
+        assert_eq!(rc_of(&tpm.execute(0, &cmd(b"").bytes())), 0x98E);
+        assert_eq!(split(&tpm.execute(0, &cmd(b"pw").bytes()), false).0, 0);
+        // GetCapability(TPM_CAP_HANDLES, persistent) lists it.
+        let resp = tpm.execute(0, &Cmd::new(0x17A).u32(1).u32(0x8100_0000).u32(8).bytes());
+        assert_eq!(&resp[resp.len() - 8..], &[0, 0, 0, 1, 0x81, 0, 0, 1]);
+        // Evict it again: gone.
+        let c = Cmd::new(EVICT)
+            .h(OWNER)
+            .h(0x8100_0001)
+            .pw(b"")
+            .u32(0x8100_0002);
+        assert_eq!(rc_of(&tpm.execute(0, &c.bytes())), 0x1CB);
+        let c = Cmd::new(EVICT)
+            .h(OWNER)
+            .h(0x8100_0001)
+            .pw(b"")
+            .u32(0x8100_0001);
+        assert_eq!(rc_of(&tpm.execute(0, &c.bytes())), 0);
+        assert_eq!(
+            rc_of(&tpm.execute(0, &Cmd::new(0x173).h(0x8100_0001).bytes())),
+            0x18B
+        );
+        assert!(tpm.core.ps.persistent_objects.is_empty());
+    }
+}
