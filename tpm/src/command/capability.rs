@@ -438,7 +438,7 @@ mod tests {
         let (_, b) = cap(&mut tpm, 1, 0x0100_0000, 100);
         assert_eq!(be(&b, 5), 0);
         assert_eq!(cap(&mut tpm, 1, 0x0500_0000, 1).0, 0x2CB);
-        let (_, b) = cap(&mut tpm, 2, 0, 3);
+        let (_, b) = cap(&mut tpm, 2, 0x121, 3);
         assert_eq!(b[0], 1);
         assert_eq!(be(&b, 5), 3);
         // TPMA_CC of HierarchyControl: index 0x121, nv, extensive, one handle.
