@@ -308,7 +308,13 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
 
     // Sessions: fresh nonceTPM, response encryption, response HMACs.
     for s in &area.sessions {
-        let Some(size) = cx.core.vol.sessions.get(s.handle).map(|x| x.hash.size()) else {
+        let Some(size) = cx
+            .core
+            .vol
+            .sessions
+            .get(s.handle)
+            .map(|x| x.nonce_tpm.len())
+        else {
             continue;
         };
         let mut nonce = alloc::vec![0u8; size];

@@ -60,7 +60,8 @@ pub fn start_auth_session(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         return Err(Rc::param(rc::VALUE, 2));
     }
     let bind = call.handle(1);
-    let mut nonce_tpm = vec![0u8; hash.size()];
+    // nonceTPM has the size of nonceCaller, now and on every later response.
+    let mut nonce_tpm = vec![0u8; nonce_caller.len()];
     random(cx, &mut nonce_tpm)?;
     let (da_bound, lockout_bound) = (
         bind != rh::NULL && !crate::auth::da_exempt(cx.core, bind),
@@ -218,7 +219,8 @@ mod tests {
         let mut tpm = started();
         let (rc, h, nonce_tpm) = start(&mut tpm, 0x4000_0007, 0, &[0, 0x10], &[7; 16]);
         assert_eq!((rc, h), (0, 0x0200_0000));
-        assert_eq!(nonce_tpm.len(), 32);
+        // nonceTPM is as long as nonceCaller.
+        assert_eq!(nonce_tpm.len(), 16);
         let names = [OWNER.to_be_bytes().to_vec()];
         let mut cmd = Hmac {
             cc: 0x129,
