@@ -77,16 +77,173 @@ impl Platform for KernelTpmPlatform {
     }
 }
 
-/// The engine as the vTPM protocol drives it.
-pub struct Vtpm(pub Tpm<KernelTpmPlatform>);
+/// The engine as the vTPM protocol drives it, with the EKs the SVSM made
+/// at boot.
+pub struct Vtpm {
+    tpm: Tpm<KernelTpmPlatform>,
+    /// EK public areas (TPMT_PUBLIC, no size prefix): RSA-2048 (template
+    /// L-1) and ECC P-256 (template L-2).
+    pub ek_rsa: Vec<u8>,
+    /// See `ek_rsa`.
+    pub ek_ecc: Vec<u8>,
+}
 
 impl TpmBackend for Vtpm {
     fn execute(&mut self, locality: u8, command: &[u8]) -> Vec<u8> {
-        self.0.execute(locality, command)
+        self.tpm.execute(locality, command)
+    }
+
+    fn service_manifest(&mut self, version: u32) -> Option<Vec<u8>> {
+        // Version 0 (SVSM specification): the EK from the default RSA template.
+        (version == 0).then(|| self.ek_rsa.clone())
     }
 }
 
-/// Manufactures the TPM (fresh seeds from hardware entropy).
-pub fn manufacture() -> Result<Vtpm, rivet_tpm::Error> {
-    Tpm::manufacture(KernelTpmPlatform::new()).map(Vtpm)
+/// Why the vTPM could not be brought up.
+#[derive(Debug)]
+pub enum VtpmError {
+    /// The engine refused to manufacture.
+    Manufacture(rivet_tpm::Error),
+    /// A boot command failed: which, and its response code.
+    Command(&'static str, u32),
+    /// A response did not parse.
+    Malformed(&'static str),
+}
+
+impl core::fmt::Display for VtpmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Manufacture(e) => write!(f, "manufacture: {e}"),
+            Self::Command(what, rc) => write!(f, "{what}: TPM_RC {rc:#x}"),
+            Self::Malformed(what) => write!(f, "{what}: malformed response"),
+        }
+    }
+}
+
+/// The EK templates' authPolicy: PolicySecret(TPM_RH_ENDORSEMENT), SHA-256.
+const EK_POLICY: [u8; 32] = [
+    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC, 0x8D, 0x46, 0xA5, 0xD7, 0x24,
+    0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52, 0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA,
+];
+/// fixedTPM | fixedParent | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt.
+const EK_ATTRIBUTES: u32 = 0x0003_00B2;
+
+/// TPMT_PUBLIC of the TCG EK Credential Profile template L-1 (RSA 2048).
+pub fn ek_template_rsa() -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&0x0001u16.to_be_bytes()); // TPM_ALG_RSA
+    t.extend_from_slice(&0x000Bu16.to_be_bytes()); // nameAlg SHA-256
+    t.extend_from_slice(&EK_ATTRIBUTES.to_be_bytes());
+    t.extend_from_slice(&32u16.to_be_bytes());
+    t.extend_from_slice(&EK_POLICY);
+    t.extend_from_slice(&[0x00, 0x06, 0x00, 0x80, 0x00, 0x43]); // AES-128-CFB
+    t.extend_from_slice(&0x0010u16.to_be_bytes()); // scheme NULL
+    t.extend_from_slice(&2048u16.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes()); // exponent: default
+    t.extend_from_slice(&256u16.to_be_bytes());
+    t.extend_from_slice(&[0; 256]);
+    t
+}
+
+/// TPMT_PUBLIC of the TCG EK Credential Profile template L-2 (ECC NIST P-256).
+pub fn ek_template_ecc() -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&0x0023u16.to_be_bytes()); // TPM_ALG_ECC
+    t.extend_from_slice(&0x000Bu16.to_be_bytes());
+    t.extend_from_slice(&EK_ATTRIBUTES.to_be_bytes());
+    t.extend_from_slice(&32u16.to_be_bytes());
+    t.extend_from_slice(&EK_POLICY);
+    t.extend_from_slice(&[0x00, 0x06, 0x00, 0x80, 0x00, 0x43]);
+    t.extend_from_slice(&0x0010u16.to_be_bytes()); // scheme NULL
+    t.extend_from_slice(&0x0003u16.to_be_bytes()); // NIST P-256
+    t.extend_from_slice(&0x0010u16.to_be_bytes()); // kdf NULL
+    t.extend_from_slice(&32u16.to_be_bytes());
+    t.extend_from_slice(&[0; 32]);
+    t.extend_from_slice(&32u16.to_be_bytes());
+    t.extend_from_slice(&[0; 32]);
+    t
+}
+
+fn command(tag: u16, code: u32, body: &[u8]) -> Vec<u8> {
+    let mut c = Vec::with_capacity(10 + body.len());
+    c.extend_from_slice(&tag.to_be_bytes());
+    c.extend_from_slice(&((10 + body.len()) as u32).to_be_bytes());
+    c.extend_from_slice(&code.to_be_bytes());
+    c.extend_from_slice(body);
+    c
+}
+
+fn response_code(r: &[u8]) -> u32 {
+    r.get(6..10)
+        .and_then(|b| b.try_into().ok())
+        .map_or(u32::MAX, u32::from_be_bytes)
+}
+
+/// CreatePrimary in the endorsement hierarchy: returns (handle, TPMT_PUBLIC).
+fn create_primary(
+    tpm: &mut Tpm<KernelTpmPlatform>,
+    template: &[u8],
+) -> Result<(u32, Vec<u8>), VtpmError> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&0x4000_000Bu32.to_be_bytes()); // TPM_RH_ENDORSEMENT
+    body.extend_from_slice(&9u32.to_be_bytes()); // password session, empty
+    body.extend_from_slice(&0x4000_0009u32.to_be_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0, 0]);
+    body.extend_from_slice(&4u16.to_be_bytes()); // inSensitive: empty auth and data
+    body.extend_from_slice(&[0, 0, 0, 0]);
+    body.extend_from_slice(&(template.len() as u16).to_be_bytes());
+    body.extend_from_slice(template);
+    body.extend_from_slice(&0u16.to_be_bytes()); // outsideInfo
+    body.extend_from_slice(&0u32.to_be_bytes()); // creationPCR: none
+    let r = tpm.execute(0, &command(0x8002, 0x131, &body));
+    match response_code(&r) {
+        0 => {}
+        rc => return Err(VtpmError::Command("CreatePrimary", rc)),
+    }
+    // header, handle, parameterSize, TPM2B_PUBLIC outPublic
+    let handle = r.get(10..14).ok_or(VtpmError::Malformed("CreatePrimary"))?;
+    let handle = u32::from_be_bytes(
+        handle
+            .try_into()
+            .map_err(|_| VtpmError::Malformed("CreatePrimary"))?,
+    );
+    let size = r.get(18..20).ok_or(VtpmError::Malformed("CreatePrimary"))?;
+    let size = usize::from(u16::from_be_bytes([size[0], size[1]]));
+    let public = r
+        .get(20..20 + size)
+        .ok_or(VtpmError::Malformed("CreatePrimary"))?;
+    Ok((handle, public.to_vec()))
+}
+
+fn flush(tpm: &mut Tpm<KernelTpmPlatform>, handle: u32) -> Result<(), VtpmError> {
+    let r = tpm.execute(0, &command(0x8001, 0x165, &handle.to_be_bytes()));
+    match response_code(&r) {
+        0 => Ok(()),
+        rc => Err(VtpmError::Command("FlushContext", rc)),
+    }
+}
+
+/// Manufactures the TPM (fresh seeds from hardware entropy), starts it, and
+/// creates the EKs from the default templates so the attestation manifest
+/// can carry them. The guest's own TPM2_Startup then gets TPM_RC_INITIALIZE,
+/// as on any TPM its firmware already started.
+pub fn manufacture() -> Result<Vtpm, VtpmError> {
+    let mut tpm = Tpm::manufacture(KernelTpmPlatform::new()).map_err(VtpmError::Manufacture)?;
+    let r = tpm.execute(0, &command(0x8001, 0x144, &0u16.to_be_bytes()));
+    match response_code(&r) {
+        0 => {}
+        rc => return Err(VtpmError::Command("Startup", rc)),
+    }
+    let mut eks = [Vec::new(), Vec::new()];
+    for (slot, template) in eks.iter_mut().zip([ek_template_rsa(), ek_template_ecc()]) {
+        let (handle, public) = create_primary(&mut tpm, &template)?;
+        flush(&mut tpm, handle)?;
+        *slot = public;
+    }
+    let [ek_rsa, ek_ecc] = eks;
+    Ok(Vtpm {
+        tpm,
+        ek_rsa,
+        ek_ecc,
+    })
 }

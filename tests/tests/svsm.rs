@@ -24,7 +24,7 @@ const GUEST_CHECKS: [&str; 41] = [
     "deposit_mem_unsupported",
     "withdraw_mem_unsupported",
     "vtpm_query",
-    "tpm_startup",
+    "tpm_already_started",
     "tpm_get_random",
     "tpm_get_capability",
     "tpm_pcr_extend",
@@ -179,6 +179,19 @@ fn svsm_serves_the_guest_firmware() {
         u32::from_le_bytes(manifest[16..20].try_into().unwrap()) as usize,
         manifest.len()
     );
+    assert_eq!(
+        u32::from_le_bytes(manifest[20..24].try_into().unwrap()),
+        1,
+        "one service"
+    );
+    assert_eq!(
+        &manifest[24..28],
+        &[0xeb, 0xf1, 0x76, 0xc4],
+        "the vTPM service GUID"
+    );
+    let off = u32::from_le_bytes(manifest[40..44].try_into().unwrap()) as usize;
+    let len = u32::from_le_bytes(manifest[44..48].try_into().unwrap()) as usize;
+    check_ek_rsa_public(&manifest[off..off + len]);
     let mut h = Sha512::new();
     h.update(&nonce);
     h.update(&manifest);
@@ -212,6 +225,33 @@ fn svsm_serves_the_guest_firmware() {
         let (n, ticks): (f64, f64) = (n.parse().unwrap(), ticks.parse().unwrap());
         eprintln!("{key}{n}: {:.0} per second under TCG", n / (ticks / hz));
     }
+}
+
+/// The vTPM manifest version 0: the EK's TPMT_PUBLIC from template L-1.
+fn check_ek_rsa_public(p: &[u8]) {
+    let policy = unhex("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa");
+    assert_eq!(&p[0..2], &[0x00, 0x01], "TPM_ALG_RSA");
+    assert_eq!(&p[2..4], &[0x00, 0x0B], "nameAlg SHA-256");
+    assert_eq!(&p[4..8], &[0x00, 0x03, 0x00, 0xB2], "EK attributes");
+    assert_eq!(&p[8..10], &[0x00, 0x20]);
+    assert_eq!(
+        &p[10..42],
+        policy.as_slice(),
+        "PolicySecret(TPM_RH_ENDORSEMENT)"
+    );
+    assert_eq!(
+        &p[42..48],
+        &[0x00, 0x06, 0x00, 0x80, 0x00, 0x43],
+        "AES-128-CFB"
+    );
+    assert_eq!(
+        &p[48..56],
+        &[0x00, 0x10, 0x08, 0x00, 0, 0, 0, 0],
+        "no scheme, 2048 bits, e = 65537"
+    );
+    assert_eq!(&p[56..58], &[0x01, 0x00], "256-byte modulus");
+    assert_eq!(p.len(), 58 + 256);
+    assert!(p[58] & 0x80 != 0, "a 2048-bit modulus has its top bit set");
 }
 
 /// ECDSA P-384 over SHA-384 of bytes 0..0x2A0; R and S little-endian.

@@ -94,10 +94,15 @@ fn ready(platform: &'static dyn platform::Platform, boot_info: &BootInfo) -> ! {
         info!("no guest firmware given: nothing to serve");
         platform.terminate(platform::ExitStatus::Success)
     }
+    let started = crate::cpu::time::now_ms();
     let tpm = match crate::vtpm::manufacture() {
         Ok(tpm) => tpm,
         Err(e) => fatal!("vTPM: {e}"),
     };
+    info!(
+        "vTPM manufactured and started; EKs (RSA-2048 L-1, ECC P-256 L-2) created in {} ms",
+        crate::cpu::time::now_ms() - started
+    );
     let setup = match platform.start_guest(boot_info) {
         Ok(s) => s,
         Err(e) => fatal!("cannot start the guest: {e}"),
