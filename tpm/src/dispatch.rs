@@ -93,8 +93,8 @@ const fn nvw(mut x: Entry) -> Entry {
 
 use HandleKind as K;
 use command::{
-    attestation, capability, clock, hash, hierarchy, nv as nvc, object, pcr, random, session,
-    signature, startup, testing,
+    asymmetric, attestation, capability, clock, hash, hierarchy, nv as nvc, object, pcr, random,
+    session, signature, startup, symmetric, testing,
 };
 
 /// The implemented commands, sorted by command code.
@@ -134,15 +134,21 @@ pub static TABLE: &[Entry] = &[
     nvw(e(cc::NV_READ_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::read_lock)),
     enc(dec(e(cc::OBJECT_CHANGE_AUTH, &[K::Object, K::Object], 1, object::object_change_auth))),
     enc(dec(e(cc::CREATE, &[K::Object], 1, object::create))),
+    enc(dec(e(cc::ECDH_ZGEN, &[K::Object], 1, asymmetric::ecdh_zgen_cmd))),
+    enc(dec(e(cc::HMAC, &[K::Object], 1, symmetric::hmac))),
     Entry { response_handle: true, ..enc(dec(e(cc::LOAD, &[K::Object], 1, object::load))) },
     enc(dec(e(cc::QUOTE, &[K::ObjectOrNull], 1, attestation::quote))),
+    enc(dec(e(cc::RSA_DECRYPT, &[K::Object], 1, asymmetric::rsa_decrypt_cmd))),
     dec(e(cc::SEQUENCE_UPDATE, &[K::Object], 1, hash::sequence_update)),
     dec(e(cc::SIGN, &[K::Object], 1, signature::sign)),
     enc(e(cc::UNSEAL, &[K::Object], 1, object::unseal)),
+    enc(e(cc::ECDH_KEYGEN, &[K::Object], 0, asymmetric::ecdh_keygen_cmd)),
+    enc(e(cc::ENCRYPT_DECRYPT, &[K::Object], 1, symmetric::encrypt_decrypt_cmd)),
     Entry { no_sessions: true, ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context) },
     Entry { response_handle: true, ..enc(dec(e(cc::LOAD_EXTERNAL, &[], 0, object::load_external))) },
     enc(e(cc::NV_READ_PUBLIC, &[K::NvIndex], 0, nvc::read_public)),
     enc(e(cc::READ_PUBLIC, &[K::Object], 0, object::read_public)),
+    enc(dec(e(cc::RSA_ENCRYPT, &[K::Object], 0, asymmetric::rsa_encrypt_cmd))),
     Entry { response_handle: true, ..enc(dec(e(cc::START_AUTH_SESSION, &[K::ObjectOrNull, K::Entity], 0, session::start_auth_session))) },
     dec(e(cc::VERIFY_SIGNATURE, &[K::Object], 0, signature::verify_signature)),
     e(cc::GET_CAPABILITY, &[], 0, capability::get_capability),
@@ -156,6 +162,7 @@ pub static TABLE: &[Entry] = &[
     Entry { response_handle: true, ..dec(e(cc::HASH_SEQUENCE_START, &[], 0, hash::sequence_start)) },
     e(cc::TEST_PARMS, &[], 0, testing::test_parms),
     Entry { response_handle: true, ..enc(dec(e(cc::CREATE_LOADED, &[K::Parent], 1, object::create_loaded))) },
+    enc(dec(e(cc::ENCRYPT_DECRYPT_2, &[K::Object], 1, symmetric::encrypt_decrypt2_cmd))),
 ];
 
 pub fn lookup(code: u32) -> Option<&'static Entry> {
@@ -308,13 +315,7 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
 
     // Sessions: fresh nonceTPM, response encryption, response HMACs.
     for s in &area.sessions {
-        let Some(size) = cx
-            .core
-            .vol
-            .sessions
-            .get(s.handle)
-            .map(|x| x.nonce_tpm.len())
-        else {
+        let Some(size) = cx.core.vol.sessions.get(s.handle).map(|x| x.nonce_tpm.len()) else {
             continue;
         };
         let mut nonce = alloc::vec![0u8; size];

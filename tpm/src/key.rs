@@ -794,10 +794,6 @@ impl<'a> ParentProtection<'a> {
         Ok((Zeroizing::new(sym), Zeroizing::new(mac)))
     }
 
-    fn mode(&self) -> CmdResult<SymMode> {
-        SymMode::from_id(self.sym.mode).ok_or(Rc::new(rc::MODE))
-    }
-
     /// TPM2B_PRIVATE contents: TPM2B(outerHMAC) || AES-CFB(TPM2B(TPMT_SENSITIVE)).
     pub fn wrap(&self, kind: u16, name: &[u8], s: &Sensitive) -> CmdResult<Vec<u8>> {
         let mut inner = Writer::new();
@@ -811,7 +807,6 @@ impl<'a> ParentProtection<'a> {
         let enc = aes_encrypt(SymMode::Cfb, &sym, &iv, &plain)
             .map_err(|e| alg_rc(e, rc::KEY))?
             .data;
-        let _ = self.mode()?;
         let outer = self.name_alg.hmac(&mac, &[&enc, name]);
         let mut w = Writer::new();
         w.tpm2b(&outer);

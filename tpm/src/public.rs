@@ -71,7 +71,8 @@ fn sym_def_object(r: &mut Reader, null_ok: bool) -> CmdResult<Option<SymDef>> {
         return Err(Rc::new(rc::VALUE));
     }
     let mode = r.u16()?;
-    if !SYM_MODES.contains(&mode) {
+    // TPMI_ALG_SYM_MODE+: a symmetric object may leave the mode to the command.
+    if mode != alg::NULL && !SYM_MODES.contains(&mode) {
         return Err(Rc::new(rc::MODE));
     }
     Ok(Some(SymDef {

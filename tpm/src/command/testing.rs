@@ -121,7 +121,9 @@ mod tests {
         let aes = |bits: u16, mode: u16| Cmd::new(0x18A).u16(0x25).u16(0x06).u16(bits).u16(mode);
         assert_eq!(run(&mut tpm, 0, &aes(128, 0x43)).0, 0);
         assert_eq!(run(&mut tpm, 0, &aes(100, 0x43)).0, 0x1C4);
-        assert_eq!(run(&mut tpm, 0, &aes(128, 0x10)).0, 0x1C9);
+        // TPMI_ALG_SYM_MODE+ in TPMT_SYM_DEF_OBJECT: NULL is allowed (the reference unmarshals with YES).
+        assert_eq!(run(&mut tpm, 0, &aes(128, 0x10)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &aes(128, 0x45)).0, 0x1C9);
         assert_eq!(
             run(&mut tpm, 0, &Cmd::new(0x18A).u16(0x25).u16(0x10)).0,
             0x1D6
