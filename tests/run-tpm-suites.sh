@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 for tool in tpm2_startup tpm2-abrmd dbus-daemon; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
-# The suites start the servers as binaries: build them first.
-cargo build --bins -p rivet-tools -p rivet-libtpms
-cargo test -p rivet-tools -p rivet-libtpms
-cargo test -p rivet-tests --test mssim_server --test tpm2_tools --test abrmd --test differential
+# The suites start the server binaries; cargo builds them for the packages'
+# own integration tests (tools/tests, tests/libtpms/tests) in the same run.
+cargo test --no-fail-fast -p rivet-tools -p rivet-libtpms -p rivet-tests \
+    --lib --bins --test cli --test mssim_server --test tpm2_tools --test abrmd --test differential
 if [ "${FUZZ_SECONDS:-60}" != 0 ]; then
     CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/fuzz" tpm/fuzz/run.sh
 fi

@@ -12,7 +12,7 @@ use rivet_qemu::{Boot, Exit, KernelBuild};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// Every check the guest firmware must report as passed.
-const GUEST_CHECKS: [&str; 41] = [
+const GUEST_CHECKS: [&str; 46] = [
     "query_core_v1",
     "query_vtpm_v1",
     "query_attest_v1",
@@ -29,6 +29,11 @@ const GUEST_CHECKS: [&str; 41] = [
     "tpm_get_capability",
     "tpm_pcr_extend",
     "tpm_pcr_read_matches",
+    "tpm_create_primary_ak",
+    "tpm_pcr_read_0_7",
+    "tpm_pcr_read_8_9",
+    "tpm_quote",
+    "tpm_flush_ak",
     "attest_services",
     "bad_attest_small_report_buffer_gets_lengths",
     "bad_attest_unknown_service",
@@ -214,17 +219,104 @@ fn svsm_serves_the_guest_firmware() {
         "a flipped REPORT_DATA bit still verifies"
     );
 
+    // The quote: signed by the AK, over the nonce and PCRs 0-9 as read.
+    let pcrs: Vec<Vec<u8>> = (0..10)
+        .map(|i| unhex(value(serial, &format!("guest: evidence pcr_sha256_{i}="))))
+        .collect();
+    assert_eq!(hex(&pcrs[8]), value(serial, "guest: evidence pcr8_sha256="));
+    let quote_nonce = unhex(value(serial, "guest: evidence quote_nonce="));
+    let ak_public = unhex(value(serial, "guest: evidence ak_public="));
+    let attest = unhex(value(serial, "guest: evidence quote_attest="));
+    let signature = unhex(value(serial, "guest: evidence quote_signature="));
+    check_quote(&ak_public, &attest, &signature, &quote_nonce, &pcrs);
+
     // Figures for the record (printed, not asserted).
     let hz: f64 = value(serial, "[INFO ] rivet_kernel::boot::init: TSC ")
         .trim_end_matches(" Hz")
         .parse()
         .unwrap();
-    for key in ["guest: perf svsm_calls=", "guest: perf vtpm_get_random="] {
+    for key in [
+        "guest: perf svsm_calls=",
+        "guest: perf vtpm_get_random=",
+        "guest: perf vtpm_quote=",
+    ] {
         let v = value(serial, key);
         let (n, ticks) = v.split_once(" tsc_ticks=").unwrap();
         let (n, ticks): (f64, f64) = (n.parse().unwrap(), ticks.parse().unwrap());
         eprintln!("{key}{n}: {:.0} per second under TCG", n / (ticks / hz));
     }
+}
+
+/// A TPM2B at `at`: (contents, offset after it).
+fn tpm2b(b: &[u8], at: usize) -> (&[u8], usize) {
+    let n = u16::from_be_bytes([b[at], b[at + 1]]) as usize;
+    (&b[at + 2..at + 2 + n], at + 2 + n)
+}
+
+/// Checks a TPM2_Quote: TPMS_ATTEST of type quote with the nonce, the AK's
+/// name as signer, PCRs 0-9 of SHA-256 and their digest, and an ECDSA
+/// P-256 signature over it by the AK.
+fn check_quote(ak: &[u8], attest: &[u8], signature: &[u8], nonce: &[u8], pcrs: &[Vec<u8>]) {
+    // AK: ECC, SHA-256 name, restricted signing, ECDSA/SHA-256, P-256.
+    assert_eq!(&ak[0..4], &[0x00, 0x23, 0x00, 0x0B]);
+    assert_eq!(&ak[4..8], &[0x00, 0x05, 0x00, 0x72]);
+    let (_, at) = tpm2b(ak, 8);
+    assert_eq!(
+        &ak[at..at + 10],
+        &[0x00, 0x10, 0x00, 0x18, 0x00, 0x0B, 0x00, 0x03, 0x00, 0x10]
+    );
+    let (x, at) = tpm2b(ak, at + 10);
+    let (y, _) = tpm2b(ak, at);
+    let mut sec1 = vec![4u8];
+    sec1.extend_from_slice(x);
+    sec1.extend_from_slice(y);
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).expect("AK point on P-256");
+
+    assert_eq!(
+        &attest[0..4],
+        &[0xff, 0x54, 0x43, 0x47],
+        "TPM_GENERATED_VALUE"
+    );
+    assert_eq!(&attest[4..6], &[0x80, 0x18], "TPM_ST_ATTEST_QUOTE");
+    let (signer, at) = tpm2b(attest, 6);
+    let mut name = vec![0x00, 0x0B];
+    name.extend_from_slice(&Sha256::digest(ak));
+    assert_eq!(signer, name.as_slice(), "qualifiedSigner is the AK's name");
+    let (extra, at) = tpm2b(attest, at);
+    assert_eq!(extra, nonce, "extraData is the nonce");
+    let at = at + 17 + 8; // clockInfo, firmwareVersion
+    assert_eq!(
+        &attest[at..at + 10],
+        &[0, 0, 0, 1, 0x00, 0x0B, 3, 0xFF, 0x03, 0x00],
+        "PCRs 0-9, SHA-256"
+    );
+    let (digest, end) = tpm2b(attest, at + 10);
+    assert_eq!(end, attest.len());
+    let mut h = Sha256::new();
+    for p in pcrs {
+        h.update(p);
+    }
+    assert_eq!(digest, h.finalize().as_slice(), "pcrDigest");
+
+    assert_eq!(
+        &signature[0..4],
+        &[0x00, 0x18, 0x00, 0x0B],
+        "ECDSA with SHA-256"
+    );
+    let (r, at) = tpm2b(signature, 4);
+    let (s, _) = tpm2b(signature, at);
+    let pad = |v: &[u8]| {
+        let mut out = [0u8; 32];
+        out[32 - v.len()..].copy_from_slice(v);
+        out
+    };
+    let sig = p256::ecdsa::Signature::from_scalars(pad(r), pad(s)).expect("signature scalars");
+    use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+    vk.verify_prehash(&Sha256::digest(attest), &sig)
+        .expect("quote signature under the AK");
+    let mut forged = attest.to_vec();
+    forged[10] ^= 1;
+    assert!(vk.verify_prehash(&Sha256::digest(&forged), &sig).is_err());
 }
 
 /// The vTPM manifest version 0: the EK's TPMT_PUBLIC from template L-1.
