@@ -294,7 +294,6 @@ const BAD_TAG: Check = Check::EngineGives(
     "a bad tag: Part 2 TPM_ST_RSP_COMMAND (engine) vs TPM_RC_VALUE (libtpms 0.9)",
 );
 const RANDOM: &str = "random output differs by design";
-const SEEDED: &str = "keys and proofs derive from per-TPM random seeds";
 const VENDOR: &str = "implementation-specific value";
 const HANDLE_VALUE: &str = "transient handle numbering is implementation-specific";
 
