@@ -44,6 +44,8 @@ pub enum HandleKind {
     Parent,
     /// TPMI_RH_ENDORSEMENT.
     Endorsement,
+    /// TPMI_DH_CONTEXT: a transient object or a loaded session.
+    Context,
 }
 
 pub type Handler = fn(&mut Ctx, &mut Call) -> CmdResult<()>;
@@ -93,8 +95,8 @@ const fn nvw(mut x: Entry) -> Entry {
 
 use HandleKind as K;
 use command::{
-    asymmetric, attestation, capability, clock, hash, hierarchy, nv as nvc, object, pcr, random,
-    session, signature, startup, symmetric, testing,
+    asymmetric, attestation, capability, clock, context, hash, hierarchy, nv as nvc, object, pcr,
+    random, session, signature, startup, symmetric, testing,
 };
 
 /// The implemented commands, sorted by command code.
@@ -142,6 +144,8 @@ pub static TABLE: &[Entry] = &[
     dec(e(cc::SEQUENCE_UPDATE, &[K::Object], 1, hash::sequence_update)),
     dec(e(cc::SIGN, &[K::Object], 1, signature::sign)),
     enc(e(cc::UNSEAL, &[K::Object], 1, object::unseal)),
+    Entry { response_handle: true, ..e(cc::CONTEXT_LOAD, &[], 0, context::context_load) },
+    e(cc::CONTEXT_SAVE, &[K::Context], 0, context::context_save),
     enc(e(cc::ECDH_KEYGEN, &[K::Object], 0, asymmetric::ecdh_keygen_cmd)),
     enc(e(cc::ENCRYPT_DECRYPT, &[K::Object], 1, symmetric::encrypt_decrypt_cmd)),
     Entry { no_sessions: true, ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context) },
@@ -373,6 +377,19 @@ fn check_handle(core: &Core, kind: HandleKind, h: u32) -> CmdResult<()> {
         }
         K::HierarchyOrNull => &[rh::OWNER, rh::ENDORSEMENT, rh::PLATFORM, rh::NULL],
         K::Endorsement => &[rh::ENDORSEMENT],
+        K::Context => {
+            return match spec::handle_type(h) {
+                ht::TRANSIENT => check_handle(core, K::Object, h),
+                ht::HMAC_SESSION | ht::POLICY_SESSION => {
+                    if v.sessions.get(h).is_some() {
+                        Ok(())
+                    } else {
+                        Err(Rc::new(rc::REFERENCE_H0))
+                    }
+                }
+                _ => Err(Rc::new(rc::VALUE)),
+            };
+        }
         K::Parent if spec::handle_type(h) == ht::PERMANENT => {
             return check_handle(core, K::HierarchyOrNull, h);
         }

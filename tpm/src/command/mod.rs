@@ -6,6 +6,7 @@ pub mod asymmetric;
 pub mod attestation;
 pub mod capability;
 pub mod clock;
+pub mod context;
 pub mod hash;
 pub mod hierarchy;
 pub mod nv;
