@@ -129,6 +129,10 @@ struct Entity {
     auth: Vec<u8>,
     policy: Option<(HashAlg, Vec<u8>)>,
     da_exempt: bool,
+    /// NV indices: the command may not use the authValue (AUTHREAD/AUTHWRITE
+    /// clear) or the policy (POLICYREAD/POLICYWRITE clear).
+    no_auth: bool,
+    no_policy: bool,
 }
 
 fn entity(core: &Core, code: u32, handle: u32) -> CmdResult<Entity> {
@@ -137,6 +141,8 @@ fn entity(core: &Core, code: u32, handle: u32) -> CmdResult<Entity> {
             auth: crate::hierarchy::permanent_auth(core, handle),
             policy: None,
             da_exempt: handle != rh::LOCKOUT,
+            no_auth: false,
+            no_policy: false,
         },
         ht::NV_INDEX => {
             let index = core
@@ -146,17 +152,18 @@ fn entity(core: &Core, code: u32, handle: u32) -> CmdResult<Entity> {
                 .find(|n| n.handle == handle)
                 .ok_or(Rc::new(rc::HANDLE))?;
             let a = index.attributes;
-            if (nv_read_op(code) && a & nv::AUTHREAD == 0)
-                || (nv_write_op(code) && a & nv::AUTHWRITE == 0)
-            {
-                return Err(Rc::new(rc::AUTH_UNAVAILABLE));
-            }
+            let no_auth = (nv_read_op(code) && a & nv::AUTHREAD == 0)
+                || (nv_write_op(code) && a & nv::AUTHWRITE == 0);
+            let no_policy = (nv_read_op(code) && a & nv::POLICYREAD == 0)
+                || (nv_write_op(code) && a & nv::POLICYWRITE == 0);
             let policy = (!index.auth_policy.is_empty())
                 .then(|| (index.name_alg, index.auth_policy.clone()));
             Entity {
                 auth: index.auth.clone(),
                 policy,
                 da_exempt: a & nv::NO_DA != 0,
+                no_auth,
+                no_policy,
             }
         }
         ht::TRANSIENT | ht::PERSISTENT => {
@@ -165,6 +172,8 @@ fn entity(core: &Core, code: u32, handle: u32) -> CmdResult<Entity> {
                     auth: o.auth,
                     policy: o.policy,
                     da_exempt: o.da_exempt,
+                    no_auth: false,
+                    no_policy: false,
                 }
             } else if spec::handle_type(handle) == ht::TRANSIENT {
                 let o = core.vol.objects.get(handle).ok_or(Rc::new(rc::HANDLE))?;
@@ -172,6 +181,8 @@ fn entity(core: &Core, code: u32, handle: u32) -> CmdResult<Entity> {
                     auth: o.auth.clone(),
                     policy: None,
                     da_exempt: true,
+                    no_auth: false,
+                    no_policy: false,
                 }
             } else {
                 return Err(Rc::new(rc::HANDLE));
@@ -182,6 +193,8 @@ fn entity(core: &Core, code: u32, handle: u32) -> CmdResult<Entity> {
             auth: Vec::new(),
             policy: None,
             da_exempt: true,
+            no_auth: false,
+            no_policy: false,
         },
     })
 }
@@ -250,6 +263,8 @@ fn hmac_failure(core: &mut Core, session: u32, handle: Option<u32>) -> Rc {
         auth: Vec::new(),
         policy: None,
         da_exempt: exempt && !da_bound,
+        no_auth: false,
+        no_policy: false,
     };
     auth_failure(core, h, &e)
 }
@@ -289,6 +304,7 @@ pub fn authorize(
     handles: &[u32],
     area: &AuthArea,
     params: &[u8],
+    locality: u8,
 ) -> CmdResult<()> {
     for (i, s) in area.sessions.iter().enumerate() {
         let n = number(i);
@@ -298,7 +314,9 @@ pub fn authorize(
             // A password session must authorize a handle.
             let h = assoc.ok_or(Rc::session(rc::HANDLE, n))?;
             let e = entity(core, entry.cc, h).map_err(at)?;
-            if crate::key::object_auth(core, entry.cc, h).is_some_and(|o| !o.auth_allowed) {
+            if e.no_auth
+                || crate::key::object_auth(core, entry.cc, h).is_some_and(|o| !o.auth_allowed)
+            {
                 return Err(Rc::new(rc::AUTH_UNAVAILABLE));
             }
             lockout_check(core, h, &e)?;
@@ -363,15 +381,49 @@ pub fn authorize(
             .ok_or(Rc::session(rc::HANDLE, n))?;
         match session.kind {
             Kind::Policy => {
-                let Some((policy_alg, policy)) = &e.policy else {
+                let Some((policy_alg, policy)) = e.policy.as_ref().filter(|_| !e.no_policy) else {
                     return Err(Rc::new(rc::AUTH_UNAVAILABLE));
                 };
                 if *policy_alg != session.hash || !ct_eq(policy, &session.policy_digest) {
                     return Err(Rc::session(rc::POLICY_FAIL, n));
                 }
+                let p = session.policy.clone();
+                if p.command_code.is_some_and(|c| c != entry.cc) {
+                    return Err(Rc::session(rc::POLICY_CC, n));
+                }
+                if p.locality
+                    .is_some_and(|m| !crate::pcr::locality_allows(m, locality))
+                {
+                    return Err(Rc::new(rc::LOCALITY));
+                }
+                if p.pcr_counter
+                    .is_some_and(|c| c != core.vol.pcrs.update_counter)
+                {
+                    return Err(Rc::new(rc::PCR_CHANGED));
+                }
+                if p.password_needed {
+                    lockout_check(core, h, &e)?;
+                    if !ct_eq(trim_auth(&s.hmac), trim_auth(&e.auth)) {
+                        return Err(at(auth_failure(core, h, &e)));
+                    }
+                } else {
+                    if p.auth_value_needed {
+                        lockout_check(core, h, &e)?;
+                    }
+                    let auth = if p.auth_value_needed {
+                        trim_auth(&e.auth).to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    if !verify_hmac(core, s, &auth, &cp, &extra) {
+                        return Err(at(hmac_failure(core, s.handle, Some(h))));
+                    }
+                }
             }
             _ => {
-                if crate::key::object_auth(core, entry.cc, h).is_some_and(|o| !o.auth_allowed) {
+                if e.no_auth
+                    || crate::key::object_auth(core, entry.cc, h).is_some_and(|o| !o.auth_allowed)
+                {
                     return Err(Rc::new(rc::AUTH_UNAVAILABLE));
                 }
                 let include_auth = !session.bound_to(h, trim_auth(&e.auth));
@@ -434,6 +486,7 @@ fn session_auth(
         .and_then(|s| core.vol.sessions.get(s.handle))
     {
         Some(s) if s.kind == Kind::Hmac && !s.bound_to(h, &auth) => auth,
+        Some(s) if s.kind == Kind::Policy && s.policy.auth_value_needed => auth,
         _ => Vec::new(),
     }
 }
@@ -517,7 +570,8 @@ pub fn response_area(
         };
         w.tpm2b(&session.nonce_tpm);
         w.u8(s.attributes);
-        if session.kind != Kind::Hmac {
+        // Policy sessions answer with an HMAC too, except under PolicyPassword.
+        if session.kind == Kind::Trial || session.policy.password_needed {
             w.u16(0);
             continue;
         }

@@ -38,6 +38,8 @@ pub enum HandleKind {
     ObjectOrNull,
     /// TPMI_DH_ENTITY+: any entity with an authValue, or TPM_RH_NULL.
     Entity,
+    /// TPMI_SH_POLICY: a loaded policy (or trial) session.
+    PolicySession,
     /// TPMI_RH_HIERARCHY+: owner, endorsement, platform or null.
     HierarchyOrNull,
     /// TPMI_DH_PARENT+: a hierarchy (or null) or an object.
@@ -96,7 +98,7 @@ const fn nvw(mut x: Entry) -> Entry {
 use HandleKind as K;
 use command::{
     asymmetric, attestation, capability, clock, context, hash, hierarchy, nv as nvc, object, pcr,
-    random, session, signature, startup, symmetric, testing,
+    policy, random, session, signature, startup, symmetric, testing,
 };
 
 /// The implemented commands, sorted by command code.
@@ -151,6 +153,10 @@ pub static TABLE: &[Entry] = &[
     Entry { no_sessions: true, ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context) },
     Entry { response_handle: true, ..enc(dec(e(cc::LOAD_EXTERNAL, &[], 0, object::load_external))) },
     enc(e(cc::NV_READ_PUBLIC, &[K::NvIndex], 0, nvc::read_public)),
+    e(cc::POLICY_AUTH_VALUE, &[K::PolicySession], 0, policy::auth_value),
+    e(cc::POLICY_COMMAND_CODE, &[K::PolicySession], 0, policy::command_code),
+    e(cc::POLICY_LOCALITY, &[K::PolicySession], 0, policy::locality),
+    e(cc::POLICY_OR, &[K::PolicySession], 0, policy::or),
     enc(e(cc::READ_PUBLIC, &[K::Object], 0, object::read_public)),
     enc(dec(e(cc::RSA_ENCRYPT, &[K::Object], 0, asymmetric::rsa_encrypt_cmd))),
     Entry { response_handle: true, ..enc(dec(e(cc::START_AUTH_SESSION, &[K::ObjectOrNull, K::Entity], 0, session::start_auth_session))) },
@@ -160,11 +166,15 @@ pub static TABLE: &[Entry] = &[
     enc(e(cc::GET_TEST_RESULT, &[], 0, testing::get_test_result)),
     enc(dec(e(cc::HASH, &[], 0, hash::hash))),
     e(cc::PCR_READ, &[], 0, pcr::read),
+    dec(e(cc::POLICY_PCR, &[K::PolicySession], 0, policy::pcr)),
+    e(cc::POLICY_RESTART, &[K::PolicySession], 0, policy::restart),
     e(cc::READ_CLOCK, &[], 0, clock::read_clock),
     e(cc::PCR_EXTEND, &[K::Pcr { null: true }], 1, pcr::extend),
     dec(e(cc::EVENT_SEQUENCE_COMPLETE, &[K::Pcr { null: true }, K::Object], 2, hash::event_sequence_complete)),
     Entry { response_handle: true, ..dec(e(cc::HASH_SEQUENCE_START, &[], 0, hash::sequence_start)) },
+    enc(e(cc::POLICY_GET_DIGEST, &[K::PolicySession], 0, policy::get_digest)),
     e(cc::TEST_PARMS, &[], 0, testing::test_parms),
+    e(cc::POLICY_PASSWORD, &[K::PolicySession], 0, policy::password),
     Entry { response_handle: true, ..enc(dec(e(cc::CREATE_LOADED, &[K::Parent], 1, object::create_loaded))) },
     enc(dec(e(cc::ENCRYPT_DECRYPT_2, &[K::Object], 1, symmetric::encrypt_decrypt2_cmd))),
 ];
@@ -295,7 +305,7 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
         if area.sessions.len() < entry.auth {
             return Err(Rc::new(rc::AUTH_MISSING));
         }
-        auth::authorize(cx.core, entry, &handles, &area, r.rest())?;
+        auth::authorize(cx.core, entry, &handles, &area, r.rest(), cx.locality)?;
     } else if entry.auth > 0 {
         return Err(Rc::new(rc::AUTH_MISSING));
     }
@@ -319,7 +329,13 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
 
     // Sessions: fresh nonceTPM, response encryption, response HMACs.
     for s in &area.sessions {
-        let Some(size) = cx.core.vol.sessions.get(s.handle).map(|x| x.nonce_tpm.len()) else {
+        let Some(size) = cx
+            .core
+            .vol
+            .sessions
+            .get(s.handle)
+            .map(|x| x.nonce_tpm.len())
+        else {
             continue;
         };
         let mut nonce = alloc::vec![0u8; size];
@@ -394,6 +410,15 @@ fn check_handle(core: &Core, kind: HandleKind, h: u32) -> CmdResult<()> {
             return check_handle(core, K::HierarchyOrNull, h);
         }
         K::Parent => return check_handle(core, K::Object, h),
+        K::PolicySession => {
+            return if spec::handle_type(h) != ht::POLICY_SESSION {
+                Err(Rc::new(rc::VALUE))
+            } else if core.vol.sessions.get(h).is_some() {
+                Ok(())
+            } else {
+                Err(Rc::new(rc::REFERENCE_H0))
+            };
+        }
         K::ObjectOrNull if h == rh::NULL => return Ok(()),
         K::ObjectOrNull => return check_handle(core, K::Object, h),
         K::Entity => {

@@ -34,6 +34,22 @@ pub enum Symmetric {
     AesCfb(u16),
 }
 
+/// What policy commands asserted in a policy session, checked when the
+/// session authorizes (Part 3 §23).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyState {
+    /// PolicyCommandCode: the only command the session may authorize.
+    pub command_code: Option<u32>,
+    /// PolicyLocality: the localities (TPMA_LOCALITY) it may be used at.
+    pub locality: Option<u8>,
+    /// PolicyPCR: pcrUpdateCounter when the PCRs were checked.
+    pub pcr_counter: Option<u32>,
+    /// PolicyAuthValue: the entity's authValue keys the HMAC.
+    pub auth_value_needed: bool,
+    /// PolicyPassword: the HMAC field carries the authValue in the clear.
+    pub password_needed: bool,
+}
+
 pub struct Session {
     pub handle: u32,
     pub kind: Kind,
@@ -48,6 +64,7 @@ pub struct Session {
     /// Bound to lockoutAuth: failures count as lockout failures.
     pub lockout_bound: bool,
     pub policy_digest: Vec<u8>,
+    pub policy: PolicyState,
 }
 
 impl Drop for Session {
@@ -63,6 +80,19 @@ impl Session {
         self.bind
             .as_ref()
             .is_some_and(|(h, a)| *h == handle && crate::crypto::ct_eq(a, auth))
+    }
+
+    /// policyDigest := H(policyDigest ‖ parts…).
+    pub fn extend_policy(&mut self, parts: &[&[u8]]) {
+        let mut all: Vec<&[u8]> = alloc::vec![&self.policy_digest];
+        all.extend_from_slice(parts);
+        self.policy_digest = self.hash.digest(&all);
+    }
+
+    /// PolicyRestart: the initial policy state.
+    pub fn restart_policy(&mut self) {
+        self.policy_digest = alloc::vec![0; self.hash.size()];
+        self.policy = PolicyState::default();
     }
 
     /// Encrypt or decrypt the contents of a TPM2B parameter in place (Part 1
@@ -158,6 +188,19 @@ impl Session {
         w.u8(u8::from(self.da_bound));
         w.u8(u8::from(self.lockout_bound));
         w.tpm2b(&self.policy_digest);
+        let p = &self.policy;
+        let opt32 = |w: &mut Writer, v: Option<u32>| match v {
+            None => w.u8(0),
+            Some(x) => {
+                w.u8(1);
+                w.u32(x);
+            }
+        };
+        opt32(&mut w, p.command_code);
+        opt32(&mut w, p.locality.map(u32::from));
+        opt32(&mut w, p.pcr_counter);
+        w.u8(u8::from(p.auth_value_needed));
+        w.u8(u8::from(p.password_needed));
         w.buf
     }
 
@@ -188,8 +231,26 @@ impl Session {
         let da_bound = r.yes_no()?;
         let lockout_bound = r.yes_no()?;
         let policy_digest = r.tpm2b(crate::spec::MAX_DIGEST)?.to_vec();
+        let opt32 = |r: &mut Reader| -> CmdResult<Option<u32>> {
+            if r.yes_no()? {
+                Ok(Some(r.u32()?))
+            } else {
+                Ok(None)
+            }
+        };
+        let command_code = opt32(&mut r)?;
+        let locality = opt32(&mut r)?.map(|l| u8::try_from(l).unwrap_or(0));
+        let pcr_counter = opt32(&mut r)?;
+        let policy = PolicyState {
+            command_code,
+            locality,
+            pcr_counter,
+            auth_value_needed: r.yes_no()?,
+            password_needed: r.yes_no()?,
+        };
         r.finish()?;
         Ok(Self {
+            policy,
             handle,
             kind,
             hash,
@@ -322,6 +383,13 @@ mod tests {
             da_bound: false,
             lockout_bound: false,
             policy_digest: alloc::vec![0; 32],
+            policy: PolicyState {
+                command_code: Some(0x15D),
+                locality: Some(3),
+                pcr_counter: None,
+                auth_value_needed: true,
+                password_needed: false,
+            },
         }
     }
 
@@ -340,6 +408,10 @@ mod tests {
         assert_eq!((s.count(), s.active()), (2, 3));
         assert_eq!(s.load(q1, &blob1).unwrap(), a);
         assert_eq!(s.get(a).map(|x| x.key.clone()), Some(alloc::vec![1; 32]));
+        assert_eq!(
+            s.get(a).map(|x| x.policy.clone()),
+            Some(session(Kind::Hmac).policy.clone())
+        );
         // Replaying the same context, or an older one, fails.
         assert_eq!(s.load(q1, &blob1), Err(Rc::new(rc::HANDLE)));
         let (q2, _) = s.save(a).unwrap();

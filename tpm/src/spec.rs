@@ -88,6 +88,14 @@ pub mod cc {
     pub const VERIFY_SIGNATURE: u32 = 0x177;
     pub const CREATE_LOADED: u32 = 0x191;
     pub const ENCRYPT_DECRYPT_2: u32 = 0x193;
+    pub const POLICY_AUTH_VALUE: u32 = 0x16B;
+    pub const POLICY_COMMAND_CODE: u32 = 0x16C;
+    pub const POLICY_LOCALITY: u32 = 0x16F;
+    pub const POLICY_OR: u32 = 0x171;
+    pub const POLICY_PCR: u32 = 0x17F;
+    pub const POLICY_RESTART: u32 = 0x180;
+    pub const POLICY_GET_DIGEST: u32 = 0x189;
+    pub const POLICY_PASSWORD: u32 = 0x18C;
 }
 
 pub mod rh {

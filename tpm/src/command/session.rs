@@ -88,6 +88,7 @@ pub fn start_auth_session(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         da_bound,
         lockout_bound,
         policy_digest: vec![0; hash.size()],
+        policy: crate::session::PolicyState::default(),
     };
     call.out_handle = Some(cx.core.vol.sessions.insert(session)?);
     call.out.tpm2b(&nonce_tpm);

@@ -1,0 +1,350 @@
+//! Enhanced authorization (Part 3 §23): the policy commands that need no
+//! signatures or NV: PolicyRestart, PolicyGetDigest, PolicyCommandCode,
+//! PolicyAuthValue, PolicyPassword, PolicyLocality, PolicyPCR, PolicyOR.
+//! Each extends the session's policyDigest and records what must hold when
+//! the session authorizes (auth.rs checks it).
+
+use alloc::vec::Vec;
+
+use crate::dispatch::{Call, Ctx, lookup};
+use crate::marshal::Writer;
+use crate::pcr::{read_selection, write_selection};
+use crate::rc::{self, CmdResult, Locate, Rc};
+use crate::session::{Kind, Session};
+use crate::spec::{MAX_DIGEST, PCR_COUNT, cc};
+
+fn session<'a>(cx: &'a mut Ctx, call: &Call) -> CmdResult<&'a mut Session> {
+    cx.core
+        .vol
+        .sessions
+        .get_mut(call.handle(0))
+        .ok_or(Rc::handle(rc::VALUE, 1))
+}
+
+pub fn restart(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    call.done()?;
+    session(cx, call)?.restart_policy();
+    Ok(())
+}
+
+pub fn get_digest(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    call.done()?;
+    let digest = session(cx, call)?.policy_digest.clone();
+    call.out.tpm2b(&digest);
+    Ok(())
+}
+
+pub fn command_code(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let code = call.params.u32().p(1)?;
+    call.done()?;
+    if lookup(code).is_none() {
+        return Err(Rc::param(rc::POLICY_CC, 1));
+    }
+    let s = session(cx, call)?;
+    if s.policy.command_code.is_some_and(|c| c != code) {
+        return Err(Rc::param(rc::VALUE, 1));
+    }
+    s.extend_policy(&[&cc::POLICY_COMMAND_CODE.to_be_bytes(), &code.to_be_bytes()]);
+    s.policy.command_code = Some(code);
+    Ok(())
+}
+
+pub fn auth_value(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    call.done()?;
+    let s = session(cx, call)?;
+    s.extend_policy(&[&cc::POLICY_AUTH_VALUE.to_be_bytes()]);
+    s.policy.auth_value_needed = true;
+    s.policy.password_needed = false;
+    Ok(())
+}
+
+/// PolicyPassword extends with TPM_CC_PolicyAuthValue: both yield the same
+/// policy, only the way the authValue is proven differs.
+pub fn password(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    call.done()?;
+    let s = session(cx, call)?;
+    s.extend_policy(&[&cc::POLICY_AUTH_VALUE.to_be_bytes()]);
+    s.policy.password_needed = true;
+    s.policy.auth_value_needed = false;
+    Ok(())
+}
+
+pub fn locality(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let locality = call.params.u8().p(1)?;
+    call.done()?;
+    if locality == 0 {
+        return Err(Rc::param(rc::RANGE, 1));
+    }
+    let s = session(cx, call)?;
+    // Localities 0-4 are a bit mask that narrows with each call; an extended
+    // locality (32-255) must be the same every time.
+    let merged = match s.policy.locality {
+        None => locality,
+        Some(prev) if prev < 32 && locality < 32 => prev & locality,
+        Some(prev) if prev == locality => prev,
+        Some(_) => 0,
+    };
+    if merged == 0 {
+        return Err(Rc::param(rc::RANGE, 1));
+    }
+    s.extend_policy(&[&cc::POLICY_LOCALITY.to_be_bytes(), &[locality]]);
+    s.policy.locality = Some(merged);
+    Ok(())
+}
+
+pub fn pcr(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let given = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
+    let selection = read_selection(&mut call.params).p(2)?;
+    call.done()?;
+    let handle = call.handle(0);
+    let (hash, trial) = {
+        let s = cx
+            .core
+            .vol
+            .sessions
+            .get(handle)
+            .ok_or(Rc::handle(rc::VALUE, 1))?;
+        (s.hash, s.kind == Kind::Trial)
+    };
+    // Digest of the selected, allocated PCRs in selection order.
+    let banks = &cx.core.vol.pcrs;
+    let mut values: Vec<&[u8]> = Vec::new();
+    for sel in &selection {
+        for p in
+            (0..PCR_COUNT).filter(|p| sel.bits & (1 << p) != 0 && banks.is_allocated(sel.alg, *p))
+        {
+            values.push(banks.get(sel.alg, p));
+        }
+    }
+    let current = hash.digest(&values);
+    let digest = if trial && !given.is_empty() {
+        given
+    } else if !trial && !given.is_empty() && !crate::crypto::ct_eq(&given, &current) {
+        return Err(Rc::param(rc::VALUE, 1));
+    } else {
+        current
+    };
+    let counter = banks.update_counter;
+    let mut w = Writer::new();
+    write_selection(&mut w, &selection);
+    let s = cx
+        .core
+        .vol
+        .sessions
+        .get_mut(handle)
+        .ok_or(Rc::handle(rc::VALUE, 1))?;
+    s.extend_policy(&[&cc::POLICY_PCR.to_be_bytes(), &w.buf, &digest]);
+    if !trial {
+        s.policy.pcr_counter = Some(counter);
+    }
+    Ok(())
+}
+
+pub fn or(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let count = call.params.u32().p(1)?;
+    if !(2..=8).contains(&count) {
+        return Err(Rc::param(rc::SIZE, 1));
+    }
+    let mut list = Vec::new();
+    for _ in 0..count {
+        list.push(call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec());
+    }
+    call.done()?;
+    let s = session(cx, call)?;
+    if s.kind != Kind::Trial
+        && !list
+            .iter()
+            .any(|d| crate::crypto::ct_eq(d, &s.policy_digest))
+    {
+        return Err(Rc::param(rc::VALUE, 1));
+    }
+    s.policy_digest = alloc::vec![0; s.hash.size()];
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let code = cc::POLICY_OR.to_be_bytes();
+    parts.push(&code);
+    parts.extend(list.iter().map(Vec::as_slice));
+    s.extend_policy(&parts);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use crate::Tpm;
+    use crate::crypto::HashAlg;
+    use crate::spec::nv;
+    use crate::testutil::{Cmd, TestPlatform, rc_of, run, started};
+
+    const SHA256: HashAlg = HashAlg::Sha256;
+    const OWNER: u32 = 0x4000_0001;
+    const IDX: u32 = 0x0150_0100;
+
+    fn start(tpm: &mut Tpm<TestPlatform>, kind: u8) -> u32 {
+        let cmd = Cmd::new(0x176)
+            .h(0x4000_0007)
+            .h(0x4000_0007)
+            .tpm2b(&[1; 16])
+            .u16(0)
+            .u8(kind)
+            .u16(0x10)
+            .u16(0x0B);
+        let r = tpm.execute(0, &cmd.bytes());
+        assert_eq!(rc_of(&r), 0);
+        u32::from_be_bytes([r[10], r[11], r[12], r[13]])
+    }
+    fn digest(tpm: &mut Tpm<TestPlatform>, h: u32) -> Vec<u8> {
+        let (rc, b) = run(tpm, 0, &Cmd::new(0x189).h(h));
+        assert_eq!(rc, 0);
+        b[2..].to_vec()
+    }
+    fn ext(old: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let mut all: Vec<&[u8]> = alloc::vec![old];
+        all.extend_from_slice(parts);
+        SHA256.digest(&all)
+    }
+
+    #[test]
+    fn digests_follow_part_3() {
+        let mut tpm = started();
+        let t = start(&mut tpm, 3);
+        assert_eq!(digest(&mut tpm, t), [0; 32]);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16C).h(t).u32(0x137)).0, 0);
+        let d1 = ext(
+            &[0; 32],
+            &[&0x16Cu32.to_be_bytes(), &0x137u32.to_be_bytes()],
+        );
+        assert_eq!(digest(&mut tpm, t), d1);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16C).h(t).u32(0x14E)).0, 0x1C4);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16B).h(t)).0, 0);
+        let d2 = ext(&d1, &[&0x16Bu32.to_be_bytes()]);
+        assert_eq!(digest(&mut tpm, t), d2);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16F).h(t).u8(0b11)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16F).h(t).u8(0b100)).0, 0x1CD);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16F).h(t).u8(0)).0, 0x1CD);
+        let d3 = ext(&d2, &[&0x16Fu32.to_be_bytes(), &[0b11]]);
+        assert_eq!(digest(&mut tpm, t), d3);
+        // PolicyPCR over PCR 0 (SHA-256 bank): digest of the PCR value.
+        let pcr0 = {
+            let (_, b) = run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x17E).u32(1).u16(0x0B).u8(3).b(&[1, 0, 0]),
+            );
+            b[20..].to_vec()
+        };
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x17F)
+                    .h(t)
+                    .tpm2b(&[])
+                    .u32(1)
+                    .u16(0x0B)
+                    .u8(3)
+                    .b(&[1, 0, 0])
+            )
+            .0,
+            0
+        );
+        let sel = [0, 0, 0, 1, 0, 0x0B, 3, 1, 0, 0];
+        let d4 = ext(
+            &d3,
+            &[&0x17Fu32.to_be_bytes(), &sel, &SHA256.digest(&[&pcr0])],
+        );
+        assert_eq!(digest(&mut tpm, t), d4);
+        // PolicyOR, then PolicyRestart.
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x171).h(t).u32(2).tpm2b(&d4).tpm2b(&[9; 32])
+            )
+            .0,
+            0
+        );
+        let d5 = ext(&[0; 32], &[&0x171u32.to_be_bytes(), &d4, &[9; 32]]);
+        assert_eq!(digest(&mut tpm, t), d5);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x171).h(t).u32(1).tpm2b(&d4)).0,
+            0x1D5
+        );
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x180).h(t)).0, 0);
+        assert_eq!(digest(&mut tpm, t), [0; 32]);
+        // Handles: HMAC session, unloaded policy session.
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x189).h(0x0200_0000)).0, 0x184);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x189).h(0x0300_0009)).0, 0x910);
+    }
+
+    /// An NV index whose policy is PolicyCommandCode(NV_Read) + PolicyPassword:
+    /// a policy session that replays the policy can read it, not write it.
+    #[test]
+    fn policy_session_authorizes_nv_read() {
+        let mut tpm = started();
+        let policy = ext(
+            &ext(
+                &[0; 32],
+                &[&0x16Cu32.to_be_bytes(), &0x14Eu32.to_be_bytes()],
+            ),
+            &[&0x16Bu32.to_be_bytes()],
+        );
+        let attrs = nv::POLICYREAD | nv::POLICYWRITE | nv::OWNERWRITE | nv::OWNERREAD;
+        let mut p = IDX.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0, 0x0B]);
+        p.extend_from_slice(&attrs.to_be_bytes());
+        p.extend_from_slice(&32u16.to_be_bytes());
+        p.extend_from_slice(&policy);
+        p.extend_from_slice(&4u16.to_be_bytes());
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x12A).h(OWNER).pw(b"").tpm2b(b"pin").tpm2b(&p)
+            )
+            .0,
+            0
+        );
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x137)
+                    .h(OWNER)
+                    .h(IDX)
+                    .pw(b"")
+                    .tpm2b(b"data")
+                    .u16(0)
+            )
+            .0,
+            0
+        );
+        let s = start(&mut tpm, 1);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16C).h(s).u32(0x14E)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x18C).h(s)).0, 0);
+        assert_eq!(digest(&mut tpm, s), policy);
+        let read = |pw: &[u8], cc: u32, params: &[u8]| {
+            let mut c = Cmd::new(cc).h(IDX).h(IDX).pw(pw).b(params).bytes();
+            c[22..26].copy_from_slice(&s.to_be_bytes());
+            // attributes: continueSession
+            c
+        };
+        let r = tpm.execute(0, &read(b"pin", 0x14E, &[0, 4, 0, 0]));
+        assert_eq!(rc_of(&r), 0, "{r:02x?}");
+        assert_eq!(&r[16..20], b"data");
+        // Wrong password (DA protected index): TPM_RC_AUTH_FAIL on session 1.
+        assert_eq!(
+            rc_of(&tpm.execute(0, &read(b"pix", 0x14E, &[0, 4, 0, 0]))),
+            0x98E
+        );
+        // The policy names NV_Read only.
+        assert_eq!(
+            rc_of(&tpm.execute(0, &read(b"pin", 0x137, &[0, 1, 0x41, 0, 0]))),
+            0x9A4
+        );
+        // A policy session for an entity without a policy.
+        let mut c = Cmd::new(0x129).h(OWNER).pw(b"").tpm2b(b"").bytes();
+        c[18..22].copy_from_slice(&s.to_be_bytes());
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0x12F);
+    }
+}
