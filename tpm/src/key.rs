@@ -20,7 +20,7 @@ use crate::hierarchy::Hierarchy;
 use crate::marshal::{Reader, Writer};
 use crate::public::{PublicParms, Scheme, SymDef, read_public_parms};
 use crate::rc::{self, CmdResult, Rc};
-use crate::spec::{alg, cc, ht, rh};
+use crate::spec::{alg, cc, ht};
 use crate::state::SEED_LEN;
 
 /// TPMA_OBJECT bits (Part 2 §8.3).
@@ -36,7 +36,6 @@ pub mod oa {
     pub const RESTRICTED: u32 = 1 << 16;
     pub const DECRYPT: u32 = 1 << 17;
     pub const SIGN: u32 = 1 << 18;
-    pub const X509_SIGN: u32 = 1 << 19;
     /// Bits 0, 3, 8, 9, 12..=15 and 20..=31.
     pub const RESERVED: u32 = 1 | (1 << 3) | (0b11 << 8) | (0xF << 12) | (0xFFF << 20);
 }
@@ -488,7 +487,7 @@ pub fn read_sensitive_create(r: &mut Reader) -> CmdResult<(Vec<u8>, Zeroizing<Ve
 /// The private half as the algorithm layer uses it.
 #[derive(Clone)]
 pub enum PrivateKey {
-    Rsa(RsaPrivateKey),
+    Rsa(alloc::boxed::Box<RsaPrivateKey>),
     Ecc(EccPrivateKey),
     /// HMAC key, data object or symmetric key: the secret bytes.
     Bits,
@@ -638,7 +637,7 @@ pub fn private_from_sensitive(p: &Public, s: &Sensitive) -> CmdResult<PrivateKey
         (PublicParms::Rsa { exponent, .. }, Unique::Rsa(n)) => {
             let k = keys::rsa_private_from_prime(n, *exponent, &s.secret)
                 .map_err(|_| Rc::new(rc::BINDING))?;
-            Ok(PrivateKey::Rsa(k))
+            Ok(PrivateKey::Rsa(alloc::boxed::Box::new(k)))
         }
         (PublicParms::Ecc { curve, .. }, Unique::Ecc(point)) => {
             let c = EccCurve::from_id(*curve).ok_or(Rc::new(rc::CURVE))?;
@@ -712,7 +711,11 @@ pub fn make(p: &Public, data: &[u8], rng: &mut KdfRng) -> CmdResult<Made> {
             let k = keys::generate_rsa(rng, usize::from(key_bits), exponent)
                 .map_err(|e| alg_rc(e, rc::KEY))?;
             let unique = Unique::Rsa(keys::rsa_modulus(k.as_ref()));
-            (PrivateKey::Rsa(k.clone()), keys::rsa_prime(&k), unique)
+            (
+                PrivateKey::Rsa(alloc::boxed::Box::new(k.clone())),
+                keys::rsa_prime(&k),
+                unique,
+            )
         }
         PublicParms::Ecc { curve, .. } => {
             let c = EccCurve::from_id(curve).ok_or(Rc::new(rc::CURVE))?;
@@ -761,6 +764,8 @@ pub fn make(p: &Public, data: &[u8], rng: &mut KdfRng) -> CmdResult<Made> {
 
 // ------------------------------------------------------- protected storage
 
+type SecretPair = (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>);
+
 /// Parent secrets for wrapping a child (Part 1 §24: the parent's seedValue,
 /// nameAlg and symmetric definition).
 pub struct ParentProtection<'a> {
@@ -784,7 +789,8 @@ impl<'a> ParentProtection<'a> {
         })
     }
 
-    fn keys(&self, name: &[u8]) -> CmdResult<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>)> {
+    /// (symmetric key, HMAC key) for a child named `name`.
+    fn keys(&self, name: &[u8]) -> CmdResult<SecretPair> {
         let h = self.name_alg;
         let bits = u32::from(self.sym.key_bits);
         let sym = kdfa(h, self.seed, STORAGE, name, &[], bits).map_err(|e| alg_rc(e, rc::KEY))?;
@@ -1046,14 +1052,3 @@ pub fn ticket(cx: &mut Ctx, h: Hierarchy, parts: &[&[u8]]) -> CmdResult<Vec<u8>>
     let p = proof(cx, h)?;
     Ok(crate::command::CONTEXT_HASH.hmac(p.as_ref(), parts))
 }
-
-/// The hierarchy a new object under `parent_handle` belongs to.
-pub fn hierarchy_of_parent(core: &mut Core, parent_handle: u32) -> CmdResult<Hierarchy> {
-    if let Some(h) = Hierarchy::from_handle(parent_handle) {
-        return Ok(h);
-    }
-    Ok(get(core, parent_handle)?.hierarchy)
-}
-
-#[allow(dead_code)]
-const _: u32 = rh::NULL;

@@ -159,10 +159,7 @@ enum Signature {
         hash: HashAlg,
         sig: Vec<u8>,
     },
-    Ecdsa {
-        hash: HashAlg,
-        sig: EcdsaSignature,
-    },
+    Ecdsa(EcdsaSignature),
     Hmac {
         hash: HashAlg,
         mac: Vec<u8>,
@@ -178,13 +175,11 @@ fn read_signature(r: &mut Reader) -> CmdResult<Signature> {
             sig: r.tpm2b(key::MAX_RSA_BYTES)?.to_vec(),
         }),
         alg::ECDSA => {
-            let hash = read_hash_alg(r)?;
+            // The digest is given; the hash only has to be a valid one.
+            read_hash_alg(r)?;
             let rr = r.tpm2b(key::MAX_ECC_BYTES)?.to_vec();
             let s = r.tpm2b(key::MAX_ECC_BYTES)?.to_vec();
-            Ok(Signature::Ecdsa {
-                hash,
-                sig: EcdsaSignature { r: rr, s },
-            })
+            Ok(Signature::Ecdsa(EcdsaSignature { r: rr, s }))
         }
         alg::HMAC => {
             let hash = read_hash_alg(r)?;
@@ -207,7 +202,7 @@ fn verify(k: &KeyObject, digest: &[u8], sig: &Signature) -> CmdResult<()> {
                 rsapss_verify(&public, *hash, digest, sig).map_err(bad)
             }
         }
-        Signature::Ecdsa { sig, .. } if k.public.kind == alg::ECC => {
+        Signature::Ecdsa(sig) if k.public.kind == alg::ECC => {
             ecdsa_verify(&k.ecc_public()?, digest, sig).map_err(bad)
         }
         Signature::Hmac { hash, mac } if k.public.kind == alg::KEYEDHASH => {
