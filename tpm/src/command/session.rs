@@ -1,6 +1,5 @@
 //! Session commands (Part 3 §11): StartAuthSession for HMAC, policy and
-//! trial sessions. Salted sessions need a loaded decryption key, which the
-//! key commands bring; until then tpmKey must be TPM_RH_NULL.
+//! trial sessions, unsalted or salted with an RSA (OAEP) or ECC (ECDH) key.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -37,6 +36,57 @@ fn read_sym_def(r: &mut Reader) -> CmdResult<Symmetric> {
     }
 }
 
+/// Recover the salt sent to `tpm_key` (Part 1 §24.3): RSA-OAEP with label
+/// "SECRET" and the key's nameAlg, or ECDH with the key and
+/// KDFe(nameAlg, Z, "SECRET", ephemeral.x, key.x).
+fn decrypt_salt(cx: &mut Ctx, tpm_key: u32, encrypted: &[u8]) -> CmdResult<Vec<u8>> {
+    use crate::key::{PrivateKey, oa};
+    // A loaded object that is not a key (a sequence object) is TPM_RC_KEY.
+    let k = crate::key::get(cx.core, tpm_key).map_err(|_| Rc::handle(rc::KEY, 1))?;
+    if k.public.kind != alg::RSA && k.public.kind != alg::ECC {
+        return Err(Rc::handle(rc::KEY, 1));
+    }
+    if encrypted.is_empty() {
+        return Err(Rc::param(rc::VALUE, 2));
+    }
+    if k.private.is_none() {
+        return Err(Rc::handle(rc::HANDLE, 1));
+    }
+    if !k.public.has(oa::DECRYPT) {
+        return Err(Rc::handle(rc::ATTRIBUTES, 1));
+    }
+    let hash = k.public.hash();
+    let bad = || Rc::param(rc::VALUE, 2);
+    match &k.private {
+        Some(PrivateKey::Rsa(private)) => {
+            let mut rng = crate::key::fresh_rng(cx, b"StartAuthSession")?;
+            crate::alg::asym_enc::rsa_decrypt(
+                &mut rng,
+                private,
+                crate::alg::asym_enc::RsaEncScheme::Oaep(hash),
+                b"SECRET\0",
+                encrypted,
+            )
+            .map_err(|_| bad())
+        }
+        Some(PrivateKey::Ecc(private)) => {
+            let mut r = Reader::new(encrypted);
+            let x = r.tpm2b(MAX_DIGEST).map_err(|_| bad())?.to_vec();
+            let y = r.tpm2b(MAX_DIGEST).map_err(|_| bad())?.to_vec();
+            r.finish().map_err(|_| bad())?;
+            let point = crate::alg::keys::EccPoint { x, y };
+            let z = crate::alg::asym_enc::ecdh_zgen(private, &point).map_err(|_| bad())?;
+            let key_x = match &k.public.unique {
+                crate::key::Unique::Ecc(p) => p.x.clone(),
+                _ => return Err(Rc::handle(rc::KEY, 1)),
+            };
+            let bits = u32::try_from(hash.size() * 8).unwrap_or(0);
+            crate::alg::kdf::kdfe(hash, &z.x, b"SECRET", &point.x, &key_x, bits).map_err(|_| bad())
+        }
+        _ => Err(Rc::handle(rc::KEY, 1)),
+    }
+}
+
 pub fn start_auth_session(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let nonce_caller = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
     let salt = call.params.tpm2b(512).p(2)?.to_vec();
@@ -52,13 +102,14 @@ pub fn start_auth_session(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     if nonce_caller.len() < 16 || nonce_caller.len() > hash.size() {
         return Err(Rc::param(rc::SIZE, 1));
     }
-    // No loaded object can decrypt a salt yet (sequence objects are not keys).
-    if call.handle(0) != rh::NULL {
-        return Err(Rc::handle(rc::KEY, 1));
-    }
-    if !salt.is_empty() {
-        return Err(Rc::param(rc::VALUE, 2));
-    }
+    let salt = if call.handle(0) == rh::NULL {
+        if !salt.is_empty() {
+            return Err(Rc::param(rc::VALUE, 2));
+        }
+        Vec::new()
+    } else {
+        decrypt_salt(cx, call.handle(0), &salt)?
+    };
     let bind = call.handle(1);
     // nonceTPM has the size of nonceCaller, now and on every later response.
     let mut nonce_tpm = vec![0u8; nonce_caller.len()];
@@ -69,13 +120,16 @@ pub fn start_auth_session(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     );
     let bind = (bind != rh::NULL).then(|| (bind, crate::auth::bind_auth(cx.core, bind)));
     // sessionKey = KDFa(authHash, bind.authValue ‖ salt, "ATH", nonceTPM, nonceCaller).
-    let key = match &bind {
-        Some((_, auth)) => {
-            let bits = u32::try_from(hash.size() * 8).unwrap_or(0);
-            kdfa(hash, auth, b"ATH", &nonce_tpm, &nonce_caller, bits)
-                .map_err(|_| Rc::new(rc::SIZE))?
-        }
-        None => Vec::new(),
+    let key = if bind.is_some() || !salt.is_empty() {
+        let mut secret = bind.as_ref().map(|(_, a)| a.clone()).unwrap_or_default();
+        secret.extend_from_slice(&salt);
+        let bits = u32::try_from(hash.size() * 8).unwrap_or(0);
+        let key = kdfa(hash, &secret, b"ATH", &nonce_tpm, &nonce_caller, bits)
+            .map_err(|_| Rc::new(rc::SIZE));
+        zeroize::Zeroize::zeroize(&mut secret);
+        key?
+    } else {
+        Vec::new()
     };
     let session = Session {
         handle: 0,
@@ -526,5 +580,96 @@ mod tests {
             run(&mut tpm, 0, &Cmd::new(0x139).h(0x4000_000A).pw(b"")).0,
             0x921
         );
+    }
+
+    /// An ECC-salted session: the caller's ECDH with the TPM's key gives the
+    /// same salt, so both sides derive the same session key.
+    #[test]
+    fn ecc_salted_session() {
+        use crate::alg::asym_enc::ecdh_keygen;
+        use crate::alg::kdf::{KdfRng, kdfe};
+        use crate::alg::keys::{EccCurve, EccPoint, EccPublicKey};
+        let mut tpm = started();
+        // CreatePrimary: ECC P-256 restricted decryption key (AES-128-CFB) under the owner.
+        let mut public = Vec::new();
+        for v in [0x0023u16, 0x000B] {
+            public.extend_from_slice(&v.to_be_bytes());
+        }
+        public.extend_from_slice(&0x0003_0072u32.to_be_bytes());
+        for v in [0u16, 0x0006, 128, 0x0043, 0x0010, 0x0003, 0x0010, 0, 0] {
+            public.extend_from_slice(&v.to_be_bytes());
+        }
+        let create = Cmd::new(0x131)
+            .h(OWNER)
+            .pw(b"")
+            .u16(4)
+            .u32(0)
+            .tpm2b(&public)
+            .u16(0)
+            .u32(0);
+        let r = tpm.execute(0, &create.bytes());
+        assert_eq!(rc_of(&r), 0, "{r:02x?}");
+        let key = u32::from_be_bytes([r[10], r[11], r[12], r[13]]);
+        let x = r[44..76].to_vec();
+        let y = r[78..110].to_vec();
+        assert_eq!(&r[42..44], &[0, 32]);
+        let peer =
+            EccPublicKey::from_point(EccCurve::NistP256, &EccPoint { x: x.clone(), y }).unwrap();
+        let mut rng = KdfRng::new(SHA256, b"test", b"salt", b"", b"");
+        let (z, eph) = ecdh_keygen(&mut rng, &peer).unwrap();
+        let salt = kdfe(SHA256, &z.x, b"SECRET", &eph.x, &x, 256).unwrap();
+        let mut secret = Vec::new();
+        for c in [&eph.x, &eph.y] {
+            secret.extend_from_slice(&(c.len() as u16).to_be_bytes());
+            secret.extend_from_slice(c);
+        }
+        let nonce_caller = [7u8; 32];
+        let cmd = Cmd::new(0x176)
+            .h(key)
+            .h(0x4000_0007)
+            .tpm2b(&nonce_caller)
+            .tpm2b(&secret)
+            .u8(0)
+            .u16(0x10)
+            .u16(0x0B);
+        let r = tpm.execute(0, &cmd.bytes());
+        assert_eq!(rc_of(&r), 0, "{r:02x?}");
+        let h = u32::from_be_bytes([r[10], r[11], r[12], r[13]]);
+        let nonce_tpm = r[16..].to_vec();
+        let session_key = kdfa(SHA256, &salt, b"ATH", &nonce_tpm, &nonce_caller, 256).unwrap();
+        let names = [OWNER.to_be_bytes().to_vec()];
+        let change = Hmac {
+            cc: 0x129,
+            handles: &[OWNER],
+            names: &names,
+            params: alloc::vec![0, 0],
+            session: h,
+            key: session_key.clone(),
+            nonce_caller: alloc::vec![8; 16],
+            nonce_tpm,
+            attrs: 1,
+        };
+        change.check_response(&tpm.execute(0, &change.bytes(false)));
+        // A salt for another key, an empty salt, a key that cannot decrypt.
+        let mut bad = secret.clone();
+        bad[5] ^= 1;
+        let cmd = Cmd::new(0x176)
+            .h(key)
+            .h(0x4000_0007)
+            .tpm2b(&nonce_caller)
+            .tpm2b(&bad)
+            .u8(0)
+            .u16(0x10)
+            .u16(0x0B);
+        assert_eq!(run(&mut tpm, 0, &cmd).0, 0x2C4);
+        let cmd = Cmd::new(0x176)
+            .h(key)
+            .h(0x4000_0007)
+            .tpm2b(&nonce_caller)
+            .tpm2b(&[])
+            .u8(0)
+            .u16(0x10)
+            .u16(0x0B);
+        assert_eq!(run(&mut tpm, 0, &cmd).0, 0x2C4);
     }
 }
