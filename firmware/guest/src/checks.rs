@@ -46,6 +46,10 @@ const NONCE: usize = 1;
 const MANIFEST: usize = 2;
 const REPORT: usize = 3;
 const CERTS: usize = 4;
+/// The vTPM service GUID c476f1eb-0123-45a5-9641-b4e7dde5bfe3, byte form.
+const VTPM_GUID: [u8; 16] = [
+    0xeb, 0xf1, 0x76, 0xc4, 0x23, 0x01, 0xa5, 0x45, 0x96, 0x41, 0xb4, 0xe7, 0xdd, 0xe5, 0xbf, 0xe3,
+];
 
 /// Fills the attestation request page; `service` makes it a single-service request.
 fn attest_request(nonce_len: u16, sizes: (u32, u32, u32), service: Option<([u8; 16], u32)>) -> u64 {
@@ -119,6 +123,7 @@ pub fn run(info_page: u64) {
     };
     core_protocol(&info, &mut t);
     vtpm_protocol(&info, &mut t);
+    quote(&info, &mut t);
     attestation(&info, &mut t);
     bad_inputs(&info, &mut t);
     print(format_args!(
@@ -226,6 +231,31 @@ fn core_protocol(info: &Info, t: &mut Tally) {
         format_args!("{:#x} next {next}", r.rax),
     );
 
+    // One vCPU per guest here: addresses are checked, then the call is refused.
+    let (vmsa, caa) = (scratch(0).as_ptr() as u64, scratch(1).as_ptr() as u64);
+    let r = svsm::call(
+        info.caa,
+        CORE,
+        2,
+        Regs {
+            rcx: vmsa,
+            rdx: caa,
+            r8: 1,
+            ..Regs::default()
+        },
+        true,
+    );
+    t.check(
+        "create_vcpu_unsupported",
+        r.rax == UNSUPPORTED_CALL,
+        format_args!("{:#x}", r.rax),
+    );
+    let r = call(info, CORE, 3, vmsa);
+    t.check(
+        "delete_vcpu_unknown_vmsa",
+        r.rax == INVALID_PARAMETER,
+        format_args!("{:#x}", r.rax),
+    );
     let r = call(info, CORE, 7, 1);
     t.check(
         "configure_vtom_query",
@@ -323,6 +353,111 @@ fn vtpm_protocol(info: &Info, t: &mut Tally) {
     ));
 }
 
+/// Makes an attestation key, reads PCRs 0-9 and quotes them with a nonce;
+/// prints everything a verifier needs.
+fn quote(info: &Info, t: &mut Tally) {
+    let template = tpm_cmd::ak_template();
+    let rax = vtpm_send(
+        info,
+        tpm_cmd::create_primary_endorsement(template.raw()).finish(),
+    );
+    let resp = unframe(vtpm_buffer());
+    let ak = resp
+        .filter(|r| response_code(r) == Some(0))
+        .and_then(tpm_cmd::parse_create_primary);
+    t.check(
+        "tpm_create_primary_ak",
+        rax == SUCCESS && ak.is_some(),
+        format_args!("rax {rax:#x} {resp:x?}"),
+    );
+    let Some((handle, public)) = ak else { return };
+    print(format_args!("guest: evidence ak_public={}\n", Hex(public)));
+
+    for (first, bitmap) in [(0usize, [0xFFu8, 0, 0]), (8, [0, 0x03, 0])] {
+        let mut c = tpm_cmd::Command::new(tpm_cmd::ST_NO_SESSIONS, 0x17E);
+        c.u32(1).u16(tpm_cmd::ALG_SHA256).u8(3).bytes(&bitmap);
+        let rax = vtpm_send(info, c.finish());
+        let mut digests: [&[u8]; 8] = [&[]; 8];
+        let n = unframe(vtpm_buffer())
+            .filter(|r| response_code(r) == Some(0))
+            .and_then(|r| tpm_cmd::parse_pcr_read(r, &mut digests));
+        let want = bitmap
+            .iter()
+            .map(|b| b.count_ones() as usize)
+            .sum::<usize>();
+        let name = if first == 0 {
+            "tpm_pcr_read_0_7"
+        } else {
+            "tpm_pcr_read_8_9"
+        };
+        t.check(
+            name,
+            rax == SUCCESS && n == Some(want),
+            format_args!("rax {rax:#x} {n:?}"),
+        );
+        for (i, d) in digests.iter().take(n.unwrap_or(0)).enumerate() {
+            print(format_args!(
+                "guest: evidence pcr_sha256_{}={}\n",
+                first + i,
+                Hex(d)
+            ));
+        }
+    }
+
+    let mut nonce = [0u8; 32];
+    let seed = rdtsc();
+    for (i, b) in nonce.iter_mut().enumerate() {
+        *b = (seed >> (8 * (i % 8))) as u8 ^ (i as u8).wrapping_mul(91);
+    }
+    let rax = vtpm_send(
+        info,
+        tpm_cmd::quote(handle, &nonce, [0xFF, 0x03, 0]).finish(),
+    );
+    let resp = unframe(vtpm_buffer());
+    let q = resp
+        .filter(|r| response_code(r) == Some(0))
+        .and_then(tpm_cmd::parse_quote);
+    t.check(
+        "tpm_quote",
+        rax == SUCCESS && q.is_some(),
+        format_args!("rax {rax:#x} {resp:x?}"),
+    );
+    if let Some((attest, signature)) = q {
+        print(format_args!(
+            "guest: evidence quote_nonce={}\n",
+            Hex(&nonce)
+        ));
+        print(format_args!(
+            "guest: evidence quote_attest={}\n",
+            Hex(attest)
+        ));
+        print(format_args!(
+            "guest: evidence quote_signature={}\n",
+            Hex(signature)
+        ));
+    }
+
+    const QUOTES: u32 = 10;
+    let start = rdtsc();
+    for _ in 0..QUOTES {
+        vtpm_send(
+            info,
+            tpm_cmd::quote(handle, &nonce, [0xFF, 0x03, 0]).finish(),
+        );
+    }
+    let ticks = rdtsc() - start;
+    print(format_args!(
+        "guest: perf vtpm_quote={QUOTES} tsc_ticks={ticks}\n"
+    ));
+    let rax = vtpm_send(info, tpm_cmd::flush_context(handle).finish());
+    let rc = unframe(vtpm_buffer()).and_then(response_code);
+    t.check(
+        "tpm_flush_ak",
+        rax == SUCCESS && rc == Some(0),
+        format_args!("{rax:#x} {rc:x?}"),
+    );
+}
+
 fn attestation(info: &Info, t: &mut Tally) {
     // A nonce a verifier could have chosen: here derived from the TSC.
     let nonce = attest_page(NONCE);
@@ -358,6 +493,31 @@ fn attestation(info: &Info, t: &mut Tally) {
         ));
         print(format_args!("guest: evidence certs_len={}\n", r.rdx));
     }
+    // The vTPM alone: its manifest (version 0) is the EK public area.
+    let req = attest_request(32, (4096, 4096, 4096), Some((VTPM_GUID, 0)));
+    let r = svsm::call(
+        info.caa,
+        ATTEST,
+        1,
+        Regs {
+            rcx: req,
+            ..Regs::default()
+        },
+        true,
+    );
+    let ok = r.rax == SUCCESS && r.r8 == 0x4A0 && r.rcx > 0 && r.rcx <= 4096;
+    t.check("attest_single_service_vtpm", ok, format_args!("{r:x?}"));
+    if ok {
+        print(format_args!(
+            "guest: evidence vtpm_manifest={}\n",
+            Hex(&attest_page(MANIFEST)[..r.rcx as usize])
+        ));
+        print(format_args!(
+            "guest: evidence vtpm_report={}\n",
+            Hex(&attest_page(REPORT)[..0x4A0])
+        ));
+    }
+
     let req = attest_request(32, (0x100, 4096, 4096), None);
     let r = svsm::call(
         info.caa,
@@ -434,6 +594,30 @@ fn bad_inputs(info: &Info, t: &mut Tally) {
         INVALID_REQUEST,
     );
 
+    let r = svsm::call(
+        info.caa,
+        CORE,
+        2,
+        Regs {
+            rcx: svsm_mem,
+            rdx: scratch(1).as_ptr() as u64,
+            ..Regs::default()
+        },
+        true,
+    );
+    expect(t, "bad_create_vcpu_vmsa_in_svsm", r.rax, INVALID_ADDRESS);
+    let r = svsm::call(
+        info.caa,
+        CORE,
+        2,
+        Regs {
+            rcx: scratch(0).as_ptr() as u64 + 8,
+            rdx: scratch(1).as_ptr() as u64,
+            ..Regs::default()
+        },
+        true,
+    );
+    expect(t, "bad_create_vcpu_misaligned", r.rax, INVALID_ADDRESS);
     expect(
         t,
         "bad_remap_ca_misaligned",

@@ -18,6 +18,11 @@ pub struct Command {
 }
 
 impl Command {
+    /// The bytes so far (for a structure built without a header).
+    pub fn raw(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
     /// Starts a command: tag, size (patched by `finish`), code.
     pub fn new(tag: u16, code: u32) -> Self {
         let mut c = Self {
@@ -104,6 +109,88 @@ pub fn pcr_read_sha256(pcr: u32) -> Command {
     c
 }
 
+/// TPMT_PUBLIC of the guest's attestation key: ECC NIST P-256, restricted
+/// signing, ECDSA with SHA-256, made in the endorsement hierarchy.
+pub fn ak_template() -> Command {
+    let mut t = Command {
+        buf: [0; 512],
+        len: 0,
+    };
+    t.u16(0x0023).u16(ALG_SHA256);
+    // fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign
+    t.u32(0x0005_0072);
+    t.u16(0); // no authPolicy
+    t.u16(0x0010); // symmetric: NULL
+    t.u16(0x0018).u16(ALG_SHA256); // ECDSA, SHA-256
+    t.u16(0x0003); // NIST P-256
+    t.u16(0x0010); // kdf: NULL
+    t.u16(0).u16(0); // unique: empty x and y
+    t
+}
+
+/// TPM2_CreatePrimary(TPM_RH_ENDORSEMENT, empty sensitive, `template`).
+pub fn create_primary_endorsement(template: &[u8]) -> Command {
+    let mut c = Command::new(ST_SESSIONS, 0x131);
+    c.u32(0x4000_000B).password_auth();
+    c.u16(4).u16(0).u16(0);
+    c.u16(template.len() as u16).bytes(template);
+    c.u16(0).u32(0);
+    c
+}
+
+/// TPM2_Quote by `key` over SHA-256 PCRs in `pcrs` (a 3-byte bitmap) with `nonce`.
+pub fn quote(key: u32, nonce: &[u8], pcrs: [u8; 3]) -> Command {
+    let mut c = Command::new(ST_SESSIONS, 0x158);
+    c.u32(key).password_auth();
+    c.u16(nonce.len() as u16).bytes(nonce);
+    c.u16(0x0010); // the key's own scheme
+    c.u32(1).u16(ALG_SHA256).u8(3).bytes(&pcrs);
+    c
+}
+
+/// TPM2_FlushContext.
+pub fn flush_context(handle: u32) -> Command {
+    let mut c = Command::new(ST_NO_SESSIONS, 0x165);
+    c.u32(handle);
+    c
+}
+
+fn be16(b: &[u8], at: usize) -> Option<usize> {
+    Some(usize::from(u16::from_be_bytes(
+        b.get(at..at + 2)?.try_into().ok()?,
+    )))
+}
+
+/// CreatePrimary's response: (handle, TPMT_PUBLIC).
+pub fn parse_create_primary(r: &[u8]) -> Option<(u32, &[u8])> {
+    let handle = u32::from_be_bytes(r.get(10..14)?.try_into().ok()?);
+    let size = be16(r, 18)?;
+    Some((handle, r.get(20..20 + size)?))
+}
+
+/// Quote's response: (TPMS_ATTEST, TPMT_SIGNATURE).
+pub fn parse_quote(r: &[u8]) -> Option<(&[u8], &[u8])> {
+    let param_size = u32::from_be_bytes(r.get(10..14)?.try_into().ok()?) as usize;
+    let params = r.get(14..14 + param_size)?;
+    let size = be16(params, 0)?;
+    let attest = params.get(2..2 + size)?;
+    Some((attest, params.get(2 + size..)?))
+}
+
+/// PCR_Read's response: the digests, in PCR order.
+pub fn parse_pcr_read<'a>(r: &'a [u8], out: &mut [&'a [u8]; 8]) -> Option<usize> {
+    // header, pcrUpdateCounter, TPML_PCR_SELECTION (one bank: 4 + 2 + 1 + 3)
+    let mut at = 10 + 4 + 10;
+    let count = u32::from_be_bytes(r.get(at..at + 4)?.try_into().ok()?) as usize;
+    at += 4;
+    for slot in out.iter_mut().take(count) {
+        let size = be16(r, at)?;
+        *slot = r.get(at + 2..at + 2 + size)?;
+        at += 2 + size;
+    }
+    Some(count.min(8))
+}
+
 /// A response's code, if it has a well-formed header whose size matches.
 pub fn response_code(resp: &[u8]) -> Option<u32> {
     let size = u32::from_be_bytes(resp.get(2..6)?.try_into().ok()?);
@@ -148,6 +235,25 @@ mod tests {
         assert_eq!(&e[10..14], &8u32.to_be_bytes());
         let mut r = pcr_read_sha256(8);
         assert_eq!(&r.finish()[10..], [0, 0, 0, 1, 0, 0x0B, 3, 0, 1, 0]);
+    }
+
+    #[test]
+    fn quote_and_parsers() {
+        let mut q = quote(0x8000_0000, &[1, 2], [0xFF, 0x03, 0]);
+        let q = q.finish();
+        assert_eq!(&q[6..10], &0x158u32.to_be_bytes());
+        assert_eq!(&q[q.len() - 10..], &[0, 0, 0, 1, 0, 0x0B, 3, 0xFF, 0x03, 0]);
+        let mut resp = std::vec![
+            0x80, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 2, 0xAA, 0xBB, 0, 0x18, 9
+        ];
+        let n = resp.len() as u32;
+        resp[2..6].copy_from_slice(&n.to_be_bytes());
+        assert_eq!(
+            parse_quote(&resp),
+            Some((&[0xAA, 0xBB][..], &[0, 0x18, 9][..]))
+        );
+        assert_eq!(parse_quote(&resp[..15]), None);
+        assert_eq!(ak_template().raw().len(), 2 + 2 + 4 + 2 + 2 + 4 + 2 + 2 + 4);
     }
 
     #[test]

@@ -217,16 +217,32 @@ pub(crate) mod fake {
     pub const SVSM: u64 = 0x8_0000;
 
     pub struct FakeGuest {
-        pub mem: Vec<u8>,
+        pub mem: std::cell::RefCell<Vec<u8>>,
         pub validated: Vec<(u64, bool, bool)>,
+        /// Every read (gpa, len), in order.
+        pub reads: std::cell::RefCell<Vec<(u64, usize)>>,
+        /// Simulates another vCPU: every byte read is inverted right after.
+        pub hostile: bool,
     }
 
     impl FakeGuest {
         pub fn new() -> Self {
             Self {
-                mem: vec![0; SIZE as usize],
+                mem: std::cell::RefCell::new(vec![0; SIZE as usize]),
                 validated: Vec::new(),
+                reads: std::cell::RefCell::new(Vec::new()),
+                hostile: false,
             }
+        }
+
+        /// Whether some guest byte was read twice since the last clear.
+        pub fn read_twice(&self) -> bool {
+            let reads = self.reads.borrow();
+            reads.iter().enumerate().any(|(i, a)| {
+                reads[..i]
+                    .iter()
+                    .any(|b| a.0 < b.0 + b.1 as u64 && b.0 < a.0 + a.1 as u64)
+            })
         }
     }
 
@@ -239,7 +255,13 @@ pub(crate) mod fake {
                 return Err(SvsmError::INVALID_ADDRESS);
             }
             let o = (gpa - BASE) as usize;
-            buf.copy_from_slice(&self.mem[o..o + buf.len()]);
+            let mut mem = self.mem.borrow_mut();
+            buf.copy_from_slice(&mem[o..o + buf.len()]);
+            self.reads.borrow_mut().push((gpa, buf.len()));
+            if self.hostile {
+                // The other vCPU changes what was just read.
+                mem[o..o + buf.len()].iter_mut().for_each(|b| *b ^= 0xFF);
+            }
             Ok(())
         }
         fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), SvsmError> {
@@ -247,7 +269,7 @@ pub(crate) mod fake {
                 return Err(SvsmError::INVALID_ADDRESS);
             }
             let o = (gpa - BASE) as usize;
-            self.mem[o..o + data.len()].copy_from_slice(data);
+            self.mem.borrow_mut()[o..o + data.len()].copy_from_slice(data);
             Ok(())
         }
         fn pvalidate(
@@ -296,6 +318,50 @@ mod tests {
         regs.rax = u64::from(protocol::VTPM) << 32;
         no_tpm.handle(&mut g, &mut regs);
         assert_eq!(regs.rax, result::UNSUPPORTED_PROTOCOL);
+    }
+
+    /// Every guest structure is copied into SVSM memory once and then used
+    /// from the copy: with another vCPU inverting each byte as soon as it is
+    /// read, the calls still behave as for the first snapshot.
+    #[test]
+    fn guest_memory_is_read_once_per_call() {
+        let mut s = Svsm::new(BASE, Some(EchoTpm));
+        let mut g = FakeGuest::new();
+        // vTPM command: the echo must be of the command as first read.
+        let page = BASE + 0x4000;
+        let mut req = vec![8, 0, 0, 0, 0, 3, 0, 0, 0];
+        req.extend_from_slice(b"abc");
+        g.write(page, &req).unwrap();
+        g.hostile = true;
+        let mut regs = GuestRegisters {
+            rax: (u64::from(protocol::VTPM) << 32) | 1,
+            rcx: page,
+            ..Default::default()
+        };
+        s.handle(&mut g, &mut regs);
+        assert_eq!(regs.rax, result::SUCCESS);
+        assert!(!g.read_twice());
+        g.hostile = false;
+        let mut out = [0u8; 9];
+        g.read(page, &mut out).unwrap();
+        assert_eq!(&out, b"\x05\0\0\0\xEE\0abc");
+
+        // PVALIDATE: header and entries once each.
+        g.reads.borrow_mut().clear();
+        let list = BASE + 0x6000;
+        let mut r = vec![1, 0, 0, 0, 0, 0, 0, 0];
+        r.extend_from_slice(&((BASE + 0x5000) | 4).to_le_bytes());
+        g.write(list, &r).unwrap();
+        g.hostile = true;
+        regs = GuestRegisters {
+            rax: 1,
+            rcx: list,
+            ..Default::default()
+        };
+        s.handle(&mut g, &mut regs);
+        assert_eq!(regs.rax, result::SUCCESS);
+        assert_eq!(g.validated, [(BASE + 0x5000, false, true)]);
+        assert!(!g.read_twice());
     }
 
     #[test]
