@@ -5,6 +5,11 @@
 pub mod cc {
     pub const NV_UNDEFINE_SPACE: u32 = 0x122;
     pub const START_AUTH_SESSION: u32 = 0x176;
+    pub const HMAC: u32 = 0x155;
+    pub const LOAD_EXTERNAL: u32 = 0x167;
+    pub const READ_PUBLIC: u32 = 0x173;
+    pub const VERIFY_SIGNATURE: u32 = 0x177;
+    pub const ENCRYPT_DECRYPT_2: u32 = 0x193;
     pub const CLOCK_SET: u32 = 0x128;
     pub const CLOCK_RATE_ADJUST: u32 = 0x130;
     pub const NV_GLOBAL_WRITE_LOCK: u32 = 0x132;

@@ -22,6 +22,7 @@ use rivet_libtpms::Reference;
 use rivet_tests::cmd::{Buf, Command, alg, cc, check_well_formed, rc, rh};
 use rivet_tests::hex;
 use rivet_tpm::{Platform, PlatformError, Tpm};
+use sha2::{Digest, Sha256};
 
 /// A deterministic platform for the engine.
 struct TestPlatform {
@@ -398,6 +399,85 @@ fn compare_create_primary(reference: &[u8], engine: &[u8]) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// A P-256 key and an ECDSA/SHA-256 signature over SHA-256("sample"), made
+/// once with OpenSSL (test data, nothing secret).
+const P256_X: &str = "7be579e2aaf11a90b991e258ba45b1aed9215a81a89089dcb4173be373d19f57";
+const P256_Y: &str = "20b1d7436e4ff3ac403ee869b26a09ac2203c817209367453429772ecf26bfbc";
+const SIG_R: &str = "06abb2dd449a03ff11faecc96ba221b16c95497d8b86871dbf8f61b03c974066";
+const SIG_S: &str = "406c3b3af982003d659a26ef192d803036ba01f7da2ae693039059d71734df97";
+
+fn unhex(s: &str) -> Vec<u8> {
+    rivet_tests::tools::unhex(s)
+}
+
+fn load_external(sensitive: Option<Buf>, public: Buf, hierarchy: u32) -> Command {
+    let sensitive = sensitive.map_or_else(Vec::new, |s| s.0);
+    Command::new(cc::LOAD_EXTERNAL)
+        .params(Buf::new().tpm2b(&sensitive).tpm2b(&public.0).u32(hierarchy))
+}
+
+fn ecc_verify_key() -> Buf {
+    Buf::new()
+        .u16(alg::ECC)
+        .u16(alg::SHA256)
+        .u32(0x0004_0040)
+        .tpm2b(&[])
+        .u16(alg::NULL)
+        .u16(alg::ECDSA)
+        .u16(alg::SHA256)
+        .u16(0x0003)
+        .u16(alg::NULL)
+        .tpm2b(&unhex(P256_X))
+        .tpm2b(&unhex(P256_Y))
+}
+
+fn verify(s: &str) -> impl Fn(Ctx) -> Vec<u8> {
+    let s = unhex(s);
+    move |c| {
+        Command::new(cc::VERIFY_SIGNATURE)
+            .handle(c.handle)
+            .params(
+                Buf::new()
+                    .tpm2b(&Sha256::digest(b"sample"))
+                    .u16(alg::ECDSA)
+                    .u16(alg::SHA256)
+                    .tpm2b(&unhex(SIG_R))
+                    .tpm2b(&s),
+            )
+            .bytes()
+    }
+}
+
+const SEED_VALUE: [u8; 32] = [0x11; 32];
+const HMAC_KEY: &[u8] = b"an HMAC key of 32 bytes, exactly";
+const AES_KEY: [u8; 16] = [0x2b; 16];
+
+/// A keyed-hash (HMAC-SHA-256) or AES-128-CFB key with its sensitive part.
+fn symmetric_key(object_type: u16, key: &[u8]) -> (Option<Buf>, Buf) {
+    let unique = Sha256::digest([SEED_VALUE.as_slice(), key].concat());
+    let sensitive = Buf::new()
+        .u16(object_type)
+        .tpm2b(&[])
+        .tpm2b(&SEED_VALUE)
+        .tpm2b(key);
+    let public = Buf::new().u16(object_type).u16(alg::SHA256);
+    let public = if object_type == 0x0008 {
+        public
+            .u32(0x0004_0040)
+            .tpm2b(&[])
+            .u16(0x0005)
+            .u16(alg::SHA256)
+    } else {
+        public
+            .u32(0x0006_0040)
+            .tpm2b(&[])
+            .u16(alg::AES)
+            .u16(128)
+            .u16(alg::CFB)
+    };
+    (Some(sensitive), public.tpm2b(&unique))
 }
 
 fn create_primary(hierarchy: u32, template: Buf) -> Command {
@@ -807,6 +887,130 @@ fn streams() -> Vec<Stream> {
                 "StartAuthSession trial SHA-1",
                 |_| start_session(rh::NULL, 20, 3, SYM_NULL, alg::SHA1).bytes(),
                 Check::RcAndSize(NONCE),
+            )
+            .with_handle("FlushContext", flush_last(), Check::Exact),
+        Stream::new("external keys")
+            .exact("Startup(CLEAR)", startup(true))
+            .yields_handle(
+                "LoadExternal P-256 public key",
+                |_| load_external(None, ecc_verify_key(), rh::NULL).bytes(),
+                Check::ExceptRange(10, 14, HANDLE_VALUE),
+            )
+            .with_handle(
+                "ReadPublic",
+                |c| Command::new(cc::READ_PUBLIC).handle(c.handle).bytes(),
+                Check::Exact,
+            )
+            .with_handle("VerifySignature good", verify(SIG_S), Check::Exact)
+            .with_handle(
+                "VerifySignature bad s",
+                verify("406c3b3af982003d659a26ef192d803036ba01f7da2ae693039059d71734df98"),
+                Check::Exact,
+            )
+            .with_handle("FlushContext", flush_last(), Check::Exact)
+            .exact(
+                "LoadExternal public key under the owner hierarchy",
+                load_external(None, ecc_verify_key(), rh::OWNER),
+            )
+            .exact("LoadExternal point not on the curve", {
+                let mut key = ecc_verify_key();
+                let last = key.0.len() - 1;
+                key.0[last] ^= 1;
+                load_external(None, key, rh::NULL)
+            })
+            .yields_handle(
+                "LoadExternal HMAC key",
+                |_| {
+                    let (sensitive, public) = symmetric_key(0x0008, HMAC_KEY);
+                    load_external(sensitive, public, rh::NULL).bytes()
+                },
+                Check::ExceptRange(10, 14, HANDLE_VALUE),
+            )
+            .with_handle(
+                "HMAC (first DA-protected use)",
+                |c| {
+                    Command::new(cc::HMAC)
+                        .handle(c.handle)
+                        .pw(b"")
+                        .params(Buf::new().tpm2b(b"data to authenticate").u16(alg::SHA256))
+                        .bytes()
+                },
+                Check::ReferenceMayRetry,
+            )
+            .with_handle(
+                "HMAC",
+                |c| {
+                    Command::new(cc::HMAC)
+                        .handle(c.handle)
+                        .pw(b"")
+                        .params(Buf::new().tpm2b(b"data to authenticate").u16(alg::SHA256))
+                        .bytes()
+                },
+                Check::Exact,
+            )
+            .with_handle(
+                "HMAC with the wrong hash",
+                |c| {
+                    Command::new(cc::HMAC)
+                        .handle(c.handle)
+                        .pw(b"")
+                        .params(Buf::new().tpm2b(b"x").u16(alg::SHA1))
+                        .bytes()
+                },
+                Check::Exact,
+            )
+            .with_handle("FlushContext", flush_last(), Check::Exact)
+            .exact("LoadExternal sensitive under the owner hierarchy", {
+                let (sensitive, public) = symmetric_key(0x0008, HMAC_KEY);
+                load_external(sensitive, public, rh::OWNER)
+            })
+            .exact("LoadExternal sensitive that does not match unique", {
+                let (sensitive, public) = symmetric_key(0x0008, HMAC_KEY);
+                let mut public = public;
+                let last = public.0.len() - 1;
+                public.0[last] ^= 1;
+                load_external(sensitive, public, rh::NULL)
+            })
+            .yields_handle(
+                "LoadExternal AES-128-CFB key",
+                |_| {
+                    let (sensitive, public) = symmetric_key(0x0025, &AES_KEY);
+                    load_external(sensitive, public, rh::NULL).bytes()
+                },
+                Check::ExceptRange(10, 14, HANDLE_VALUE),
+            )
+            .with_handle(
+                "EncryptDecrypt2 encrypt",
+                |c| {
+                    Command::new(cc::ENCRYPT_DECRYPT_2)
+                        .handle(c.handle)
+                        .pw(b"")
+                        .params(Buf::new().tpm2b(&[0x42; 37]).u8(0).u16(alg::CFB).tpm2b(&[7; 16]))
+                        .bytes()
+                },
+                Check::Exact,
+            )
+            .with_handle(
+                "EncryptDecrypt2 decrypt",
+                |c| {
+                    Command::new(cc::ENCRYPT_DECRYPT_2)
+                        .handle(c.handle)
+                        .pw(b"")
+                        .params(Buf::new().tpm2b(&[0x42; 37]).u8(1).u16(alg::NULL).tpm2b(&[7; 16]))
+                        .bytes()
+                },
+                Check::Exact,
+            )
+            .with_handle(
+                "EncryptDecrypt2 with a short IV",
+                |c| {
+                    Command::new(cc::ENCRYPT_DECRYPT_2)
+                        .handle(c.handle)
+                        .pw(b"")
+                        .params(Buf::new().tpm2b(&[0x42; 16]).u8(0).u16(alg::CFB).tpm2b(&[7; 8]))
+                        .bytes()
+                },
+                Check::Exact,
             )
             .with_handle("FlushContext", flush_last(), Check::Exact),
         Stream::new("parameter checks")
