@@ -7,8 +7,9 @@ set -euo pipefail
 what="${1:-test}"
 packages=(qemu-system-x86)
 if [ "$what" = test ]; then
-    # Peer tools and the reference TPM the tests compare against.
-    packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtpms-dev dbus)
+    # Peer tools, the reference TPM the engine is compared with, and g++ for
+    # the fuzzer's libFuzzer runtime.
+    packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpms-dev dbus g++)
 fi
 
 missing=()
@@ -33,3 +34,8 @@ fi
 for c in rustfmt clippy; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"
 done
+
+if [ "$what" = test ] && ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz" >&2
+    cargo install --locked cargo-fuzz@0.13.2
+fi

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Every test: formatting, lints (host and kernel target), the kernel built
-# for bare metal, then the whole workspace's tests (unit tests, the kernel
-# under QEMU, tpm2-tools against the TPM server, the engine against libtpms).
+# Every test: formatting, lints (host and kernel target), the engine built
+# for bare metal, the whole workspace's tests (unit tests; the kernel and the
+# SVSM serving its guest under QEMU; tpm2-tools, tpm2-abrmd and the mssim
+# protocol against the TPM server; the engine against libtpms), then a
+# bounded fuzz run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -16,4 +18,7 @@ step cargo clippy --quiet -p rivet-kernel --target x86_64-unknown-none --feature
 step cargo clippy --quiet -p rivet-firmware-guest --target x86_64-unknown-none -- -D warnings
 step cargo build --quiet -p rivet-tpm --target x86_64-unknown-none
 step cargo test --workspace
+# A bounded fuzz run of the engine's command entry point and state restore.
+step env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" FUZZ_RESTORE_SECONDS="${FUZZ_RESTORE_SECONDS:-20}" \
+    CARGO_TARGET_DIR="$PWD/target/fuzz" tpm/fuzz/run.sh
 echo "== all tests passed in $(( $(date +%s) - start )) s" >&2
