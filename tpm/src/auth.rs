@@ -388,8 +388,14 @@ pub fn authorize(
                     return Err(Rc::session(rc::POLICY_FAIL, n));
                 }
                 let p = session.policy.clone();
+                if p.timeout.is_some_and(|t| core.vol.now_clock > t) {
+                    return Err(Rc::session(rc::EXPIRED, n));
+                }
                 if p.command_code.is_some_and(|c| c != entry.cc) {
                     return Err(Rc::session(rc::POLICY_CC, n));
+                }
+                if p.cp_hash.as_ref().is_some_and(|c| !ct_eq(c, &cp)) {
+                    return Err(Rc::session(rc::POLICY_FAIL, n));
                 }
                 if p.locality
                     .is_some_and(|m| !crate::pcr::locality_allows(m, locality))

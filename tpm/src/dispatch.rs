@@ -137,6 +137,7 @@ pub static TABLE: &[Entry] = &[
     enc(e(cc::NV_READ, &[K::NvAuth, K::NvIndex], 1, nvc::read)),
     nvw(e(cc::NV_READ_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::read_lock)),
     enc(dec(e(cc::OBJECT_CHANGE_AUTH, &[K::Object, K::Object], 1, object::object_change_auth))),
+    enc(dec(e(cc::POLICY_SECRET, &[K::Entity, K::PolicySession], 1, policy::secret))),
     enc(dec(e(cc::CREATE, &[K::Object], 1, object::create))),
     enc(dec(e(cc::ECDH_ZGEN, &[K::Object], 1, asymmetric::ecdh_zgen_cmd))),
     enc(dec(e(cc::HMAC, &[K::Object], 1, symmetric::hmac))),

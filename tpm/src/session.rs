@@ -48,6 +48,10 @@ pub struct PolicyState {
     pub auth_value_needed: bool,
     /// PolicyPassword: the HMAC field carries the authValue in the clear.
     pub password_needed: bool,
+    /// PolicySecret with cpHashA: the only command parameters allowed.
+    pub cp_hash: Option<Vec<u8>>,
+    /// PolicySecret with an expiration: Clock (ms) after which the session fails.
+    pub timeout: Option<u64>,
 }
 
 pub struct Session {
@@ -201,6 +205,20 @@ impl Session {
         opt32(&mut w, p.pcr_counter);
         w.u8(u8::from(p.auth_value_needed));
         w.u8(u8::from(p.password_needed));
+        match &p.cp_hash {
+            None => w.u8(0),
+            Some(c) => {
+                w.u8(1);
+                w.tpm2b(c);
+            }
+        }
+        match p.timeout {
+            None => w.u8(0),
+            Some(t) => {
+                w.u8(1);
+                w.u64(t);
+            }
+        }
         w.buf
     }
 
@@ -247,6 +265,12 @@ impl Session {
             pcr_counter,
             auth_value_needed: r.yes_no()?,
             password_needed: r.yes_no()?,
+            cp_hash: if r.yes_no()? {
+                Some(r.tpm2b(crate::spec::MAX_DIGEST)?.to_vec())
+            } else {
+                None
+            },
+            timeout: if r.yes_no()? { Some(r.u64()?) } else { None },
         };
         r.finish()?;
         Ok(Self {
@@ -389,6 +413,8 @@ mod tests {
                 pcr_counter: None,
                 auth_value_needed: true,
                 password_needed: false,
+                cp_hash: Some(alloc::vec![5; 32]),
+                timeout: Some(99),
             },
         }
     }

@@ -6,6 +6,7 @@ pub mod st {
     pub const NO_SESSIONS: u16 = 0x8001;
     pub const SESSIONS: u16 = 0x8002;
     pub const HASHCHECK: u16 = 0x8024;
+    pub const AUTH_SECRET: u16 = 0x8023;
     pub const ATTEST_CERTIFY: u16 = 0x8017;
     pub const ATTEST_QUOTE: u16 = 0x8018;
     pub const ATTEST_TIME: u16 = 0x8019;
@@ -88,6 +89,7 @@ pub mod cc {
     pub const VERIFY_SIGNATURE: u32 = 0x177;
     pub const CREATE_LOADED: u32 = 0x191;
     pub const ENCRYPT_DECRYPT_2: u32 = 0x193;
+    pub const POLICY_SECRET: u32 = 0x151;
     pub const POLICY_AUTH_VALUE: u32 = 0x16B;
     pub const POLICY_COMMAND_CODE: u32 = 0x16C;
     pub const POLICY_LOCALITY: u32 = 0x16F;

@@ -1,6 +1,7 @@
 //! Enhanced authorization (Part 3 §23): the policy commands that need no
 //! signatures or NV: PolicyRestart, PolicyGetDigest, PolicyCommandCode,
-//! PolicyAuthValue, PolicyPassword, PolicyLocality, PolicyPCR, PolicyOR.
+//! PolicyAuthValue, PolicyPassword, PolicyLocality, PolicyPCR, PolicyOR,
+//! PolicySecret.
 //! Each extends the session's policyDigest and records what must hold when
 //! the session authorizes (auth.rs checks it).
 
@@ -137,6 +138,72 @@ pub fn pcr(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     if !trial {
         s.policy.pcr_counter = Some(counter);
     }
+    Ok(())
+}
+
+/// PolicySecret: the authorization of `authHandle` (checked like any other
+/// authorization before this runs) is bound into the policy:
+/// policyDigest := H(H(policyDigest ‖ TPM_CC_PolicySecret ‖ authName) ‖ policyRef).
+pub fn secret(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let nonce_tpm = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
+    let cp_hash_a = call.params.tpm2b(MAX_DIGEST).p(2)?.to_vec();
+    let policy_ref = call.params.tpm2b(MAX_DIGEST).p(3)?.to_vec();
+    let expiration = call.params.u32().p(4)? as i32;
+    call.done()?;
+    let auth_handle = call.handle(0);
+    if auth_handle == crate::spec::rh::NULL {
+        return Err(Rc::handle(rc::VALUE, 1));
+    }
+    let name = crate::auth::name(cx.core, auth_handle);
+    let now = cx.core.vol.now_clock;
+    let handle = call.handle(1);
+    let s = cx
+        .core
+        .vol
+        .sessions
+        .get_mut(handle)
+        .ok_or(Rc::handle(rc::VALUE, 2))?;
+    let trial = s.kind == Kind::Trial;
+    let mut timeout = None;
+    if !trial {
+        // PolicyParameterChecks: the nonce must be this session's, cpHashA a
+        // digest of the session's size that agrees with any earlier one.
+        if !nonce_tpm.is_empty() && !crate::crypto::ct_eq(&nonce_tpm, &s.nonce_tpm) {
+            return Err(Rc::param(rc::NONCE, 1));
+        }
+        if !cp_hash_a.is_empty() {
+            if cp_hash_a.len() != s.hash.size() {
+                return Err(Rc::param(rc::SIZE, 2));
+            }
+            if s.policy.cp_hash.as_ref().is_some_and(|c| *c != cp_hash_a) {
+                return Err(Rc::param(rc::CPHASH, 2));
+            }
+        }
+        if expiration != 0 {
+            // An expiration counts from the nonce's issue, so it needs the nonce.
+            if nonce_tpm.is_empty() {
+                return Err(Rc::param(rc::EXPIRED, 4));
+            }
+            let t = now.saturating_add(u64::from(expiration.unsigned_abs()).saturating_mul(1000));
+            timeout = Some(s.policy.timeout.map_or(t, |old| old.min(t)));
+        }
+    }
+    s.extend_policy(&[&cc::POLICY_SECRET.to_be_bytes(), &name]);
+    s.extend_policy(&[&policy_ref]);
+    if !trial {
+        if !cp_hash_a.is_empty() {
+            s.policy.cp_hash = Some(cp_hash_a.clone());
+        }
+        if timeout.is_some() {
+            s.policy.timeout = timeout;
+        }
+    }
+    // A ticket is issued for a negative expiration; PolicyTicket is not
+    // implemented yet, so every ticket is the NULL ticket and no timeout is given.
+    call.out.u16(0);
+    call.out.u16(crate::spec::st::AUTH_SECRET);
+    call.out.u32(crate::spec::rh::NULL);
+    call.out.u16(0);
     Ok(())
 }
 
@@ -346,5 +413,87 @@ mod tests {
         let mut c = Cmd::new(0x129).h(OWNER).pw(b"").tpm2b(b"").bytes();
         c[18..22].copy_from_slice(&s.to_be_bytes());
         assert_eq!(rc_of(&tpm.execute(0, &c)), 0x12F);
+    }
+
+    /// PolicySecret(endorsement), as the default EK templates' policy.
+    #[test]
+    fn policy_secret_binds_the_entity_authorization() {
+        let mut tpm = started();
+        let endorsement = 0x4000_000Bu32;
+        let t = start(&mut tpm, 3);
+        let secret = |tpm: &mut Tpm<TestPlatform>, s: u32, pw: &[u8], exp: u32| {
+            run(
+                tpm,
+                0,
+                &Cmd::new(0x151)
+                    .h(endorsement)
+                    .h(s)
+                    .pw(pw)
+                    .tpm2b(&[])
+                    .tpm2b(&[])
+                    .tpm2b(&[])
+                    .u32(exp),
+            )
+        };
+        assert_eq!(secret(&mut tpm, t, b"", 0).0, 0);
+        // The well-known EK policy: H(0^32 ‖ TPM_CC_PolicySecret ‖ TPM_RH_ENDORSEMENT), then ‖ empty policyRef.
+        let expected = ext(
+            &ext(
+                &[0; 32],
+                &[&0x151u32.to_be_bytes(), &endorsement.to_be_bytes()],
+            ),
+            &[],
+        );
+        assert_eq!(digest(&mut tpm, t), expected);
+        assert_eq!(
+            expected[..4],
+            [0x83, 0x71, 0x97, 0x67],
+            "the TCG EK credential profile's PolicySecret(TPM_RH_ENDORSEMENT) digest"
+        );
+        // The authorization of the entity is checked: endorsement is DA exempt.
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x129).h(endorsement).pw(b"").tpm2b(b"e")
+            )
+            .0,
+            0
+        );
+        let p = start(&mut tpm, 1);
+        assert_eq!(secret(&mut tpm, p, b"x", 0).0, 0x9A2);
+        assert_eq!(secret(&mut tpm, p, b"e", 0).0, 0);
+        assert_eq!(digest(&mut tpm, p), expected);
+        // A nonce that is not the session's; an expiration without a nonce.
+        let (rc, _) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x151)
+                .h(endorsement)
+                .h(p)
+                .pw(b"e")
+                .tpm2b(&[1; 16])
+                .tpm2b(&[])
+                .tpm2b(&[])
+                .u32(0),
+        );
+        assert_eq!(rc, 0x1CF);
+        assert_eq!(secret(&mut tpm, p, b"e", 10).0, 0x4E3);
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x151)
+                    .h(0x4000_0007)
+                    .h(p)
+                    .pw(b"")
+                    .tpm2b(&[])
+                    .tpm2b(&[])
+                    .tpm2b(&[])
+                    .u32(0)
+            )
+            .0,
+            0x184
+        );
     }
 }
