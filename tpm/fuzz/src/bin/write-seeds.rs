@@ -24,11 +24,24 @@ fn authed(code: u32, handles: &[u32], params: &[u8]) -> Vec<u8> {
     cmd(true, code, &body)
 }
 
+/// Hex to bytes; whitespace is ignored.
 fn hexb(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
+}
+
+/// LoadExternal parameters: inPrivate, inPublic, hierarchy TPM_RH_NULL.
+fn load_external(sensitive: &[u8], public: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for part in [sensitive, public] {
+        b.extend_from_slice(&u16::try_from(part.len()).unwrap().to_be_bytes());
+        b.extend_from_slice(part);
+    }
+    b.extend_from_slice(&0x4000_0007u32.to_be_bytes());
+    b
 }
 
 const OWNER: u32 = 0x4000_0001;
@@ -44,6 +57,27 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut create_primary = hexb("000400000000");
     create_primary.extend_from_slice(&ecc_template);
     create_primary.extend_from_slice(&hexb("000000000000"));
+    // TPMT_PUBLIC of a P-256 ECDSA verification key (OpenSSL-made test key).
+    let mut ecc_public = hexb("0023000b00040040000000100018000b00030010");
+    ecc_public.extend_from_slice(&hexb(
+        "00207be579e2aaf11a90b991e258ba45b1aed9215a81a89089dcb4173be373d19f57\
+         002020b1d7436e4ff3ac403ee869b26a09ac2203c817209367453429772ecf26bfbc",
+    ));
+    let verify_body = {
+        let mut b = 0x8000_0000u32.to_be_bytes().to_vec();
+        b.extend_from_slice(&hexb(
+            "0020af2bdbe1aa9b6ec1e2ade1d694f41fc71a831d0268e9891562113d8a62add1bf00180 00b\
+             002006abb2dd449a03ff11faecc96ba221b16c95497d8b86871dbf8f61b03c974066\
+             0020406c3b3af982003d659a26ef192d803036ba01f7da2ae693039059d71734df97",
+        ));
+        b
+    };
+    // Keyed-hash and AES keys with their sensitive parts (unique left empty:
+    // the fuzzer only needs the shape).
+    let hmac_sensitive = hexb("00080000000411111111000461626364");
+    let hmac_public = hexb("0008000b0004004000000005000b0000");
+    let aes_sensitive = hexb("0025000000041111111100102b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b");
+    let aes_public = hexb("0025000b000600400000000600800043 0000");
     let pcr_sel = hexb("00000002000403ffffff000b03ffffff");
     vec![
         ("startup-only", encode(1, &[(0, STARTUP_CLEAR.to_vec())])),
@@ -104,7 +138,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 &[
                     (0, cmd(false, 0x186, &hexb("0000000b"))),
                     (0, authed(0x15C, &[0x8000_0000], &hexb("0003616263"))),
-                    (0, authed(0x13E, &[0x8000_0000], &hexb("000140000007"))),
+                    (0, authed(0x13E, &[0x8000_0000], &hexb("000040000007"))),
                 ],
             ),
         ),
@@ -167,7 +201,74 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 &[
                     (0, cmd(false, 0x181, &[])),
                     (0, cmd(false, 0x145, &[0, 1])),
+                    // flags bit 1: the power cycle falls here, halfway.
                     (0, cmd(false, 0x144, &[0, 1])),
+                    (0, cmd(false, 0x17B, &[0, 8])),
+                ],
+            ),
+        ),
+        (
+            "external-ecc-verify",
+            encode(
+                0,
+                &[
+                    (0, cmd(false, 0x167, &load_external(&[], &ecc_public))),
+                    (0, cmd(false, 0x173, &0x8000_0000u32.to_be_bytes())),
+                    (0, cmd(false, 0x177, &verify_body)),
+                ],
+            ),
+        ),
+        (
+            "external-hmac",
+            encode(
+                0,
+                &[
+                    (
+                        0,
+                        cmd(false, 0x167, &load_external(&hmac_sensitive, &hmac_public)),
+                    ),
+                    (0, authed(0x155, &[0x8000_0000], &hexb("000461626364000b"))),
+                ],
+            ),
+        ),
+        (
+            "external-aes",
+            encode(
+                0,
+                &[
+                    (
+                        0,
+                        cmd(false, 0x167, &load_external(&aes_sensitive, &aes_public)),
+                    ),
+                    (
+                        0,
+                        authed(
+                            0x193,
+                            &[0x8000_0000],
+                            &hexb("00054242424242000043001007070707070707070707070707070707"),
+                        ),
+                    ),
+                ],
+            ),
+        ),
+        (
+            "primary-sign",
+            encode(
+                0,
+                &[
+                    (0, authed(0x131, &[OWNER], &create_primary)),
+                    (
+                        0,
+                        authed(
+                            0x15D,
+                            &[0x8000_0000],
+                            &hexb(
+                                "0020af2bdbe1aa9b6ec1e2ade1d694f41fc71a831d0268e9891562113d8a62add1bf\
+                                 0010 8024 40000007 0000",
+                            ),
+                        ),
+                    ),
+                    (0, cmd(false, 0x173, &0x8000_0000u32.to_be_bytes())),
                 ],
             ),
         ),
