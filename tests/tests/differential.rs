@@ -3,20 +3,32 @@
 //! deterministic output must match byte for byte.
 //!
 //! Intended differences, each with its reason, are the `Check` values other
-//! than `Exact` below; everything else is compared exactly:
-//! - random output, key material, proofs and HMAC tickets: the two TPMs have
-//!   different seeds and entropy, so only the response code and size match;
+//! than `Exact` below (the test prints the ones it applied); everything else
+//! is compared exactly:
+//! - random output, key material, proofs, nonces and HMAC tickets: the two
+//!   TPMs have different seeds and entropy, so only the response code and
+//!   size match; for CreatePrimary the seed-independent parts (template,
+//!   creation data and hash, ticket tag) are compared;
+//! - the context-integrity hash (ticket sizes): SHA-512 in libtpms, SHA-384
+//!   in the engine; likewise the lists of implemented hashes (PCR_Event
+//!   digests, unallocated banks in TPM_CAP_PCRS, GetRandom's cap);
 //! - transient and session handle values: the spec leaves the numbering to
 //!   the implementation (handles are compared as "present", then used);
 //! - vendor properties (manufacturer, vendor strings, firmware version, and
 //!   implementation-sized buffers), the algorithm, command and curve lists:
 //!   implementation choices, so only the response code is compared;
 //! - Time and Clock values: wall-clock dependent; resetCount, restartCount
-//!   and safe are compared.
+//!   and safe are compared;
+//! - the reference answers TPM_RC_RETRY to the first DA-protected use after
+//!   an orderly Startup (it first clears its orderly flag in NV); the step
+//!   after repeats the command and is compared exactly;
+//! - a bad command tag: the engine answers TPM_RC_BAD_TAG under
+//!   TPM_ST_RSP_COMMAND as Part 2 describes, libtpms 0.9 TPM_RC_VALUE.
 //!
-//! Before each stream the reference's PCR banks are set to SHA-1 + SHA-256
-//! (libtpms also allocates SHA-384 and SHA-512 by default), which is the
-//! engine's default allocation; the first capability step checks that.
+//! Before each stream both TPMs go through Startup, PCR_Allocate (SHA-1 +
+//! SHA-256: libtpms also allocates SHA-384 and SHA-512 by default), an
+//! orderly Shutdown and a power cycle, so they start from the same history.
+//! `RIVET_DIFF_VERBOSE=1` prints every step's response codes.
 
 use rivet_libtpms::Reference;
 use rivet_tests::cmd::{Buf, Command, alg, cc, check_well_formed, rc, rh};
