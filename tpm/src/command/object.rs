@@ -276,6 +276,17 @@ pub fn create_loaded(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     Ok(())
 }
 
+/// Key validation errors of a loaded sensitive area: TPM_RC_BINDING carries
+/// no parameter number (as the reference's CryptValidateKeys answers), the
+/// others belong to the sensitive area (parameter 1).
+fn binding_plain(e: Rc) -> Rc {
+    if e.base == rc::BINDING {
+        Rc::new(rc::BINDING)
+    } else {
+        Rc::param(e.base, 1)
+    }
+}
+
 /// Checks of a loaded sensitive area against its public area (ObjectLoad).
 fn check_sensitive(p: &Public, s: &Sensitive) -> CmdResult<()> {
     if s.auth.len() > p.hash().size() {
@@ -301,7 +312,7 @@ pub fn load(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         .unwrap(public.kind, &name, &private)
         .p(1)?;
     check_sensitive(&public, &s).p(1)?;
-    let private_key = key::private_from_sensitive(&public, &s).p(1)?;
+    let private_key = key::private_from_sensitive(&public, &s).map_err(binding_plain)?;
     let k = KeyObject::new(
         public,
         Some(s),
@@ -347,11 +358,11 @@ pub fn load_external(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let private = match &sensitive {
         Some(s) => {
             check_sensitive(&public, s).p(1)?;
-            Some(key::private_from_sensitive(&public, s).p(1)?)
+            Some(key::private_from_sensitive(&public, s).map_err(binding_plain)?)
         }
         None => None,
     };
-    let k = KeyObject::new(
+    let mut k = KeyObject::new(
         public,
         sensitive,
         private,
@@ -359,6 +370,8 @@ pub fn load_external(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         &key::handle_name(hierarchy),
         false,
     );
+    // An external object's Qualified Name is its Name (the reference's ObjectSetLoadedAttributes).
+    k.qualified_name = k.name.clone();
     match k.public.kind {
         alg::RSA if k.sensitive.is_none() => {
             k.rsa_public().p(2)?;
@@ -1011,5 +1024,108 @@ mod evict_tests {
             0x18B
         );
         assert!(tpm.core.ps.persistent_objects.is_empty());
+    }
+}
+
+/// Timings of the key commands (printed, never asserted): run with
+/// `cargo test -p rivet-tpm --release key_command_timings -- --nocapture`.
+#[cfg(test)]
+mod timing_tests {
+    use std::time::{Duration, Instant};
+    use std::vec::Vec;
+
+    use super::tests::*;
+    use crate::testutil::{Cmd, rc_of, started};
+
+    fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    #[test]
+    fn key_command_timings() {
+        let mut tpm = started();
+        let mut time = |f: &mut dyn FnMut(usize)| {
+            let runs: Vec<Duration> = (0..7)
+                .map(|i| {
+                    let t = Instant::now();
+                    f(i);
+                    t.elapsed()
+                })
+                .collect();
+            median(runs)
+        };
+        // Uncached EK creation: another unique byte gives another template each run.
+        let rsa = time(&mut |i| {
+            let mut t = ek_rsa();
+            let n = t.len();
+            t[n - 1] = i as u8 + 1;
+            let (rc, h, _, _) = primary(&mut tpm, ENDORSEMENT, b"", &t);
+            assert_eq!(rc, 0);
+            flush(&mut tpm, h);
+        });
+        let rsa_cached = time(&mut |_| {
+            let (rc, h, _, _) = primary(&mut tpm, ENDORSEMENT, b"", &ek_rsa());
+            assert_eq!(rc, 0);
+            flush(&mut tpm, h);
+        });
+        let ecc = time(&mut |i| {
+            let mut t = ek_ecc();
+            let n = t.len();
+            t[n - 1] = i as u8 + 1;
+            let (rc, h, _, _) = primary(&mut tpm, ENDORSEMENT, b"", &t);
+            assert_eq!(rc, 0);
+            flush(&mut tpm, h);
+        });
+        let (_, ecc_key, _, _) = primary(&mut tpm, OWNER, b"", &ecc_signer(SIGN_ATTRS));
+        let (_, rsa_key, _, _) = primary(&mut tpm, OWNER, b"", &rsa_signer(SIGN_ATTRS, 0x14));
+        let digest = [0x5Au8; 32];
+        let null_ticket = [0x80, 0x24, 0x40, 0, 0, 7, 0, 0];
+        let mut sign = |k: u32| {
+            let cmd = Cmd::new(0x15D)
+                .h(k)
+                .pw(b"")
+                .tpm2b(&digest)
+                .u16(0x10)
+                .b(&null_ticket);
+            assert_eq!(rc_of(&tpm.execute(0, &cmd.bytes())), 0);
+        };
+        let mut runs = Vec::new();
+        for _ in 0..15 {
+            let t = Instant::now();
+            sign(ecc_key);
+            runs.push(t.elapsed());
+        }
+        let sign_ecc = median(runs);
+        let mut runs = Vec::new();
+        for _ in 0..15 {
+            let t = Instant::now();
+            sign(rsa_key);
+            runs.push(t.elapsed());
+        }
+        let sign_rsa = median(runs);
+        flush(&mut tpm, rsa_key);
+        flush(&mut tpm, ecc_key);
+        let (_, ak, _, _) = primary(&mut tpm, OWNER, b"", &ecc_signer(AK_ATTRS));
+        let sel = [0, 0, 0, 1, 0, 0x0B, 3, 0xFF, 0xFF, 0xFF];
+        let mut runs = Vec::new();
+        for _ in 0..15 {
+            let cmd = Cmd::new(0x158)
+                .h(ak)
+                .pw(b"")
+                .tpm2b(&[1; 32])
+                .u16(0x10)
+                .b(&sel);
+            let t = Instant::now();
+            assert_eq!(rc_of(&tpm.execute(0, &cmd.bytes())), 0);
+            runs.push(t.elapsed());
+        }
+        let quote = median(runs);
+        std::println!(
+            "CreatePrimary RSA-2048 EK: {rsa:?} (cached template: {rsa_cached:?})\n\
+             CreatePrimary ECC P-256 EK: {ecc:?}\n\
+             Sign ECDSA P-256: {sign_ecc:?}\nSign RSA-2048 RSASSA: {sign_rsa:?}\n\
+             Quote ECDSA P-256, 24 PCRs: {quote:?}"
+        );
     }
 }
