@@ -918,10 +918,13 @@ pub(crate) mod tests {
         let cmd = Cmd::new(LOAD_EXTERNAL).u16(0).tpm2b(&public).u32(OWNER);
         let resp = tpm.execute(0, &cmd.bytes());
         assert_eq!(rc_of(&resp), 0);
-        flush(
-            &mut tpm,
-            u32::from_be_bytes(resp[10..14].try_into().unwrap()),
-        );
+        let ext = u32::from_be_bytes(resp[10..14].try_into().unwrap());
+        // An external object's Qualified Name is its Name.
+        let rp = tpm.execute(0, &Cmd::new(READ_PUBLIC).h(ext).bytes());
+        let (_, pos) = tpm2b(&rp, 10);
+        let (name, pos) = tpm2b(&rp, pos);
+        assert_eq!(tpm2b(&rp, pos).0, name);
+        flush(&mut tpm, ext);
         // With a sensitive area it must be in the null hierarchy.
         let mut sens = alloc::vec![0x00, 0x08, 0, 0, 0, 0, 0, 4];
         sens.extend_from_slice(b"abcd");
