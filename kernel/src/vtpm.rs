@@ -77,15 +77,59 @@ impl Platform for KernelTpmPlatform {
     }
 }
 
-/// The engine as the vTPM protocol drives it, with the EKs the SVSM made
-/// at boot.
+/// Persistent handle of the ECC P-256 attestation key the SVSM makes at boot.
+pub const AK_ECC_HANDLE: u32 = 0x8101_8000;
+/// Persistent handle of the RSA-2048 attestation key the SVSM makes at boot.
+pub const AK_RSA_HANDLE: u32 = 0x8101_8001;
+
+/// Kinds of keys in the vTPM manifest version 1.
+pub mod manifest_kind {
+    /// EK, RSA-2048, template L-1.
+    pub const EK_RSA: u16 = 1;
+    /// EK, ECC P-256, template L-2.
+    pub const EK_ECC: u16 = 2;
+    /// AK, ECC P-256, ECDSA-SHA256.
+    pub const AK_ECC: u16 = 3;
+    /// AK, RSA-2048, RSASSA-SHA256.
+    pub const AK_RSA: u16 = 4;
+}
+
+/// The engine as the vTPM protocol drives it, with the keys the SVSM made
+/// at boot (public areas: TPMT_PUBLIC without a size prefix).
 pub struct Vtpm {
     tpm: Tpm<KernelTpmPlatform>,
-    /// EK public areas (TPMT_PUBLIC, no size prefix): RSA-2048 (template
-    /// L-1) and ECC P-256 (template L-2).
+    /// EK, RSA-2048 (template L-1).
     pub ek_rsa: Vec<u8>,
-    /// See `ek_rsa`.
+    /// EK, ECC P-256 (template L-2).
     pub ek_ecc: Vec<u8>,
+    /// AK, ECC P-256, at [`AK_ECC_HANDLE`].
+    pub ak_ecc: Vec<u8>,
+    /// AK, RSA-2048, at [`AK_RSA_HANDLE`].
+    pub ak_rsa: Vec<u8>,
+}
+
+impl Vtpm {
+    /// The vTPM manifest version 1: `u16 version = 1, u16 count`, then per
+    /// key `u16 kind, u32 persistent handle (0: none), u16 size, TPMT_PUBLIC`
+    /// (all big-endian, as TPM structures are): both EKs and both AKs.
+    pub fn manifest_v1(&self) -> Vec<u8> {
+        let keys = [
+            (manifest_kind::EK_RSA, 0, &self.ek_rsa),
+            (manifest_kind::EK_ECC, 0, &self.ek_ecc),
+            (manifest_kind::AK_ECC, AK_ECC_HANDLE, &self.ak_ecc),
+            (manifest_kind::AK_RSA, AK_RSA_HANDLE, &self.ak_rsa),
+        ];
+        let mut m = Vec::new();
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m.extend_from_slice(&(keys.len() as u16).to_be_bytes());
+        for (kind, handle, public) in keys {
+            m.extend_from_slice(&kind.to_be_bytes());
+            m.extend_from_slice(&handle.to_be_bytes());
+            m.extend_from_slice(&(public.len() as u16).to_be_bytes());
+            m.extend_from_slice(public);
+        }
+        m
+    }
 }
 
 impl TpmBackend for Vtpm {
@@ -94,8 +138,12 @@ impl TpmBackend for Vtpm {
     }
 
     fn service_manifest(&mut self, version: u32) -> Option<Vec<u8>> {
-        // Version 0 (SVSM specification): the EK from the default RSA template.
-        (version == 0).then(|| self.ek_rsa.clone())
+        match version {
+            // Version 0 (SVSM specification): the EK from the default RSA template.
+            0 => Some(self.ek_rsa.clone()),
+            1 => Some(self.manifest_v1()),
+            _ => None,
+        }
     }
 }
 
@@ -142,6 +190,39 @@ pub fn ek_template_rsa() -> Vec<u8> {
     t.extend_from_slice(&0u32.to_be_bytes()); // exponent: default
     t.extend_from_slice(&256u16.to_be_bytes());
     t.extend_from_slice(&[0; 256]);
+    t
+}
+
+/// fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign.
+const AK_ATTRIBUTES: u32 = 0x0005_0072;
+
+/// TPMT_PUBLIC of the ECC P-256 attestation key (ECDSA, SHA-256).
+pub fn ak_template_ecc() -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&0x0023u16.to_be_bytes());
+    t.extend_from_slice(&0x000Bu16.to_be_bytes());
+    t.extend_from_slice(&AK_ATTRIBUTES.to_be_bytes());
+    t.extend_from_slice(&0u16.to_be_bytes()); // no policy
+    t.extend_from_slice(&0x0010u16.to_be_bytes()); // symmetric NULL
+    t.extend_from_slice(&[0x00, 0x18, 0x00, 0x0B]); // ECDSA, SHA-256
+    t.extend_from_slice(&0x0003u16.to_be_bytes()); // NIST P-256
+    t.extend_from_slice(&0x0010u16.to_be_bytes()); // kdf NULL
+    t.extend_from_slice(&[0, 0, 0, 0]); // empty unique
+    t
+}
+
+/// TPMT_PUBLIC of the RSA-2048 attestation key (RSASSA, SHA-256).
+pub fn ak_template_rsa() -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&0x0001u16.to_be_bytes());
+    t.extend_from_slice(&0x000Bu16.to_be_bytes());
+    t.extend_from_slice(&AK_ATTRIBUTES.to_be_bytes());
+    t.extend_from_slice(&0u16.to_be_bytes());
+    t.extend_from_slice(&0x0010u16.to_be_bytes());
+    t.extend_from_slice(&[0x00, 0x14, 0x00, 0x0B]); // RSASSA, SHA-256
+    t.extend_from_slice(&2048u16.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes());
+    t.extend_from_slice(&0u16.to_be_bytes()); // empty unique
     t
 }
 
@@ -215,6 +296,26 @@ fn create_primary(
     Ok((handle, public.to_vec()))
 }
 
+/// EvictControl(TPM_RH_OWNER): makes `object` persistent at `persistent`.
+fn evict_control(
+    tpm: &mut Tpm<KernelTpmPlatform>,
+    object: u32,
+    persistent: u32,
+) -> Result<(), VtpmError> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&0x4000_0001u32.to_be_bytes()); // TPM_RH_OWNER
+    body.extend_from_slice(&object.to_be_bytes());
+    body.extend_from_slice(&9u32.to_be_bytes());
+    body.extend_from_slice(&0x4000_0009u32.to_be_bytes());
+    body.extend_from_slice(&[0, 0, 0, 0, 0]);
+    body.extend_from_slice(&persistent.to_be_bytes());
+    let r = tpm.execute(0, &command(0x8002, 0x120, &body));
+    match response_code(&r) {
+        0 => Ok(()),
+        rc => Err(VtpmError::Command("EvictControl", rc)),
+    }
+}
+
 fn flush(tpm: &mut Tpm<KernelTpmPlatform>, handle: u32) -> Result<(), VtpmError> {
     let r = tpm.execute(0, &command(0x8001, 0x165, &handle.to_be_bytes()));
     match response_code(&r) {
@@ -228,10 +329,7 @@ impl Vtpm {
     /// inside the SVSM, without the guest round trip; returns TSC ticks. The
     /// AK is flushed again, so the guest finds the TPM as before.
     pub fn bench_quotes(&mut self, n: u32) -> Result<u64, VtpmError> {
-        let template = [
-            0x00, 0x23, 0x00, 0x0B, 0x00, 0x05, 0x00, 0x72, 0x00, 0x00, 0x00, 0x10, 0x00, 0x18,
-            0x00, 0x0B, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00,
-        ];
+        let template = ak_template_ecc();
         let (handle, _) = create_primary(&mut self.tpm, &template)?;
         let mut body = handle.to_be_bytes().to_vec();
         body.extend_from_slice(&9u32.to_be_bytes());
@@ -260,9 +358,10 @@ impl Vtpm {
     }
 }
 
-/// Manufactures the TPM (fresh seeds from hardware entropy), starts it, and
-/// creates the EKs from the default templates so the attestation manifest
-/// can carry them. The guest's own TPM2_Startup then gets TPM_RC_INITIALIZE,
+/// Manufactures the TPM (fresh seeds from hardware entropy), starts it,
+/// creates the EKs from the default templates and the AKs (made persistent
+/// at [`AK_ECC_HANDLE`] and [`AK_RSA_HANDLE`]), so that the attestation
+/// manifest can carry them all. The guest's own TPM2_Startup then gets TPM_RC_INITIALIZE,
 /// as on any TPM its firmware already started.
 pub fn manufacture() -> Result<Vtpm, VtpmError> {
     let mut tpm = Tpm::manufacture(KernelTpmPlatform::new()).map_err(VtpmError::Manufacture)?;
@@ -278,9 +377,22 @@ pub fn manufacture() -> Result<Vtpm, VtpmError> {
         *slot = public;
     }
     let [ek_rsa, ek_ecc] = eks;
+    let mut aks = [Vec::new(), Vec::new()];
+    for (slot, (template, persistent)) in aks.iter_mut().zip([
+        (ak_template_ecc(), AK_ECC_HANDLE),
+        (ak_template_rsa(), AK_RSA_HANDLE),
+    ]) {
+        let (handle, public) = create_primary(&mut tpm, &template)?;
+        evict_control(&mut tpm, handle, persistent)?;
+        flush(&mut tpm, handle)?;
+        *slot = public;
+    }
+    let [ak_ecc, ak_rsa] = aks;
     Ok(Vtpm {
         tpm,
         ek_rsa,
         ek_ecc,
+        ak_ecc,
+        ak_rsa,
     })
 }

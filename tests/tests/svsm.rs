@@ -12,7 +12,7 @@ use rivet_qemu::{Boot, Exit, KernelBuild};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// Every check the guest firmware must report as passed.
-const GUEST_CHECKS: [&str; 51] = [
+const GUEST_CHECKS: [&str; 52] = [
     "query_core_v1",
     "query_vtpm_v1",
     "query_attest_v1",
@@ -38,6 +38,7 @@ const GUEST_CHECKS: [&str; 51] = [
     "tpm_flush_ak",
     "attest_services",
     "attest_single_service_vtpm",
+    "attest_single_service_vtpm_v1",
     "bad_attest_small_report_buffer_gets_lengths",
     "bad_attest_unknown_service",
     "bad_attest_request_in_svsm",
@@ -253,6 +254,38 @@ fn svsm_serves_the_guest_firmware() {
     let signature = unhex(value(serial, "guest: evidence quote_signature="));
     check_quote(&ak_public, &attest, &signature, &quote_nonce, &pcrs);
 
+    // Manifest version 1 binds both EKs and both AKs to a report; the AK the
+    // SVSM made (and persisted) is the very key that signed the guest's quote.
+    let v1 = unhex(value(serial, "guest: evidence vtpm_manifest_v1="));
+    let v1_report = unhex(value(serial, "guest: evidence vtpm_report_v1="));
+    let mut h = Sha512::new();
+    h.update(&nonce);
+    h.update(&v1);
+    assert_eq!(
+        &v1_report[0x50..0x90],
+        h.finalize().as_slice(),
+        "v1 REPORT_DATA"
+    );
+    assert!(report_signature_ok(&v1_report, &vk), "v1 report signature");
+    let keys = parse_manifest_v1(&v1);
+    let kinds: Vec<(u16, u32)> = keys.iter().map(|k| (k.0, k.1)).collect();
+    assert_eq!(kinds, [(1, 0), (2, 0), (3, 0x8101_8000), (4, 0x8101_8001)]);
+    assert_eq!(keys[0].2, vtpm_manifest, "v1's RSA EK is version 0's EK");
+    assert_eq!(
+        &keys[1].2[0..8],
+        &[0x00, 0x23, 0x00, 0x0B, 0x00, 0x03, 0x00, 0xB2],
+        "ECC EK"
+    );
+    assert_eq!(
+        keys[2].2, ak_public,
+        "the quote's AK is the AK in the report"
+    );
+    assert_eq!(
+        &keys[3].2[0..8],
+        &[0x00, 0x01, 0x00, 0x0B, 0x00, 0x05, 0x00, 0x72],
+        "RSA AK"
+    );
+
     // Figures for the record (printed, not asserted).
     let hz: f64 = value(serial, "[INFO ] rivet_kernel::boot::init: TSC ")
         .trim_end_matches(" Hz")
@@ -282,6 +315,23 @@ fn svsm_serves_the_guest_firmware() {
         let (n, ticks): (f64, f64) = (n.parse().unwrap(), ticks.parse().unwrap());
         eprintln!("{key}{n}: {:.0} per second under TCG", n / (ticks / hz));
     }
+}
+
+/// The vTPM manifest version 1: (kind, persistent handle, TPMT_PUBLIC)s.
+fn parse_manifest_v1(m: &[u8]) -> Vec<(u16, u32, Vec<u8>)> {
+    assert_eq!(&m[0..2], &[0, 1], "version 1");
+    let count = u16::from_be_bytes([m[2], m[3]]) as usize;
+    let mut at = 4;
+    let mut keys = Vec::new();
+    for _ in 0..count {
+        let kind = u16::from_be_bytes([m[at], m[at + 1]]);
+        let handle = u32::from_be_bytes(m[at + 2..at + 6].try_into().unwrap());
+        let (public, next) = tpm2b(m, at + 6);
+        keys.push((kind, handle, public.to_vec()));
+        at = next;
+    }
+    assert_eq!(at, m.len(), "nothing after the keys");
+    keys
 }
 
 /// (count, TSC ticks) of a guest perf line.

@@ -518,6 +518,31 @@ fn attestation(info: &Info, t: &mut Tally) {
         ));
     }
 
+    // Manifest version 1: both EKs and both AKs the SVSM made at boot.
+    let req = attest_request(32, (4096, 4096, 4096), Some((VTPM_GUID, 1)));
+    let r = svsm::call(
+        info.caa,
+        ATTEST,
+        1,
+        Regs {
+            rcx: req,
+            ..Regs::default()
+        },
+        true,
+    );
+    let ok = r.rax == SUCCESS && r.r8 == 0x4A0 && r.rcx > 0 && r.rcx <= 4096;
+    t.check("attest_single_service_vtpm_v1", ok, format_args!("{r:x?}"));
+    if ok {
+        print(format_args!(
+            "guest: evidence vtpm_manifest_v1={}\n",
+            Hex(&attest_page(MANIFEST)[..r.rcx as usize])
+        ));
+        print(format_args!(
+            "guest: evidence vtpm_report_v1={}\n",
+            Hex(&attest_page(REPORT)[..0x4A0])
+        ));
+    }
+
     let req = attest_request(32, (0x100, 4096, 4096), None);
     let r = svsm::call(
         info.caa,

@@ -100,7 +100,7 @@ fn ready(platform: &'static dyn platform::Platform, boot_info: &BootInfo) -> ! {
         Err(e) => fatal!("vTPM: {e}"),
     };
     info!(
-        "vTPM manufactured and started; EKs (RSA-2048 L-1, ECC P-256 L-2) created in {} ms",
+        "vTPM manufactured and started; EKs (RSA-2048 L-1, ECC P-256 L-2) and persistent AKs created in {} ms",
         crate::cpu::time::now_ms() - started
     );
     let mut tpm = tpm;
