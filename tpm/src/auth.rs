@@ -123,6 +123,11 @@ fn nv_write_op(code: u32) -> bool {
     )
 }
 
+/// Handles used in the ADMIN role (Part 3 tables, "Auth Role: ADMIN").
+fn nv_admin(code: u32, i: usize) -> bool {
+    i == 0 && matches!(code, cc::NV_CHANGE_AUTH | cc::NV_UNDEFINE_SPACE_SPECIAL)
+}
+
 /// What authorizing an entity needs: its authValue (trailing zeros removed),
 /// its authPolicy (hash, digest), and whether it is exempt from DA.
 struct Entity {
@@ -310,6 +315,12 @@ pub fn authorize(
         let n = number(i);
         let at = |e: Rc| Rc::session(e.base, n);
         let assoc = handles.get(i).copied().filter(|_| i < entry.auth);
+        // The ADMIN role of an NV index can only be given by a policy session.
+        if assoc.is_some_and(|h| nv_admin(entry.cc, i) && spec::handle_type(h) == ht::NV_INDEX)
+            && (s.handle == rh::PW || spec::handle_type(s.handle) == ht::HMAC_SESSION)
+        {
+            return Err(Rc::new(rc::AUTH_TYPE));
+        }
         if s.handle == rh::PW {
             // A password session must authorize a handle.
             let h = assoc.ok_or(Rc::session(rc::HANDLE, n))?;
@@ -456,6 +467,10 @@ fn verify_hmac(core: &Core, s: &AuthCommand, auth: &[u8], cp: &[u8], extra: &[Ve
     };
     let mut key = session.key.clone();
     key.extend_from_slice(auth);
+    // With an empty HMAC key an empty HMAC is accepted (as the reference).
+    if key.is_empty() && s.hmac.is_empty() {
+        return true;
+    }
     let attrs = [s.attributes];
     let mut parts: Vec<&[u8]> = alloc::vec![cp, &s.nonce, &session.nonce_tpm];
     parts.extend(extra.iter().map(Vec::as_slice));
@@ -587,6 +602,11 @@ pub fn response_area(
                 .digest(&[&rc::SUCCESS.to_be_bytes(), &entry.cc.to_be_bytes(), params]);
         let mut key = session.key.clone();
         key.extend_from_slice(&session_auth(core, entry, handles, area, i, true));
+        // An empty key and an empty command HMAC give an empty response HMAC.
+        if key.is_empty() && s.hmac.is_empty() {
+            w.u16(0);
+            continue;
+        }
         let mac = session
             .hash
             .hmac(&key, &[&rp, &session.nonce_tpm, &s.nonce, &[s.attributes]]);

@@ -104,6 +104,7 @@ use command::{
 /// The implemented commands, sorted by command code.
 #[rustfmt::skip]
 pub static TABLE: &[Entry] = &[
+    nvw(e(cc::NV_UNDEFINE_SPACE_SPECIAL, &[K::NvIndex, K::Platform], 2, nvc::undefine_space_special)),
     nvw(e(cc::EVICT_CONTROL, &[K::Provision, K::Object], 1, object::evict_control)),
     nvw(e(cc::HIERARCHY_CONTROL, &[K::Hierarchy], 1, hierarchy::hierarchy_control)),
     nvw(e(cc::NV_UNDEFINE_SPACE, &[K::Provision, K::NvIndex], 1, nvc::undefine_space)),
@@ -123,6 +124,7 @@ pub static TABLE: &[Entry] = &[
     nvw(e(cc::NV_WRITE_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::write_lock)),
     nvw(e(cc::DICTIONARY_ATTACK_LOCK_RESET, &[K::Lockout], 1, hierarchy::da_lock_reset)),
     nvw(e(cc::DICTIONARY_ATTACK_PARAMETERS, &[K::Lockout], 1, hierarchy::da_parameters)),
+    dec(nvw(e(cc::NV_CHANGE_AUTH, &[K::NvIndex], 1, nvc::change_auth))),
     dec(e(cc::PCR_EVENT, &[K::Pcr { null: true }], 1, pcr::event)),
     e(cc::PCR_RESET, &[K::Pcr { null: false }], 1, pcr::reset),
     enc(dec(e(cc::SEQUENCE_COMPLETE, &[K::Object], 1, hash::sequence_complete))),

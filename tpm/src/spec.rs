@@ -39,6 +39,7 @@ pub mod cc {
     pub const NV_WRITE_LOCK: u32 = 0x138;
     pub const DICTIONARY_ATTACK_LOCK_RESET: u32 = 0x139;
     pub const DICTIONARY_ATTACK_PARAMETERS: u32 = 0x13A;
+    pub const NV_CHANGE_AUTH: u32 = 0x13B;
     pub const PCR_EVENT: u32 = 0x13C;
     pub const PCR_RESET: u32 = 0x13D;
     pub const SEQUENCE_COMPLETE: u32 = 0x13E;

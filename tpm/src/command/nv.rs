@@ -1,4 +1,5 @@
-//! NV storage (Part 3 §31): DefineSpace, UndefineSpace, ReadPublic, Read,
+//! NV storage (Part 3 §31): DefineSpace, UndefineSpace, UndefineSpaceSpecial,
+//! ChangeAuth, ReadPublic, Read,
 //! Write, Increment, Extend, SetBits, WriteLock, ReadLock, GlobalWriteLock.
 //! Access rules follow Part 1 §37 (NvReadAccessChecks/NvWriteAccessChecks).
 
@@ -147,10 +148,6 @@ pub fn define_space(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let digest = public.name_alg.size();
     let bad_attr = Rc::param(rc::ATTRIBUTES, 2);
     // The order of the checks is the reference's (Part 3 §31.3).
-    // POLICY_DELETE indices need NV_UndefineSpaceSpecial, not implemented yet.
-    if a & nv::POLICY_DELETE != 0 {
-        return Err(bad_attr);
-    }
     if !public.auth_policy.is_empty() && public.auth_policy.len() != digest {
         return Err(Rc::param(rc::SIZE, 2));
     }
@@ -196,6 +193,10 @@ pub fn define_space(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     if by_platform != (a & nv::PLATFORMCREATE != 0) {
         return Err(Rc::handle(rc::ATTRIBUTES, 1));
     }
+    // Only the platform can delete a POLICY_DELETE index (NV_UndefineSpaceSpecial).
+    if a & nv::POLICY_DELETE != 0 && !by_platform {
+        return Err(bad_attr);
+    }
     if size > MAX_NV_BUFFER_SIZE && a & nv::WRITEALL != 0 {
         return Err(Rc::param(rc::SIZE, 2));
     }
@@ -232,6 +233,34 @@ pub fn undefine_space(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
             ps.max_counter = ps.max_counter.max(counter_value(&gone));
         }
     }
+    cx.core.dirty = true;
+    Ok(())
+}
+
+/// NV_UndefineSpaceSpecial: deletes a POLICY_DELETE index with its policy
+/// (ADMIN role) and platform authorization.
+pub fn undefine_space_special(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    call.done()?;
+    let h = call.handle(0);
+    if index(cx, h)?.attributes & nv::POLICY_DELETE == 0 {
+        return Err(Rc::handle(rc::ATTRIBUTES, 1));
+    }
+    cx.core.ps.nv.retain(|n| n.handle != h);
+    cx.core.dirty = true;
+    Ok(())
+}
+
+/// NV_ChangeAuth: a new authValue, no longer than the nameAlg digest
+/// (ADMIN role: a policy session authorizes it).
+pub fn change_auth(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let new = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
+    call.done()?;
+    let n = index_mut(cx, call.handle(0))?;
+    let new = crate::crypto::trim_auth(&new).to_vec();
+    if new.len() > n.name_alg.size() {
+        return Err(Rc::param(rc::SIZE, 1));
+    }
+    n.auth = new;
     cx.core.dirty = true;
     Ok(())
 }
@@ -415,7 +444,7 @@ pub fn global_write_lock(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::testutil::{Cmd, TestPlatform, run, started};
+    use crate::testutil::{Cmd, TestPlatform, rc_of, run, started};
     use crate::{Tpm, spec::nv};
 
     const OWNER: u32 = 0x4000_0001;
@@ -864,5 +893,130 @@ mod tests {
         assert_eq!(read(&mut again, IDX, b"pw", 4, 0).0, 0x14A);
         assert_eq!(write(&mut again, IDX, b"pw", b"wxyz", 0), 0);
         assert_eq!(read(&mut again, IDX, b"pw", 4, 0), (0, b"wxyz".to_vec()));
+    }
+
+    /// Start a policy session whose digest is PolicyCommandCode(cc).
+    fn policy_for(tpm: &mut Tpm<TestPlatform>, code: u32) -> (u32, alloc::vec::Vec<u8>) {
+        let cmd = Cmd::new(0x176)
+            .h(0x4000_0007)
+            .h(0x4000_0007)
+            .tpm2b(&[1; 16])
+            .u16(0)
+            .u8(1)
+            .u16(0x10)
+            .u16(0x0B);
+        let r = tpm.execute(0, &cmd.bytes());
+        let s = u32::from_be_bytes([r[10], r[11], r[12], r[13]]);
+        assert_eq!(run(tpm, 0, &Cmd::new(0x16C).h(s).u32(code)).0, 0);
+        let digest = crate::crypto::HashAlg::Sha256.digest(&[
+            &[0; 32],
+            &0x16Cu32.to_be_bytes(),
+            &code.to_be_bytes(),
+        ]);
+        (s, digest)
+    }
+
+    /// Replace the first session handle of an authorized command (an empty
+    /// HMAC is accepted for an unbound, unsalted policy session).
+    fn with_session(mut c: alloc::vec::Vec<u8>, handles: usize, s: u32) -> alloc::vec::Vec<u8> {
+        let at = 10 + 4 * handles + 4;
+        c[at..at + 4].copy_from_slice(&s.to_be_bytes());
+        c
+    }
+
+    #[test]
+    fn change_auth_needs_a_policy_session() {
+        let mut tpm = started();
+        let (s, policy) = policy_for(&mut tpm, 0x13B);
+        let attrs = RW;
+        let mut p = IDX.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0, 0x0B]);
+        p.extend_from_slice(&attrs.to_be_bytes());
+        p.extend_from_slice(&32u16.to_be_bytes());
+        p.extend_from_slice(&policy);
+        p.extend_from_slice(&4u16.to_be_bytes());
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x12A).h(OWNER).pw(b"").tpm2b(b"old").tpm2b(&p)
+            )
+            .0,
+            0
+        );
+        // ADMIN role: a password is not enough.
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x13B).h(IDX).pw(b"old").tpm2b(b"new")
+            )
+            .0,
+            0x124
+        );
+        let c = with_session(Cmd::new(0x13B).h(IDX).pw(b"").tpm2b(b"new").bytes(), 1, s);
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0);
+        assert_eq!(write(&mut tpm, IDX, b"old", b"x", 0), 0x98E);
+        assert_eq!(write(&mut tpm, IDX, b"new", b"x", 0), 0);
+    }
+
+    #[test]
+    fn undefine_space_special() {
+        let mut tpm = started();
+        let (s, policy) = policy_for(&mut tpm, 0x11F);
+        let define = |tpm: &mut Tpm<TestPlatform>, auth: u32, extra: u32| {
+            let mut p = IDX.to_be_bytes().to_vec();
+            p.extend_from_slice(&[0, 0x0B]);
+            p.extend_from_slice(&(RW | extra).to_be_bytes());
+            p.extend_from_slice(&32u16.to_be_bytes());
+            p.extend_from_slice(&policy);
+            p.extend_from_slice(&4u16.to_be_bytes());
+            run(
+                tpm,
+                0,
+                &Cmd::new(0x12A).h(auth).pw(b"").tpm2b(b"").tpm2b(&p),
+            )
+            .0
+        };
+        // Only the platform may create a POLICY_DELETE index.
+        assert_eq!(define(&mut tpm, OWNER, nv::POLICY_DELETE), 0x2C2);
+        assert_eq!(
+            define(&mut tpm, PLATFORM, nv::POLICY_DELETE | nv::PLATFORMCREATE),
+            0
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x122).h(PLATFORM).h(IDX).pw(b"")).0,
+            0x282
+        );
+        // Password for the ADMIN role is refused; policy + platform works.
+        assert_eq!(
+            run(
+                &mut tpm,
+                0,
+                &Cmd::new(0x11F).h(IDX).h(PLATFORM).pw(b"").pw(b"")
+            )
+            .0,
+            0x124
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x11F).h(IDX).h(PLATFORM).pw(b"")).0,
+            0x125
+        );
+        let c = with_session(
+            Cmd::new(0x11F).h(IDX).h(PLATFORM).pw(b"").pw(b"").bytes(),
+            2,
+            s,
+        );
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x169).h(IDX)).0, 0x18B);
+        // An index without POLICY_DELETE cannot go this way.
+        let (s2, _) = policy_for(&mut tpm, 0x11F);
+        assert_eq!(define(&mut tpm, PLATFORM, nv::PLATFORMCREATE), 0);
+        let c = with_session(
+            Cmd::new(0x11F).h(IDX).h(PLATFORM).pw(b"").pw(b"").bytes(),
+            2,
+            s2,
+        );
+        assert_eq!(rc_of(&tpm.execute(0, &c)), 0x182);
     }
 }
