@@ -146,6 +146,7 @@ pub static TABLE: &[Entry] = &[
     Entry { response_handle: true, ..enc(dec(e(cc::LOAD, &[K::Object], 1, object::load))) },
     enc(dec(e(cc::QUOTE, &[K::ObjectOrNull], 1, attestation::quote))),
     enc(dec(e(cc::RSA_DECRYPT, &[K::Object], 1, asymmetric::rsa_decrypt_cmd))),
+    Entry { response_handle: true, ..dec(e(cc::HMAC_START, &[K::Object], 1, symmetric::hmac_start)) },
     dec(e(cc::SEQUENCE_UPDATE, &[K::Object], 1, hash::sequence_update)),
     dec(e(cc::SIGN, &[K::Object], 1, signature::sign)),
     enc(e(cc::UNSEAL, &[K::Object], 1, object::unseal)),

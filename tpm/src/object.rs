@@ -16,6 +16,8 @@ pub enum Kind {
     EventSequence(Vec<Hasher>),
     /// A key or data object.
     Key(alloc::sync::Arc<crate::key::KeyObject>),
+    /// TPM2_HMAC_Start: a running HMAC (completed by SequenceComplete).
+    HmacSequence(alloc::boxed::Box<crate::command::symmetric::HmacState>),
 }
 
 pub struct Object {

@@ -68,6 +68,7 @@ fn feed(o: &mut Object, data: &[u8]) {
     match &mut o.kind {
         Kind::HashSequence(h) => h.update(data),
         Kind::EventSequence(hs) => hs.iter_mut().for_each(|h| h.update(data)),
+        Kind::HmacSequence(h) => h.update(data),
         Kind::Key(_) => {}
     }
 }
@@ -94,7 +95,7 @@ pub fn sequence_complete(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     if !matches!(
         cx.core.vol.objects.get(handle),
         Some(Object {
-            kind: Kind::HashSequence(_),
+            kind: Kind::HashSequence(_) | Kind::HmacSequence(_),
             ..
         })
     ) {
@@ -105,10 +106,16 @@ pub fn sequence_complete(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     };
     feed(&mut o, data);
     let safe = o.ticket_safe.unwrap_or(true);
-    let Kind::HashSequence(h) = o.kind else {
-        return Err(Rc::handle(rc::MODE, 1));
+    let digest = match o.kind {
+        Kind::HashSequence(h) => h.finish(),
+        // An HMAC sequence gets a NULL ticket.
+        Kind::HmacSequence(h) => {
+            call.out.tpm2b(&h.finish());
+            write_ticket(cx, call, rh::NULL, false, &[]);
+            return Ok(());
+        }
+        _ => return Err(Rc::handle(rc::MODE, 1)),
     };
-    let digest = h.finish();
     call.out.tpm2b(&digest);
     write_ticket(cx, call, hierarchy, safe, &digest);
     Ok(())

@@ -1048,7 +1048,7 @@ mod timing_tests {
     #[test]
     fn key_command_timings() {
         let mut tpm = started();
-        let mut time = |f: &mut dyn FnMut(usize)| {
+        let time = |f: &mut dyn FnMut(usize)| {
             let runs: Vec<Duration> = (0..7)
                 .map(|i| {
                     let t = Instant::now();

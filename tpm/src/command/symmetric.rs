@@ -1,15 +1,21 @@
 //! Symmetric primitives (Part 3 §15): EncryptDecrypt, EncryptDecrypt2 and
 //! HMAC with loaded symmetric and keyedHash keys.
 
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use zeroize::Zeroizing;
+
 use crate::alg::sym::{Direction, SymMode, aes};
 use crate::command::object::key_at;
 use crate::command::read_hash_alg_or_null;
-use crate::crypto::HashAlg;
+use crate::crypto::{HashAlg, Hasher};
 use crate::dispatch::{Call, Ctx};
 use crate::key::{self, oa};
+use crate::object::{Kind, Object};
 use crate::public::PublicParms;
 use crate::rc::{self, CmdResult, Locate, Rc};
-use crate::spec::{MAX_DIGEST_BUFFER, alg};
+use crate::spec::{self, MAX_DIGEST_BUFFER, alg};
 
 /// The shared body of EncryptDecrypt(2); `pn` numbers decrypt, mode, ivIn, inData.
 fn encrypt_decrypt(
@@ -111,6 +117,52 @@ pub fn hmac(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let k = key_at(cx, call.handle(0), 1)?;
     let h = hmac_hash(&k, requested, 2)?;
     call.out.tpm2b(&h.hmac(k.secret(), &[&data]));
+    Ok(())
+}
+
+/// A running HMAC over a sequence (RFC 2104 with the TPM's hashes).
+pub struct HmacState {
+    inner: Hasher,
+    outer_key: Zeroizing<Vec<u8>>,
+}
+
+impl HmacState {
+    pub fn new(h: HashAlg, key: &[u8]) -> Self {
+        let block = if h == HashAlg::Sha384 { 128 } else { 64 };
+        let mut k = Zeroizing::new(if key.len() > block {
+            h.digest(&[key])
+        } else {
+            key.to_vec()
+        });
+        k.resize(block, 0);
+        let ipad: Zeroizing<Vec<u8>> = Zeroizing::new(k.iter().map(|b| b ^ 0x36).collect());
+        let outer_key = Zeroizing::new(k.iter().map(|b| b ^ 0x5C).collect());
+        let mut inner = Hasher::new(h);
+        inner.update(&ipad);
+        Self { inner, outer_key }
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        self.inner.update(data);
+    }
+    pub fn finish(self) -> Vec<u8> {
+        let h = self.inner.alg();
+        let inner = self.inner.finish();
+        h.digest(&[&self.outer_key, &inner])
+    }
+}
+
+pub fn hmac_start(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let auth = call.params.tpm2b(spec::MAX_DIGEST).p(1)?.to_vec();
+    let requested = read_hash_alg_or_null(&mut call.params).p(2)?;
+    call.done()?;
+    let k = key_at(cx, call.handle(0), 1)?;
+    let h = hmac_hash(&k, requested, 2)?;
+    let state = HmacState::new(h, k.secret());
+    call.out_handle = Some(cx.core.vol.objects.insert(Object {
+        auth: crate::crypto::trim_auth(&auth).to_vec(),
+        kind: Kind::HmacSequence(Box::new(state)),
+        ticket_safe: None,
+    })?);
     Ok(())
 }
 
@@ -216,6 +268,24 @@ mod tests {
             tpm2b(&body, 0).0,
             HashAlg::Sha256.hmac(b"key bytes", &[b"data"])
         );
+        // HMAC_Start + SequenceUpdate + SequenceComplete give the same HMAC.
+        let cmd = Cmd::new(0x15B).h(k).pw(b"").tpm2b(b"seq").u16(0x10);
+        let (rc, seq, _) = split(&tpm.execute(0, &cmd.bytes()), true);
+        assert_eq!(rc, 0, "{rc:#x}");
+        let cmd = Cmd::new(0x15C).h(seq).pw(b"seq").tpm2b(b"da");
+        assert_eq!(split(&tpm.execute(0, &cmd.bytes()), false).0, 0);
+        let cmd = Cmd::new(0x13E).h(seq).pw(b"seq").tpm2b(b"ta").u32(OWNER);
+        let (rc, _, body) = split(&tpm.execute(0, &cmd.bytes()), false);
+        assert_eq!(rc, 0, "{rc:#x}");
+        let (mac, pos) = tpm2b(&body, 0);
+        assert_eq!(mac, HashAlg::Sha256.hmac(b"key bytes", &[b"data"]));
+        assert_eq!(&body[pos..], &[0x80, 0x24, 0x40, 0, 0, 7, 0, 0]);
+        // Long keys are hashed first (SHA-384 block is 128 bytes).
+        for (h, key) in [(HashAlg::Sha384, [7u8; 200]), (HashAlg::Sha1, [9u8; 200])] {
+            let mut st = super::HmacState::new(h, &key);
+            st.update(b"abc");
+            assert_eq!(st.finish(), h.hmac(&key, &[b"abc"]));
+        }
         let cmd = Cmd::new(HMAC).h(k).pw(b"").tpm2b(b"data").u16(0x04);
         assert_eq!(split(&tpm.execute(0, &cmd.bytes()), false).0, 0x2C4);
     }
