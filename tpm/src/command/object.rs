@@ -1132,3 +1132,101 @@ mod timing_tests {
         );
     }
 }
+
+/// Truncated and corrupted key commands get a well-formed response, never a panic.
+#[cfg(test)]
+mod mangled_input_tests {
+    use std::vec::Vec;
+
+    use super::tests::*;
+    use crate::testutil::{Cmd, rc_of, started};
+
+    #[test]
+    fn no_panic_on_mangled_key_commands() {
+        let mut tpm = started();
+        let (_, srk, _, _) = primary(&mut tpm, OWNER, b"", &srk_ecc());
+        let (rc, private, public) =
+            create(&mut tpm, srk, &sensitive(b"", b""), &ecc_signer(SIGN_ATTRS));
+        assert_eq!(rc, 0);
+        let (_, key) = load(&mut tpm, srk, &private, &public);
+        let ctx = tpm.execute(0, &Cmd::new(0x162).h(key).bytes())[10..].to_vec();
+        let digest = [1u8; 32];
+        let null_ticket = [0x80, 0x24, 0x40, 0, 0, 7, 0, 0];
+        let sel = [0, 0, 0, 1, 0, 0x0B, 3, 0xFF, 0, 0];
+        let cmds: Vec<Cmd> = std::vec![
+            create_primary_cmd(NULL, &sensitive(b"a", b""), &ecc_signer(SIGN_ATTRS)),
+            Cmd::new(0x153)
+                .h(srk)
+                .pw(b"")
+                .tpm2b(&sensitive(b"", b"x"))
+                .tpm2b(&template(8, 0x52, &[0, 0x10, 0, 0]))
+                .tpm2b(b"")
+                .u32(0),
+            Cmd::new(0x157)
+                .h(srk)
+                .pw(b"")
+                .tpm2b(&private)
+                .tpm2b(&public),
+            Cmd::new(0x15D)
+                .h(key)
+                .pw(b"")
+                .tpm2b(&digest)
+                .u16(0x10)
+                .b(&null_ticket),
+            Cmd::new(0x177)
+                .h(key)
+                .tpm2b(&digest)
+                .b(&[0, 0x18, 0, 0x0B, 0, 1, 5, 0, 1, 6]),
+            Cmd::new(0x158).h(key).pw(b"").tpm2b(b"n").u16(0x10).b(&sel),
+            Cmd::new(0x148)
+                .h(key)
+                .h(key)
+                .pw(b"")
+                .pw(b"")
+                .tpm2b(b"n")
+                .u16(0x10),
+            Cmd::new(0x167).u16(0).tpm2b(&public).u32(OWNER),
+            Cmd::new(0x161).b(&ctx),
+            Cmd::new(0x154)
+                .h(key)
+                .pw(b"")
+                .tpm2b(&[0, 2, 1, 2, 0, 2, 3, 4]),
+            Cmd::new(0x174).h(key).tpm2b(b"m").u16(0x10).tpm2b(b""),
+            Cmd::new(0x164)
+                .h(key)
+                .pw(b"")
+                .u8(0)
+                .u16(0x43)
+                .tpm2b(&[0; 16])
+                .tpm2b(b"data"),
+            Cmd::new(0x120).h(OWNER).h(key).pw(b"").u32(0x8100_0005),
+            Cmd::new(0x150).h(key).h(srk).pw(b"").tpm2b(b"new"),
+        ];
+        let mut seed = 0x2545_F491u32;
+        for c in &cmds {
+            let bytes = c.bytes();
+            for n in 0..bytes.len() {
+                rc_of(&tpm.execute(0, &bytes[..n]));
+            }
+            for _ in 0..200 {
+                let mut b = bytes.clone();
+                for _ in 0..1 + (seed >> 29) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let i = (seed >> 8) as usize % b.len();
+                    b[i] ^= (seed >> 24) as u8 | 1;
+                }
+                let resp = tpm.execute(0, &b);
+                rc_of(&resp);
+                // Keep the slots for the next attempts.
+                if resp.len() >= 14 && rc_of(&resp) == 0 {
+                    let h = u32::from_be_bytes(resp[10..14].try_into().unwrap());
+                    if h & 0xFF00_0000 == 0x8000_0000 && h != srk && h != key {
+                        let _ = tpm.execute(0, &Cmd::new(0x165).u32(h).bytes());
+                    }
+                }
+            }
+        }
+    }
+}
