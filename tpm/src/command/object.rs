@@ -725,6 +725,55 @@ pub(crate) mod tests {
         assert_ne!(other, ecc1);
     }
 
+    /// EK Credential Profile high-range templates H-1 (RSA 2048), H-2 (P-256)
+    /// and H-3 (P-384, SHA-384): userWithAuth|adminWithPolicy, PolicyB, empty unique.
+    fn ek_high(n: u8) -> Vec<u8> {
+        const POLICY_B_256: &str =
+            "CA3D0A99A2B93906F7A3342414EFCFB3A385D44CD1FD459089D19B5071C0B7A0";
+        const POLICY_B_384: &str = "B26E7D28D11A50BC53D882BCF5FD3A1A074148BB35D3B4E4CB1C0AD9BDE419CACB47BA09699646150F9FC000F3F80E12";
+        let hex = |s: &str| crate::alg::testing::hex(s);
+        let (kind, name_alg, policy, aes_bits): (u16, u16, Vec<u8>, u16) = match n {
+            1 => (0x01, 0x0B, hex(POLICY_B_256), 128),
+            2 => (0x23, 0x0B, hex(POLICY_B_256), 128),
+            _ => (0x23, 0x0C, hex(POLICY_B_384), 256),
+        };
+        let mut t = Vec::new();
+        t.extend_from_slice(&kind.to_be_bytes());
+        t.extend_from_slice(&name_alg.to_be_bytes());
+        t.extend_from_slice(&0x0003_00F2u32.to_be_bytes());
+        t.extend_from_slice(&u16::try_from(policy.len()).unwrap().to_be_bytes());
+        t.extend_from_slice(&policy);
+        t.extend_from_slice(&[0x00, 0x06]);
+        t.extend_from_slice(&aes_bits.to_be_bytes());
+        t.extend_from_slice(&[0x00, 0x43, 0x00, 0x10]);
+        match n {
+            1 => t.extend_from_slice(&[0x08, 0x00, 0, 0, 0, 0, 0, 0]),
+            2 => t.extend_from_slice(&[0, 3, 0, 0x10, 0, 0, 0, 0]),
+            _ => t.extend_from_slice(&[0, 4, 0, 0x10, 0, 0, 0, 0]),
+        }
+        t
+    }
+
+    #[test]
+    fn high_range_ek_templates_are_deterministic() {
+        let mut tpm = started();
+        for n in 1..=3 {
+            let (rc, h, a, _) = primary(&mut tpm, ENDORSEMENT, b"", &ek_high(n));
+            assert_eq!(rc, 0, "H-{n}: {rc:#x}");
+            flush(&mut tpm, h);
+            let blob = tpm.state();
+            let mut again = Tpm::restore(platform(), &blob).unwrap();
+            assert_eq!(rc_of(&again.execute(0, &Cmd::new(0x144).u16(0).bytes())), 0);
+            let (rc, _, b, _) = primary(&mut again, ENDORSEMENT, b"", &ek_high(n));
+            assert_eq!(rc, 0);
+            assert_eq!(a, b, "H-{n}");
+        }
+        // H-4 (P-521, SHA-512) and H-5 (SM2, SM3) need algorithms this TPM lacks.
+        let mut t = ek_high(3);
+        t[3] = 0x0D;
+        assert_eq!(primary(&mut tpm, ENDORSEMENT, b"", &t).0, 0x2C3);
+    }
+
     #[test]
     fn create_primary_rejects_bad_templates() {
         let mut tpm = started();
