@@ -408,6 +408,17 @@ pub fn authorize(
                 if p.cp_hash.as_ref().is_some_and(|c| !ct_eq(c, &cp)) {
                     return Err(Rc::session(rc::POLICY_FAIL, n));
                 }
+                if let Some(want) = p.nv_written {
+                    let written = core
+                        .ps
+                        .nv
+                        .iter()
+                        .find(|x| x.handle == h)
+                        .map(|x| x.attributes & nv::WRITTEN != 0);
+                    if written.is_some_and(|w| w != want) {
+                        return Err(Rc::session(rc::POLICY_FAIL, n));
+                    }
+                }
                 if p.locality
                     .is_some_and(|m| !crate::pcr::locality_allows(m, locality))
                 {

@@ -157,8 +157,10 @@ pub static TABLE: &[Entry] = &[
     Entry { no_sessions: true, ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context) },
     Entry { response_handle: true, ..enc(dec(e(cc::LOAD_EXTERNAL, &[], 0, object::load_external))) },
     enc(e(cc::NV_READ_PUBLIC, &[K::NvIndex], 0, nvc::read_public)),
+    dec(e(cc::POLICY_AUTHORIZE, &[K::PolicySession], 0, policy::authorize)),
     e(cc::POLICY_AUTH_VALUE, &[K::PolicySession], 0, policy::auth_value),
     e(cc::POLICY_COMMAND_CODE, &[K::PolicySession], 0, policy::command_code),
+    dec(e(cc::POLICY_CP_HASH, &[K::PolicySession], 0, policy::cp_hash)),
     e(cc::POLICY_LOCALITY, &[K::PolicySession], 0, policy::locality),
     e(cc::POLICY_OR, &[K::PolicySession], 0, policy::or),
     enc(e(cc::READ_PUBLIC, &[K::Object], 0, object::read_public)),
@@ -179,6 +181,7 @@ pub static TABLE: &[Entry] = &[
     enc(e(cc::POLICY_GET_DIGEST, &[K::PolicySession], 0, policy::get_digest)),
     e(cc::TEST_PARMS, &[], 0, testing::test_parms),
     e(cc::POLICY_PASSWORD, &[K::PolicySession], 0, policy::password),
+    e(cc::POLICY_NV_WRITTEN, &[K::PolicySession], 0, policy::nv_written),
     Entry { response_handle: true, ..enc(dec(e(cc::CREATE_LOADED, &[K::Parent], 1, object::create_loaded))) },
     enc(dec(e(cc::ENCRYPT_DECRYPT_2, &[K::Object], 1, symmetric::encrypt_decrypt2_cmd))),
 ];

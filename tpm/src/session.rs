@@ -52,6 +52,8 @@ pub struct PolicyState {
     pub cp_hash: Option<Vec<u8>>,
     /// PolicySecret with an expiration: Clock (ms) after which the session fails.
     pub timeout: Option<u64>,
+    /// PolicyNvWritten: the TPMA_NV_WRITTEN state the NV index must have.
+    pub nv_written: Option<bool>,
 }
 
 pub struct Session {
@@ -219,6 +221,11 @@ impl Session {
                 w.u64(t);
             }
         }
+        w.u8(match p.nv_written {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
         w.buf
     }
 
@@ -271,6 +278,12 @@ impl Session {
                 None
             },
             timeout: if r.yes_no()? { Some(r.u64()?) } else { None },
+            nv_written: match r.u8()? {
+                0 => None,
+                1 => Some(false),
+                2 => Some(true),
+                _ => return Err(bad()),
+            },
         };
         r.finish()?;
         Ok(Self {
@@ -415,6 +428,7 @@ mod tests {
                 password_needed: false,
                 cp_hash: Some(alloc::vec![5; 32]),
                 timeout: Some(99),
+                nv_written: Some(true),
             },
         }
     }

@@ -92,6 +92,9 @@ pub mod cc {
     pub const ENCRYPT_DECRYPT_2: u32 = 0x193;
     pub const POLICY_SECRET: u32 = 0x151;
     pub const POLICY_AUTH_VALUE: u32 = 0x16B;
+    pub const POLICY_NV_WRITTEN: u32 = 0x18F;
+    pub const POLICY_CP_HASH: u32 = 0x16E;
+    pub const POLICY_AUTHORIZE: u32 = 0x16A;
     pub const POLICY_COMMAND_CODE: u32 = 0x16C;
     pub const POLICY_LOCALITY: u32 = 0x16F;
     pub const POLICY_OR: u32 = 0x171;

@@ -1,7 +1,7 @@
 //! Enhanced authorization (Part 3 §23): the policy commands that need no
 //! signatures or NV: PolicyRestart, PolicyGetDigest, PolicyCommandCode,
 //! PolicyAuthValue, PolicyPassword, PolicyLocality, PolicyPCR, PolicyOR,
-//! PolicySecret.
+//! PolicySecret, PolicyAuthorize, PolicyCpHash, PolicyNvWritten.
 //! Each extends the session's policyDigest and records what must hold when
 //! the session authorizes (auth.rs checks it).
 
@@ -204,6 +204,78 @@ pub fn secret(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     call.out.u16(crate::spec::st::AUTH_SECRET);
     call.out.u32(crate::spec::rh::NULL);
     call.out.u16(0);
+    Ok(())
+}
+
+pub fn cp_hash(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let cp = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
+    call.done()?;
+    let s = session(cx, call)?;
+    if cp.len() != s.hash.size() {
+        return Err(Rc::param(rc::SIZE, 1));
+    }
+    if s.policy.cp_hash.as_ref().is_some_and(|c| *c != cp) {
+        return Err(Rc::param(rc::CPHASH, 1));
+    }
+    s.extend_policy(&[&cc::POLICY_CP_HASH.to_be_bytes(), &cp]);
+    s.policy.cp_hash = Some(cp);
+    Ok(())
+}
+
+pub fn nv_written(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let written = call.params.yes_no().p(1)?;
+    call.done()?;
+    let s = session(cx, call)?;
+    if s.policy.nv_written.is_some_and(|w| w != written) {
+        return Err(Rc::param(rc::VALUE, 1));
+    }
+    s.extend_policy(&[&cc::POLICY_NV_WRITTEN.to_be_bytes(), &[u8::from(written)]]);
+    s.policy.nv_written = Some(written);
+    Ok(())
+}
+
+/// PolicyAuthorize: a policy approved by a signing key (its TPMT_TK_VERIFIED
+/// from VerifySignature over aHash = H_nameAlg(approvedPolicy ‖ policyRef))
+/// replaces the digest: H(H(0 ‖ TPM_CC_PolicyAuthorize ‖ keySign) ‖ policyRef).
+pub fn authorize(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let approved = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
+    let policy_ref = call.params.tpm2b(MAX_DIGEST).p(2)?.to_vec();
+    let key_sign = call.params.tpm2b(MAX_DIGEST + 2).p(3)?.to_vec();
+    let tag = call.params.u16().p(4)?;
+    if tag != crate::spec::st::VERIFIED {
+        return Err(Rc::param(rc::TAG, 4));
+    }
+    let hierarchy = crate::command::read_hierarchy_or_null(&mut call.params).p(4)?;
+    let ticket = call.params.tpm2b(MAX_DIGEST).p(4)?.to_vec();
+    call.done()?;
+    let name_alg = key_sign
+        .get(..2)
+        .and_then(|b| crate::crypto::HashAlg::from_id(u16::from_be_bytes([b[0], b[1]])))
+        .ok_or(Rc::param(rc::HASH, 3))?;
+    if key_sign.len() != name_alg.size() + 2 {
+        return Err(Rc::param(rc::SIZE, 3));
+    }
+    let (trial, digest) = {
+        let s = session(cx, call)?;
+        (s.kind == Kind::Trial, s.policy_digest.clone())
+    };
+    if !trial {
+        if !crate::crypto::ct_eq(&approved, &digest) {
+            return Err(Rc::param(rc::VALUE, 1));
+        }
+        let a_hash = name_alg.digest(&[&approved, &policy_ref]);
+        let h =
+            crate::hierarchy::Hierarchy::from_handle(hierarchy).ok_or(Rc::param(rc::VALUE, 4))?;
+        let vtag = crate::spec::st::VERIFIED.to_be_bytes();
+        let expect = crate::key::ticket(cx, h, &[&vtag, &a_hash, &key_sign])?;
+        if !crate::crypto::ct_eq(&expect, &ticket) {
+            return Err(Rc::param(rc::VALUE, 4));
+        }
+    }
+    let s = session(cx, call)?;
+    s.policy_digest = alloc::vec![0; s.hash.size()];
+    s.extend_policy(&[&cc::POLICY_AUTHORIZE.to_be_bytes(), &key_sign]);
+    s.extend_policy(&[&policy_ref]);
     Ok(())
 }
 
@@ -495,5 +567,115 @@ mod tests {
             .0,
             0x184
         );
+    }
+
+    /// PolicyAuthorize with a ticket from VerifySignature over aHash.
+    #[test]
+    fn policy_authorize_with_a_verified_ticket() {
+        let mut tpm = started();
+        // An ECDSA P-256 signing key under the owner.
+        let mut public = Vec::new();
+        for v in [0x0023u16, 0x000B] {
+            public.extend_from_slice(&v.to_be_bytes());
+        }
+        public.extend_from_slice(&0x0004_0072u32.to_be_bytes());
+        for v in [0u16, 0x0010, 0x0018, 0x000B, 0x0003, 0x0010, 0, 0] {
+            public.extend_from_slice(&v.to_be_bytes());
+        }
+        let r = tpm.execute(
+            0,
+            &Cmd::new(0x131)
+                .h(OWNER)
+                .pw(b"")
+                .u16(4)
+                .u32(0)
+                .tpm2b(&public)
+                .u16(0)
+                .u32(0)
+                .bytes(),
+        );
+        assert_eq!(rc_of(&r), 0, "{r:02x?}");
+        let key = u32::from_be_bytes([r[10], r[11], r[12], r[13]]);
+        let (_, rp) = run(&mut tpm, 0, &Cmd::new(0x173).h(key));
+        let skip = 2 + u16::from_be_bytes([rp[0], rp[1]]) as usize;
+        let name_len = u16::from_be_bytes([rp[skip], rp[skip + 1]]) as usize;
+        let name = rp[skip + 2..skip + 2 + name_len].to_vec();
+        // The approved policy: PolicyCommandCode(NV_Read).
+        let approved = ext(
+            &[0; 32],
+            &[&0x16Cu32.to_be_bytes(), &0x14Eu32.to_be_bytes()],
+        );
+        let policy_ref = b"ref".to_vec();
+        let a_hash = SHA256.digest(&[&approved, &policy_ref]);
+        let null_ticket = [0x80u8, 0x24, 0x40, 0, 0, 7, 0, 0];
+        let (rc, sig) = run(
+            &mut tpm,
+            0,
+            &Cmd::new(0x15D)
+                .h(key)
+                .pw(b"")
+                .tpm2b(&a_hash)
+                .u16(0x10)
+                .b(&null_ticket),
+        );
+        assert_eq!(rc, 0);
+        let (rc, ticket) = run(&mut tpm, 0, &Cmd::new(0x177).h(key).tpm2b(&a_hash).b(&sig));
+        assert_eq!(rc, 0);
+        let authorize = |tpm: &mut Tpm<TestPlatform>, s: u32, approved: &[u8], ticket: &[u8]| {
+            run(
+                tpm,
+                0,
+                &Cmd::new(0x16A)
+                    .h(s)
+                    .tpm2b(approved)
+                    .tpm2b(b"ref")
+                    .tpm2b(&name)
+                    .b(ticket),
+            )
+            .0
+        };
+        let expected = ext(
+            &ext(&[0; 32], &[&0x16Au32.to_be_bytes(), &name]),
+            &[&policy_ref],
+        );
+        // A trial session needs no ticket.
+        let t = start(&mut tpm, 3);
+        assert_eq!(
+            authorize(&mut tpm, t, &[], &[0x80, 0x22, 0x40, 0, 0, 7, 0, 0]),
+            0
+        );
+        assert_eq!(digest(&mut tpm, t), expected);
+        // A policy session at the approved digest, with the ticket.
+        let p = start(&mut tpm, 1);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16C).h(p).u32(0x14E)).0, 0);
+        assert_eq!(authorize(&mut tpm, p, &[1; 32], &ticket), 0x1C4);
+        let mut bad = ticket.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(authorize(&mut tpm, p, &approved, &bad), 0x4C4);
+        assert_eq!(
+            authorize(&mut tpm, p, &approved, &[0x80, 0x24, 0x40, 0, 0, 7, 0, 0]),
+            0x4D7
+        );
+        assert_eq!(authorize(&mut tpm, p, &approved, &ticket), 0);
+        assert_eq!(digest(&mut tpm, p), expected);
+        // PolicyCpHash and PolicyNvWritten digests.
+        let c = start(&mut tpm, 3);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16E).h(c).tpm2b(&[3; 32])).0, 0);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x16E).h(c).tpm2b(&[4; 32])).0,
+            0x151
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x16E).h(c).tpm2b(&[4; 20])).0,
+            0x1D5
+        );
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x18F).h(c).u8(1)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x18F).h(c).u8(0)).0, 0x1C4);
+        let d = ext(
+            &ext(&[0; 32], &[&0x16Eu32.to_be_bytes(), &[3; 32]]),
+            &[&0x18Fu32.to_be_bytes(), &[1]],
+        );
+        assert_eq!(digest(&mut tpm, c), d);
     }
 }
