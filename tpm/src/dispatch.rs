@@ -108,6 +108,8 @@ pub static TABLE: &[Entry] = &[
     nvw(e(cc::EVICT_CONTROL, &[K::Provision, K::Object], 1, object::evict_control)),
     nvw(e(cc::HIERARCHY_CONTROL, &[K::Hierarchy], 1, hierarchy::hierarchy_control)),
     nvw(e(cc::NV_UNDEFINE_SPACE, &[K::Provision, K::NvIndex], 1, nvc::undefine_space)),
+    nvw(e(cc::CHANGE_EPS, &[K::Platform], 1, hierarchy::change_eps)),
+    nvw(e(cc::CHANGE_PPS, &[K::Platform], 1, hierarchy::change_pps)),
     nvw(e(cc::CLEAR, &[K::ClearAuth], 1, hierarchy::clear)),
     nvw(e(cc::CLEAR_CONTROL, &[K::ClearAuth], 1, hierarchy::clear_control)),
     nvw(e(cc::CLOCK_SET, &[K::Provision], 1, clock::clock_set)),

@@ -1042,6 +1042,43 @@ pub fn object_auth(core: &Core, code: u32, handle: u32) -> Option<ObjectAuth> {
     })
 }
 
+/// The hierarchy a persistent object's stored form belongs to.
+fn persistent_hierarchy(bytes: &[u8]) -> Option<Hierarchy> {
+    let h = bytes.get(..4)?;
+    Hierarchy::from_handle(u32::from_be_bytes([h[0], h[1], h[2], h[3]]))
+}
+
+/// Flush the transient key objects of hierarchy `h`, and with `persistent`
+/// also drop its persistent objects (TPM2_Clear, ChangeEPS, ChangePPS;
+/// HierarchyControl flushes only the transient ones).
+pub fn flush_hierarchy(core: &mut Core, h: Hierarchy, persistent: bool) {
+    let objects = &mut core.vol.objects;
+    let doomed: Vec<u32> = objects
+        .handles()
+        .filter(|handle| {
+            matches!(
+                objects.get(*handle),
+                Some(crate::object::Object {
+                    kind: crate::object::Kind::Key(k),
+                    ..
+                }) if k.hierarchy == h
+            )
+        })
+        .collect();
+    for handle in doomed {
+        objects.remove(handle);
+    }
+    if persistent {
+        let before = core.ps.persistent_objects.len();
+        core.ps
+            .persistent_objects
+            .retain(|(_, b)| persistent_hierarchy(b) != Some(h));
+        if core.ps.persistent_objects.len() != before {
+            core.dirty = true;
+        }
+    }
+}
+
 /// Name of a hierarchy handle as a parent (its handle, big-endian).
 pub fn handle_name(h: u32) -> [u8; 4] {
     h.to_be_bytes()

@@ -66,6 +66,8 @@ pub mod cc {
     pub const TEST_PARMS: u32 = 0x18A;
     // Key commands (part 2).
     pub const EVICT_CONTROL: u32 = 0x120;
+    pub const CHANGE_EPS: u32 = 0x124;
+    pub const CHANGE_PPS: u32 = 0x125;
     pub const CREATE_PRIMARY: u32 = 0x131;
     pub const CERTIFY: u32 = 0x148;
     pub const CERTIFY_CREATION: u32 = 0x14A;

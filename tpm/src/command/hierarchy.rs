@@ -4,6 +4,7 @@
 
 use crate::command::random;
 use crate::dispatch::{Call, Ctx};
+use crate::hierarchy::Hierarchy;
 use crate::rc::{self, CmdResult, Locate, Rc};
 use crate::spec::{MAX_DIGEST, nv, rh};
 use crate::state::SEED_LEN;
@@ -48,7 +49,6 @@ pub fn clear(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     ps.endorsement_auth.clear();
     ps.lockout_auth.clear();
     ps.nv.retain(|n| n.attributes & nv::PLATFORMCREATE != 0);
-    ps.persistent_objects.clear();
     ps.reset_count = 0;
     ps.restart_count = 0;
     ps.clock = 0;
@@ -72,6 +72,9 @@ pub fn clear(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     v.sh_enable = true;
     v.eh_enable = true;
     v.pcrs.update_counter = v.pcrs.update_counter.wrapping_add(1);
+    // Owner and endorsement objects go (platform ones stay).
+    crate::key::flush_hierarchy(core, Hierarchy::Owner, true);
+    crate::key::flush_hierarchy(core, Hierarchy::Endorsement, true);
     core.dirty = true;
     Ok(())
 }
@@ -129,7 +132,47 @@ pub fn hierarchy_control(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         return Err(Rc::new(rc::AUTH_TYPE));
     }
     *flag = state;
+    // Disabling a hierarchy flushes its transient objects.
+    if !state && let Some(h) = Hierarchy::from_handle(enable) {
+        crate::key::flush_hierarchy(cx.core, h, false);
+    }
     Ok(())
+}
+
+/// TPM2_ChangeEPS / TPM2_ChangePPS (Part 3 §24.5, §24.6): a new primary seed
+/// and proof; the hierarchy's objects (transient and persistent) go, and with
+/// them every key derived from the old seed.
+fn change_seed(cx: &mut Ctx, call: &mut Call, h: Hierarchy) -> CmdResult<()> {
+    call.done()?;
+    let mut fresh = [[0u8; SEED_LEN]; 2];
+    for s in &mut fresh {
+        random(cx, s)?;
+    }
+    let ps = &mut cx.core.ps;
+    match h {
+        Hierarchy::Endorsement => {
+            ps.eps = fresh[0];
+            ps.eh_proof = fresh[1];
+            // endorsementAuth and endorsementPolicy are reset (no policy store yet).
+            ps.endorsement_auth.clear();
+        }
+        _ => {
+            ps.pps = fresh[0];
+            ps.ph_proof = fresh[1];
+        }
+    }
+    zeroize::Zeroize::zeroize(&mut fresh);
+    crate::key::flush_hierarchy(cx.core, h, true);
+    cx.core.dirty = true;
+    Ok(())
+}
+
+pub fn change_eps(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    change_seed(cx, call, Hierarchy::Endorsement)
+}
+
+pub fn change_pps(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    change_seed(cx, call, Hierarchy::Platform)
 }
 
 pub fn da_parameters(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {

@@ -1279,3 +1279,60 @@ mod mangled_input_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod seed_change_tests {
+    use super::tests::*;
+    use crate::testutil::{Cmd, rc_of, started};
+
+    const PLATFORM: u32 = 0x4000_000C;
+
+    #[test]
+    fn change_eps_gives_new_ek_and_clear_keeps_platform_objects() {
+        let mut tpm = started();
+        let (_, ek, before, _) = primary(&mut tpm, ENDORSEMENT, b"", &ek_ecc());
+        let (_, pk, _, _) = primary(&mut tpm, PLATFORM, b"", &srk_ecc());
+        let evict = |a: u32, o: u32, p: u32| Cmd::new(0x120).h(a).h(o).pw(b"").u32(p);
+        assert_eq!(
+            rc_of(&tpm.execute(0, &evict(OWNER, ek, 0x8101_0001).bytes())),
+            0
+        );
+        assert_eq!(
+            rc_of(&tpm.execute(0, &evict(PLATFORM, pk, 0x8180_0001).bytes())),
+            0
+        );
+        // ChangeEPS flushes the EK (transient and persistent), a new EK differs.
+        assert_eq!(
+            rc_of(&tpm.execute(0, &Cmd::new(0x124).h(PLATFORM).pw(b"").bytes())),
+            0
+        );
+        assert_eq!(
+            rc_of(&tpm.execute(0, &Cmd::new(0x173).h(ek).bytes())),
+            0x910
+        );
+        assert_eq!(
+            rc_of(&tpm.execute(0, &Cmd::new(0x173).h(0x8101_0001).bytes())),
+            0x18B
+        );
+        let (rc, _, after, _) = primary(&mut tpm, ENDORSEMENT, b"", &ek_ecc());
+        assert_eq!(rc, 0);
+        assert_ne!(before, after);
+        // Clear drops owner/endorsement objects; the platform's persistent key stays.
+        assert_eq!(
+            rc_of(&tpm.execute(0, &Cmd::new(0x126).h(PLATFORM).pw(b"").bytes())),
+            0
+        );
+        assert_eq!(
+            rc_of(&tpm.execute(0, &Cmd::new(0x173).h(0x8180_0001).bytes())),
+            0
+        );
+        assert_eq!(rc_of(&tpm.execute(0, &Cmd::new(0x173).h(pk).bytes())), 0);
+        // HierarchyControl disabling the platform hierarchy flushes its transient objects.
+        let hc = Cmd::new(0x121).h(PLATFORM).pw(b"").u32(PLATFORM).u8(0);
+        assert_eq!(rc_of(&tpm.execute(0, &hc.bytes())), 0);
+        assert_eq!(
+            rc_of(&tpm.execute(0, &Cmd::new(0x173).h(pk).bytes())),
+            0x910
+        );
+    }
+}
