@@ -5,6 +5,16 @@
 pub mod cc {
     pub const NV_UNDEFINE_SPACE: u32 = 0x122;
     pub const START_AUTH_SESSION: u32 = 0x176;
+    pub const POLICY_AUTH_VALUE: u32 = 0x16B;
+    pub const POLICY_COMMAND_CODE: u32 = 0x16C;
+    pub const POLICY_CP_HASH: u32 = 0x16E;
+    pub const POLICY_LOCALITY: u32 = 0x16F;
+    pub const POLICY_OR: u32 = 0x171;
+    pub const POLICY_PCR: u32 = 0x17F;
+    pub const POLICY_RESTART: u32 = 0x180;
+    pub const POLICY_GET_DIGEST: u32 = 0x189;
+    pub const POLICY_PASSWORD: u32 = 0x18C;
+    pub const POLICY_NV_WRITTEN: u32 = 0x18F;
     pub const HMAC: u32 = 0x155;
     pub const LOAD_EXTERNAL: u32 = 0x167;
     pub const READ_PUBLIC: u32 = 0x173;

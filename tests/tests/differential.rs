@@ -492,6 +492,20 @@ fn symmetric_key(object_type: u16, key: &[u8]) -> (Option<Buf>, Buf) {
     (Some(sensitive), public.tpm2b(&unique))
 }
 
+/// A policy command on the last session handle, with these parameters.
+fn policy(code: u32, params: Buf) -> impl Fn(Ctx) -> Vec<u8> {
+    move |c| {
+        Command::new(code)
+            .handle(c.handle)
+            .params(params.clone())
+            .bytes()
+    }
+}
+
+fn policy_digest() -> impl Fn(Ctx) -> Vec<u8> {
+    policy(cc::POLICY_GET_DIGEST, Buf::new())
+}
+
 fn create_primary(hierarchy: u32, template: Buf) -> Command {
     let sensitive = Buf::new().tpm2b(&[]).tpm2b(&[]);
     Command::new(cc::CREATE_PRIMARY)
@@ -1025,6 +1039,55 @@ fn streams() -> Vec<Stream> {
                 Check::Exact,
             )
             .with_handle("FlushContext", flush_last(), Check::Exact),
+        Stream::new("policy digests (trial session)")
+            .exact("Startup(CLEAR)", startup(true))
+            .exact("PCR_Extend 16", pcr_extend(16, &[(alg::SHA256, 0x77)]))
+            .yields_handle(
+                "StartAuthSession trial SHA-256",
+                |_| start_session(rh::NULL, 16, 3, SYM_NULL, alg::SHA256).bytes(),
+                Check::RcAndSize(NONCE),
+            )
+            .with_handle("PolicyGetDigest fresh", policy_digest(), Check::Exact)
+            .with_handle("PolicyCommandCode NV_Read", policy(cc::POLICY_COMMAND_CODE, Buf::new().u32(cc::NV_READ)), Check::Exact)
+            .with_handle("PolicyGetDigest", policy_digest(), Check::Exact)
+            .with_handle("PolicyAuthValue", policy(cc::POLICY_AUTH_VALUE, Buf::new()), Check::Exact)
+            .with_handle("PolicyGetDigest", policy_digest(), Check::Exact)
+            .with_handle("PolicyPCR 0,16 current values", policy(cc::POLICY_PCR, Buf::new().tpm2b(&[]).pcr_selection(&[(alg::SHA256, &[0, 16])])), Check::Exact)
+            .with_handle("PolicyGetDigest", policy_digest(), Check::Exact)
+            .with_handle("PolicyPCR with a given digest", policy(cc::POLICY_PCR, Buf::new().tpm2b(&[0x33; 32]).pcr_selection(&[(alg::SHA1, &[1])])), Check::Exact)
+            .with_handle("PolicyGetDigest", policy_digest(), Check::Exact)
+            .with_handle("PolicyLocality 3", policy(cc::POLICY_LOCALITY, Buf::new().u8(1 << 3)), Check::Exact)
+            .with_handle("PolicyGetDigest", policy_digest(), Check::Exact)
+            .with_handle("PolicyCpHash", policy(cc::POLICY_CP_HASH, Buf::new().tpm2b(&[0x44; 32])), Check::Exact)
+            .with_handle("PolicyGetDigest", policy_digest(), Check::Exact)
+            .with_handle("PolicyNvWritten", policy(cc::POLICY_NV_WRITTEN, Buf::new().u8(1)), Check::Exact)
+            .with_handle("PolicyGetDigest", policy_digest(), Check::Exact)
+            .with_handle("PolicyPassword", policy(cc::POLICY_PASSWORD, Buf::new()), Check::Exact)
+            .with_handle("PolicyGetDigest", policy_digest(), Check::Exact)
+            .with_handle("PolicyOR of two", policy(cc::POLICY_OR, Buf::new().u32(2).tpm2b(&[0x55; 32]).tpm2b(&[0x66; 32])), Check::Exact)
+            .with_handle("PolicyGetDigest", policy_digest(), Check::Exact)
+            .with_handle("PolicyCommandCode a second, different code", policy(cc::POLICY_COMMAND_CODE, Buf::new().u32(cc::NV_WRITE)), Check::Exact)
+            .with_handle("PolicyCpHash a second, different value", policy(cc::POLICY_CP_HASH, Buf::new().tpm2b(&[0x45; 32])), Check::Exact)
+            .with_handle("PolicyCpHash of the wrong size", policy(cc::POLICY_CP_HASH, Buf::new().tpm2b(&[0x45; 20])), Check::Exact)
+            .with_handle("PolicyNvWritten the other way", policy(cc::POLICY_NV_WRITTEN, Buf::new().u8(0)), Check::Exact)
+            .with_handle("PolicyLocality 0", policy(cc::POLICY_LOCALITY, Buf::new().u8(0)), Check::Exact)
+            .with_handle("PolicyOR of one", policy(cc::POLICY_OR, Buf::new().u32(1).tpm2b(&[0x55; 32])), Check::Exact)
+            .with_handle("PolicyOR of nine", policy(cc::POLICY_OR, (0..9).fold(Buf::new().u32(9), |b, _| b.tpm2b(&[0x55; 32]))), Check::Exact)
+            .with_handle("PolicyPCR of an unknown bank", policy(cc::POLICY_PCR, Buf::new().tpm2b(&[]).pcr_selection(&[(0x0099, &[0])])), Check::Exact)
+            .with_handle("PolicyGetDigest after the errors", policy_digest(), Check::Exact)
+            .with_handle("PolicyRestart", policy(cc::POLICY_RESTART, Buf::new()), Check::Exact)
+            .with_handle("PolicyGetDigest after restart", policy_digest(), Check::Exact)
+            .with_handle("FlushContext", flush_last(), Check::Exact)
+            .yields_handle(
+                "StartAuthSession trial SHA-1",
+                |_| start_session(rh::NULL, 20, 3, SYM_NULL, alg::SHA1).bytes(),
+                Check::RcAndSize(NONCE),
+            )
+            .with_handle("PolicyCommandCode Unseal", policy(cc::POLICY_COMMAND_CODE, Buf::new().u32(0x15E)), Check::Exact)
+            .with_handle("PolicyPCR 16 SHA-1 digest", policy(cc::POLICY_PCR, Buf::new().tpm2b(&[]).pcr_selection(&[(alg::SHA256, &[16])])), Check::Exact)
+            .with_handle("PolicyGetDigest SHA-1", policy_digest(), Check::Exact)
+            .with_handle("FlushContext", flush_last(), Check::Exact)
+            .exact("PolicyGetDigest on a flushed session", Command::new(cc::POLICY_GET_DIGEST).handle(0x0300_0000)),
         Stream::new("parameter checks")
             .exact("Startup(CLEAR)", startup(true))
             .exact("TestParms ECC P-256", Command::new(cc::TEST_PARMS).params(Buf::new().u16(alg::ECC).u16(alg::NULL).u16(alg::NULL).u16(0x0003).u16(alg::NULL)))
