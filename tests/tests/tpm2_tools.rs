@@ -56,6 +56,7 @@ on_both_backends!(
     every_capability_group,
     changeauth_and_clear,
     restart_keeps_nv_and_clock_moves_forward,
+    keys_signatures_and_a_pcr_policy,
 );
 
 fn random_and_hash(backend: Backend) {
@@ -639,4 +640,150 @@ fn stop_over_protocol(port: u16) {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(&21u32.to_be_bytes()).unwrap();
+}
+
+fn keys_signatures_and_a_pcr_policy(backend: Backend) {
+    let Setup {
+        tools: bare,
+        server: _server,
+        _dir,
+    } = setup(backend);
+    // Without a resource manager, objects a tool loads stay loaded: flush
+    // the transient objects after every step, as a resource manager would.
+    let tools = Flushing(&bare);
+    tools.ok(&["createprimary", "-C", "o", "-G", "ecc", "-c", "primary.ctx"]);
+
+    // A signing key: sign, verify, and a tampered message fails.
+    tools.ok(&[
+        "create",
+        "-C",
+        "primary.ctx",
+        "-G",
+        "ecc",
+        "-u",
+        "key.pub",
+        "-r",
+        "key.priv",
+    ]);
+    tools.ok(&[
+        "load",
+        "-C",
+        "primary.ctx",
+        "-u",
+        "key.pub",
+        "-r",
+        "key.priv",
+        "-c",
+        "key.ctx",
+    ]);
+    tools.write("message", b"signed by the TPM");
+    tools.ok(&[
+        "sign", "-c", "key.ctx", "-g", "sha256", "-o", "sig", "message",
+    ]);
+    tools.ok(&[
+        "verifysignature",
+        "-c",
+        "key.ctx",
+        "-g",
+        "sha256",
+        "-m",
+        "message",
+        "-s",
+        "sig",
+    ]);
+    tools.write("message", b"signed by the TPM!");
+    tools.fails(&[
+        "verifysignature",
+        "-c",
+        "key.ctx",
+        "-g",
+        "sha256",
+        "-m",
+        "message",
+        "-s",
+        "sig",
+    ]);
+    let public = tools.ok(&["readpublic", "-c", "key.ctx"]);
+    assert!(
+        public.contains("ecc") && public.contains("sign"),
+        "{public}"
+    );
+
+    // The primary made persistent, then used by its handle.
+    tools.ok(&["evictcontrol", "-C", "o", "-c", "primary.ctx", "0x81000010"]);
+    let persistent = tools.ok(&["getcap", "handles-persistent"]);
+    assert!(persistent.contains("0x81000010"), "{persistent}");
+    tools.ok(&["readpublic", "-c", "0x81000010"]);
+
+    // A secret sealed to PCR 16: unsealed while PCR 16 holds, refused after.
+    tools.ok(&[
+        "pcrextend",
+        &format!("16:sha256={}", hex(&Sha256::digest(b"boot stage"))),
+    ]);
+    tools.ok(&["pcrread", "-o", "pcr.bin", "sha256:16"]);
+    tools.ok(&[
+        "createpolicy",
+        "--policy-pcr",
+        "-l",
+        "sha256:16",
+        "-f",
+        "pcr.bin",
+        "-L",
+        "pcr.policy",
+    ]);
+    tools.write("secret", b"sealed to PCR 16");
+    tools.ok(&[
+        "create",
+        "-C",
+        "0x81000010",
+        "-L",
+        "pcr.policy",
+        "-a",
+        "fixedtpm|fixedparent",
+        "-i",
+        "secret",
+        "-u",
+        "seal.pub",
+        "-r",
+        "seal.priv",
+    ]);
+    tools.ok(&[
+        "load",
+        "-C",
+        "0x81000010",
+        "-u",
+        "seal.pub",
+        "-r",
+        "seal.priv",
+        "-c",
+        "seal.ctx",
+    ]);
+    let secret = tools.ok(&["unseal", "-c", "seal.ctx", "-p", "pcr:sha256:16"]);
+    assert_eq!(secret, "sealed to PCR 16");
+    tools.ok(&[
+        "pcrextend",
+        &format!("16:sha256={}", hex(&Sha256::digest(b"something else"))),
+    ]);
+    tools.fails(&["unseal", "-c", "seal.ctx", "-p", "pcr:sha256:16"]);
+    tools.ok(&["evictcontrol", "-C", "o", "-c", "0x81000010"]);
+    let persistent = tools.ok(&["getcap", "handles-persistent"]);
+    assert!(!persistent.contains("0x81000010"), "{persistent}");
+}
+
+/// tpm2-tools over mssim with the transient objects flushed after each run.
+struct Flushing<'a>(&'a Tpm2);
+
+impl Flushing<'_> {
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.0.ok(args);
+        self.0.ok(&["flushcontext", "-t"]);
+        out
+    }
+    fn fails(&self, args: &[&str]) {
+        self.0.fails(args);
+        self.0.ok(&["flushcontext", "-t"]);
+    }
+    fn write(&self, name: &str, bytes: &[u8]) {
+        self.0.write(name, bytes);
+    }
 }
