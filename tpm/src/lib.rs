@@ -10,6 +10,7 @@ extern crate std;
 
 pub mod alg;
 mod auth;
+pub mod client;
 mod command;
 mod crypto;
 mod dispatch;
