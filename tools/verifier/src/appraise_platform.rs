@@ -13,7 +13,10 @@ use sha2::{Digest, Sha512};
 enum KeySource {
     /// A VCEK/VLEK certificate whose chain was checked (`hardware_rooted`
     /// tells whether it ended in an AMD ARK).
-    Chain { vek: Cert, hardware_rooted: bool },
+    Chain {
+        vek: Box<Cert>,
+        hardware_rooted: bool,
+    },
     /// A raw key handed in by the native platform's host.
     Simulated(Vec<u8>),
 }
@@ -252,14 +255,14 @@ fn endorsement(
     let (Some(root), Some(inter)) = (roots.first(), inters.first()) else {
         a.fail(NAME, "the chain needs an ASK/ASVK and a self-signed ARK");
         return Some(KeySource::Chain {
-            vek,
+            vek: Box::new(vek),
             hardware_rooted: false,
         });
     };
     if roots.len() > 1 || inters.len() > 1 {
         a.fail(NAME, "the chain holds more than one ASK/ASVK or ARK");
         return Some(KeySource::Chain {
-            vek,
+            vek: Box::new(vek),
             hardware_rooted: false,
         });
     }
@@ -267,14 +270,14 @@ fn endorsement(
         Ok(r) => {
             a.pass(NAME, format!("{} valid at now", r.detail));
             Some(KeySource::Chain {
-                vek,
+                vek: Box::new(vek),
                 hardware_rooted: r.hardware_rooted,
             })
         }
         Err(e) => {
             a.fail(NAME, e);
             Some(KeySource::Chain {
-                vek,
+                vek: Box::new(vek),
                 hardware_rooted: false,
             })
         }

@@ -179,7 +179,7 @@ pub fn parse_certs(data: &[u8]) -> Result<Vec<Cert>, String> {
                 let after = &rest[start..];
                 let end_tag = "-----END CERTIFICATE-----";
                 let end = after.find(end_tag).ok_or("PEM block without END line")? + end_tag.len();
-                let (_, der) = der::pem::decode_vec(after[..end].as_bytes())
+                let (_, der) = der::pem::decode_vec(&after.as_bytes()[..end])
                     .map_err(|e| format!("bad PEM: {e}"))?;
                 out.push(Cert::from_der(&der)?);
                 rest = &after[end..];

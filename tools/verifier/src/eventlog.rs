@@ -48,8 +48,8 @@ pub fn parse(data: &[u8]) -> Result<EventLog, String> {
     let mut r = Reader::new(data);
     // The first event is always a TCG_PCR_EVENT (SHA-1 layout).
     let first = legacy_event(&mut r).map_err(t)?;
+    // PCRIndex is 0 in a TPM log and 1 in the TDX CCEL: not checked.
     let spec_id = first.event_type == EV_NO_ACTION
-        && first.index == 0
         && first.data.get(..16) == Some(SPEC_ID_SIGNATURE.as_slice());
     if !spec_id {
         let mut events = vec![first];
@@ -107,10 +107,10 @@ fn spec_id_algorithms(data: &[u8]) -> Result<Vec<(u16, u16)>, String> {
     for _ in 0..n {
         let id = r.u16_le("algorithmId").map_err(f)?;
         let size = r.u16_le("digestSize").map_err(f)?;
-        if let Some(h) = HashAlg::from_id(id) {
-            if usize::from(size) != h.size() {
-                return Err(format!("Spec ID event gives {} a size of {size}", h.name()));
-            }
+        if let Some(h) = HashAlg::from_id(id)
+            && usize::from(size) != h.size()
+        {
+            return Err(format!("Spec ID event gives {} a size of {size}", h.name()));
         }
         out.push((id, size));
     }

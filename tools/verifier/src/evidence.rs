@@ -182,10 +182,10 @@ impl Evidence {
     pub fn from_json(text: &str, base: Option<&Path>) -> Result<Self, String> {
         let raw: RawBundle =
             serde_json::from_str(text).map_err(|e| format!("bad evidence JSON: {e}"))?;
-        if let Some(v) = raw.version {
-            if v != 1 {
-                return Err(format!("unsupported bundle version {v}"));
-            }
+        if let Some(v) = raw.version
+            && v != 1
+        {
+            return Err(format!("unsupported bundle version {v}"));
         }
         let d = Decoder { base };
         let snp = match &raw.snp {

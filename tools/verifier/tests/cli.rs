@@ -1,0 +1,110 @@
+//! The `rivet-verify` binary: bundles with file references, the EAR JSON on
+//! stdout, and the exit codes (1 warning, 2 contraindicated, 3 bad input).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rivet-verify-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(bundle: &str, args: &[&str], name: &str) -> (i32, serde_json::Value) {
+    let dir = scratch(name);
+    let path = dir.join("bundle.json");
+    std::fs::write(&path, bundle.replace("DATA", data().to_str().unwrap())).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rivet-verify"))
+        .arg("--evidence")
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.status.code().unwrap_or(-1), json)
+}
+
+const VLEK_BUNDLE: &str = r#"{
+  "version": 1,
+  "snp": {
+    "report": {"file": "DATA/snp/milan_vlek_report.bin"},
+    "vek": {"file": "DATA/snp/milan_vlek.der"},
+    "chain": [{"file": "DATA/snp/asvk_ark_milan.pem"}]
+  }
+}"#;
+
+#[test]
+fn vlek_bundle_exit_codes_follow_now() {
+    let (code, j) = run(VLEK_BUNDLE, &["--now", "2025-06-01T00:00:00Z"], "vlek-ok");
+    assert_eq!(code, 1, "{j:#}");
+    assert_eq!(j["ear.status"], "warning");
+    assert_eq!(j["submods"]["rivet-vtpm"]["rivet.platform"], "snp");
+    let (code, j) = run(
+        VLEK_BUNDLE,
+        &["--now", "2026-01-01T00:00:00Z"],
+        "vlek-expired",
+    );
+    assert_eq!(code, 2);
+    assert_eq!(j["ear.status"], "contraindicated");
+}
+
+#[test]
+fn bad_input_exits_3() {
+    assert_eq!(run("{ not json", &[], "badjson").0, 3);
+    assert_eq!(run(r#"{"nonce": "AAAA"}"#, &[], "noplatform").0, 3);
+    assert_eq!(run(r#"{"snp": {"report": "!!"}}"#, &[], "badb64").0, 3);
+    assert_eq!(
+        run(r#"{"snp": {"report": {"hex": "00ff"}}}"#, &[], "short").0,
+        3
+    );
+    assert_eq!(run(VLEK_BUNDLE, &["--now", "yesterday"], "badnow").0, 3);
+    assert_eq!(
+        run(
+            r#"{"snp": {"report": {"file": "DATA/nope.bin"}}}"#,
+            &[],
+            "nofile"
+        )
+        .0,
+        3
+    );
+}
+
+#[test]
+fn tdx_bundle_with_policy_file() {
+    let dir = scratch("policy");
+    let pol = dir.join("policy.json");
+    std::fs::write(&pol, r#"{"mrtd": ["dae67181d3d65e073ad8f95b7907d5e927bfe9761c9ff3e9b89734a45d8954dba41394c7717cb2735396c1d04231f94a"]}"#).unwrap();
+    let bundle = r#"{"tdx": {"quote": {"file": "DATA/tdx/gcp_cos113_quote_v4.dat"},
+                              "ccel": {"file": "DATA/tdx/gcp_cos113_ccel_eventlog.bin"}},
+                     "nonce": {"file": "DATA/tdx/gcp_cos113_nonce.bin"}}"#;
+    let (code, j) = run(
+        bundle,
+        &[
+            "--now",
+            "2026-01-01T00:00:00Z",
+            "--policy",
+            pol.to_str().unwrap(),
+        ],
+        "tdx",
+    );
+    assert_eq!(code, 1, "{j:#}");
+    let checks = j["submods"]["rivet-vtpm"]["rivet.checks"]
+        .as_array()
+        .unwrap();
+    for name in [
+        "tdx.quote_signature",
+        "tdx.pck_chain",
+        "policy.mrtd",
+        "eventlog.ccel_replay",
+        "binding.report_data",
+    ] {
+        let c = checks.iter().find(|c| c["name"] == name).unwrap();
+        assert_eq!(c["status"], "affirming", "{c}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
