@@ -73,7 +73,11 @@ pub fn tpm(a: &mut Appraisal, ev: &Evidence) {
     }
 
     if let Some(c) = &ev.ak_cert {
-        let r = crate::cert::parse_certs(c).and_then(|v| v[0].spki_der());
+        let r = crate::cert::parse_certs(c).and_then(|v| {
+            v.first()
+                .ok_or_else(|| "no certificate".to_string())?
+                .spki_der()
+        });
         match (r, &ak) {
             (Err(e), _) => a.fail("tpm.ak_certificate", e),
             (Ok(spki), Some(Ok(key))) => {
@@ -90,7 +94,11 @@ pub fn tpm(a: &mut Appraisal, ev: &Evidence) {
         }
     }
     if let Some(c) = &ev.ek_cert {
-        let r = crate::cert::parse_certs(c).and_then(|v| v[0].spki_der());
+        let r = crate::cert::parse_certs(c).and_then(|v| {
+            v.first()
+                .ok_or_else(|| "no certificate".to_string())?
+                .spki_der()
+        });
         match (r, &ev.manifest) {
             (Err(e), _) => a.fail("tpm.ek_certificate", e),
             (Ok(spki), Some(m)) => {

@@ -267,3 +267,61 @@ fn sha1_legacy_log_replays() {
     assert_eq!(r["sha1"][&0], pcr0.to_vec());
     assert_eq!(r["sha1"][&4], pcr4.to_vec());
 }
+
+#[test]
+fn p384_quote_and_ak_certificate() {
+    use ecdsa::signature::hazmat::PrehashSigner;
+    // The simulated chain's leaf key doubles as a P-384 AK with a certificate.
+    let chain =
+        rivet_verifier::simulated::SimulatedChain::new(b"ak", 0, &[0; 64], 0, i64::from(u32::MAX))
+            .unwrap();
+    let point = chain.vcek_public_sec1();
+    let mut ak = Vec::new();
+    for x in [0x0023u16, 0x000C] {
+        ak.extend(x.to_be_bytes());
+    }
+    ak.extend(0x0005_0072u32.to_be_bytes());
+    ak.extend(b2(&[]));
+    for x in [0x0010u16, 0x0018, 0x000C, 0x0004, 0x0010] {
+        ak.extend(x.to_be_bytes());
+    }
+    ak.extend(b2(&point[1..49]));
+    ak.extend(b2(&point[49..97]));
+    let at = attest(b"n384", &sha256_pcr_digest());
+    let digest = sha2::Sha384::digest(&at);
+    let s: p384::ecdsa::Signature = chain.vcek_key.sign_prehash(&digest).unwrap();
+    let b = s.to_bytes();
+    let mut sig = 0x0018u16.to_be_bytes().to_vec();
+    sig.extend(0x000Cu16.to_be_bytes());
+    sig.extend(b2(&b[..48]));
+    sig.extend(b2(&b[48..]));
+    // pcrDigest is SHA-256 here but the signing hash is SHA-384: the digest
+    // check uses the signature's hash, so it must fail while the signature passes.
+    let ev = evidence(json!({
+        "snp": { "report": hexs(VIRTEE_REPORT) },
+        "tpm_quote": { "attest": hexs(&at), "signature": hexs(&sig), "nonce": hexs(b"n384") },
+        "ak_public": hexs(&ak),
+        "pcrs": expected_pcrs(),
+        "ak_cert": hexs(&chain.vcek.der),
+        "ek_cert": hexs(&chain.ask.der),
+        "manifest": hexs(&ak),
+    }));
+    let a = appraise(&ev, &policy_at("2026-01-01T00:00:00Z"));
+    assert_pass(&a, "tpm.quote_signature");
+    assert_pass(&a, "tpm.nonce");
+    assert_pass(&a, "tpm.ak_certificate");
+    assert_pass(&a, "tpm.ak_binding");
+    assert_fail(&a, "tpm.pcr_digest", "does not match");
+    assert_fail(&a, "tpm.ek_certificate", "not in the bound manifest");
+    // Another certificate for the AK.
+    let ev = evidence(json!({
+        "snp": { "report": hexs(VIRTEE_REPORT) },
+        "ak_public": hexs(&ak),
+        "ak_cert": hexs(&chain.ark.der),
+    }));
+    assert_fail(
+        &appraise(&ev, &policy_at("2026-01-01T00:00:00Z")),
+        "tpm.ak_certificate",
+        "not the AK",
+    );
+}
