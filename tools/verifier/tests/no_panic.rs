@@ -34,7 +34,7 @@ impl Lcg {
                 _ => 0,
             };
         }
-        if self.next() % 4 == 0 {
+        if self.next().is_multiple_of(4) {
             d.truncate(self.next() % d.len());
         }
         d
