@@ -144,3 +144,25 @@ impl Appraisal {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overall_status_is_the_worst_check() {
+        let mut a = Appraisal::new("snp", String::new());
+        a.pass("x", "ok");
+        assert_eq!(a.status, Status::Affirming);
+        assert_eq!(a.status.exit_code(), 0);
+        a.not_run("y", "absent");
+        assert_eq!(a.status, Status::Warning);
+        assert!(!a.check("y").unwrap().run);
+        a.pass("z", "ok");
+        assert_eq!(a.status, Status::Warning);
+        a.fail("w", "bad");
+        assert_eq!(a.status, Status::Contraindicated);
+        assert_eq!(a.status.exit_code(), 2);
+        assert_eq!(a.to_ear_json()["ear.status"], "contraindicated");
+    }
+}

@@ -11,11 +11,21 @@ pub fn tpm(a: &mut Appraisal, ev: &Evidence) {
     let attest = ev.tpm_quote.as_ref().map(|q| tpm::parse_attest(&q.attest));
 
     match (&ev.tpm_quote, &attest, &ak) {
-        (None, _, _) => a.not_run("tpm.quote_signature", "no TPM quote in the bundle"),
-        (Some(_), None, _) => a.not_run("tpm.quote_signature", "no TPM quote in the bundle"),
-        (Some(_), _, None) => a.not_run("tpm.quote_signature", "no AK public area in the bundle"),
-        (Some(_), Some(Err(e)), _) => a.fail("tpm.quote_signature", e.clone()),
-        (Some(_), _, Some(Err(e))) => a.fail("tpm.quote_signature", e.clone()),
+        (None, _, _) | (Some(_), None, _) => {
+            for c in ["tpm.quote_signature", "tpm.nonce", "tpm.pcr_digest"] {
+                a.not_run(c, "no TPM quote in the bundle");
+            }
+        }
+        (Some(_), _, None) => {
+            for c in ["tpm.quote_signature", "tpm.nonce", "tpm.pcr_digest"] {
+                a.not_run(c, "no AK public area to authenticate the quote");
+            }
+        }
+        (Some(_), Some(Err(e)), _) | (Some(_), _, Some(Err(e))) => {
+            a.fail("tpm.quote_signature", e.clone());
+            a.fail("tpm.nonce", "the quote is not authentic");
+            a.fail("tpm.pcr_digest", "the quote is not authentic");
+        }
         (Some(q), Some(Ok(at)), Some(Ok(key))) => {
             let hash = tpm::verify_signature(key, &q.attest, &q.signature);
             match &hash {
