@@ -308,6 +308,8 @@ pub fn tdx(a: &mut Appraisal, ev: &TdxEvidence, policy: &Policy, now: i64) -> Op
     }
     a.claim("tdx.report_data", hex::encode(q.report_data));
     a.claim("tdx.td_attributes", format!("{:#018x}", q.td_attributes));
+    a.claim("tdx.qe_vendor_id", hex::encode(q.qe_vendor_id()));
+    a.claim("tdx.qe_mrsigner", hex::encode(q.qe_mrsigner()));
     if let Some(f) = q.fmspc() {
         a.claim("tdx.fmspc", hex::encode(f));
     }

@@ -177,9 +177,11 @@ pub fn replay(log: &EventLog) -> Replay {
     out
 }
 
-/// Compares a replay with PCR values: every PCR the log extends must be given
-/// and equal; given PCRs the log never touches must hold their reset value
-/// (zero) for indices 0..=15 and 23.
+/// Compares a replay with PCR values: every PCR the log extends must be
+/// given and equal; a given firmware PCR (0..=7) the log never touches must
+/// hold its reset value (zero). Higher PCRs may be extended by the OS (IMA,
+/// systemd) with entries in other logs, so they are only compared when this
+/// log extends them.
 pub fn compare_with_pcrs(
     replayed: &Replay,
     pcrs: &crate::tpm::PcrValues,
@@ -208,7 +210,7 @@ pub fn compare_with_pcrs(
             let in_log = replayed
                 .get(bank.as_str())
                 .is_some_and(|b| b.contains_key(i));
-            if !in_log && (*i <= 15 || *i == 23) && g.iter().any(|&b| b != 0) {
+            if !in_log && *i <= 7 && g.iter().any(|&b| b != 0) {
                 return Err(format!(
                     "{bank} PCR {i} is extended but the log has no event for it"
                 ));
@@ -223,12 +225,17 @@ pub fn compare_with_pcrs(
     ))
 }
 
-/// Compares a CCEL replay (SHA-384, MR index 1..=4) with the quote's RTMRs.
+/// Compares a CCEL replay (SHA-384, MR index 1..=3, and 4 if the log has
+/// events for it) with the quote's RTMRs. RTMR3 is left to the OS and
+/// runtime, which may extend it without a CCEL entry.
 pub fn compare_with_rtmrs(replayed: &Replay, rtmrs: &[[u8; 48]; 4]) -> Result<String, String> {
     let bank = replayed.get("sha384");
     let mut n = 0;
     for (k, rtmr) in rtmrs.iter().enumerate() {
         let mr = k as u32 + 1;
+        if mr == 4 && !bank.is_some_and(|b| b.contains_key(&4)) {
+            continue;
+        }
         let v = bank
             .and_then(|b| b.get(&mr))
             .cloned()

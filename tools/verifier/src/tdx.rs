@@ -180,6 +180,16 @@ impl Quote {
         ))
     }
 
+    /// QE vendor ID from the header.
+    pub fn qe_vendor_id(&self) -> [u8; 16] {
+        field(&self.raw, 12)
+    }
+
+    /// MRSIGNER of the quoting enclave (from the QE report).
+    pub fn qe_mrsigner(&self) -> [u8; 32] {
+        field(&self.qe_report, 128)
+    }
+
     /// FMSPC from the PCK leaf's SGX extension, if found.
     pub fn fmspc(&self) -> Option<[u8; 6]> {
         let certs = cert::parse_certs(&self.pck_chain_pem).ok()?;

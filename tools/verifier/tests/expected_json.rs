@@ -183,8 +183,12 @@ fn tdx_quotes_match_expected_json() {
             x["qe_report_mrenclave"].as_str().unwrap()
         );
         assert_eq!(
-            hex::encode(&q.qe_report[128..160]),
+            hex::encode(q.qe_mrsigner()),
             x["qe_report_mrsigner"].as_str().unwrap()
+        );
+        assert_eq!(
+            hex::encode(q.qe_vendor_id()),
+            x["qe_vendor_id"].as_str().unwrap()
         );
         q.verify_quote_signature().unwrap();
         q.verify_qe_binding().unwrap();

@@ -325,3 +325,29 @@ fn p384_quote_and_ak_certificate() {
         "not the AK",
     );
 }
+
+#[test]
+fn pcrs_outside_the_log() {
+    let log = eventlog::parse(LOG).unwrap();
+    let r = eventlog::replay(&log);
+    let mut pcrs: rivet_verifier::tpm::PcrValues = Default::default();
+    for (bank, values) in &r {
+        pcrs.insert(bank.to_string(), values.clone());
+    }
+    eventlog::compare_with_pcrs(&r, &pcrs).unwrap();
+    // PCR 10 extended by IMA (another log): tolerated.
+    pcrs.get_mut("sha256").unwrap().insert(10, vec![1; 32]);
+    eventlog::compare_with_pcrs(&r, &pcrs).unwrap();
+    // A firmware PCR the log does not extend must be zero.
+    let mut r2 = r.clone();
+    r2.get_mut("sha256").unwrap().remove(&5);
+    let e = eventlog::compare_with_pcrs(&r2, &pcrs).unwrap_err();
+    assert!(e.contains("sha256 PCR 5"), "{e}");
+    // A different value fails.
+    pcrs.get_mut("sha384").unwrap().insert(14, vec![0; 48]);
+    assert!(
+        eventlog::compare_with_pcrs(&r, &pcrs)
+            .unwrap_err()
+            .contains("sha384 PCR 14")
+    );
+}
