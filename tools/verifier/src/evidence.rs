@@ -271,3 +271,112 @@ impl Evidence {
         Self::from_json(&text, Some(path.parent().unwrap_or(Path::new("."))))
     }
 }
+
+fn hex_blob(b: &[u8]) -> Value {
+    serde_json::json!({ "hex": hex::encode(b) })
+}
+
+impl Evidence {
+    /// The bundle as JSON in the documented format (binary fields as
+    /// `{"hex": …}`), e.g. for a runner that collected the evidence.
+    pub fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("version".into(), 1.into());
+        if let Some(s) = &self.snp {
+            let mut o = serde_json::Map::new();
+            o.insert("report".into(), hex_blob(&s.report));
+            if let Some(v) = &s.vek {
+                o.insert("vek".into(), hex_blob(v));
+            }
+            if !s.chain.is_empty() {
+                o.insert(
+                    "chain".into(),
+                    s.chain.iter().map(|c| hex_blob(c)).collect(),
+                );
+            }
+            if let Some(k) = &s.simulated_vcek_public_key {
+                o.insert("simulated_vcek_public_key".into(), hex::encode(k).into());
+            }
+            m.insert("snp".into(), o.into());
+        }
+        if let Some(t) = &self.tdx {
+            let mut o = serde_json::Map::new();
+            o.insert("quote".into(), hex_blob(&t.quote));
+            if let Some(c) = &t.ccel {
+                o.insert("ccel".into(), hex_blob(c));
+            }
+            m.insert("tdx".into(), o.into());
+        }
+        let opt = [
+            ("nonce", &self.nonce),
+            ("manifest", &self.manifest),
+            ("ak_public", &self.ak_public),
+            ("event_log", &self.event_log),
+            ("ek_cert", &self.ek_cert),
+            ("ak_cert", &self.ak_cert),
+        ];
+        for (k, v) in opt {
+            if let Some(v) = v {
+                m.insert(k.into(), hex_blob(v));
+            }
+        }
+        if let Some(q) = &self.tpm_quote {
+            let mut o = serde_json::Map::new();
+            o.insert("attest".into(), hex_blob(&q.attest));
+            o.insert("signature".into(), hex_blob(&q.signature));
+            if let Some(n) = &q.nonce {
+                o.insert("nonce".into(), hex_blob(n));
+            }
+            m.insert("tpm_quote".into(), o.into());
+        }
+        if let Some(p) = &self.pcrs {
+            let banks: serde_json::Map<String, Value> = p
+                .iter()
+                .map(|(bank, values)| {
+                    let v: serde_json::Map<String, Value> = values
+                        .iter()
+                        .map(|(i, d)| (i.to_string(), hex::encode(d).into()))
+                        .collect();
+                    (bank.clone(), v.into())
+                })
+                .collect();
+            m.insert("pcrs".into(), banks.into());
+        }
+        m.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_json_round_trips() {
+        let mut pcrs = PcrValues::new();
+        pcrs.insert(
+            "sha256".into(),
+            [(7u32, vec![7u8; 32])].into_iter().collect(),
+        );
+        let e = Evidence {
+            snp: Some(SnpEvidence {
+                report: vec![1, 2, 3],
+                vek: Some(vec![4]),
+                chain: vec![vec![5], vec![6]],
+                simulated_vcek_public_key: Some(vec![4, 9]),
+            }),
+            nonce: Some(b"n".to_vec()),
+            manifest: Some(b"m".to_vec()),
+            tpm_quote: Some(TpmQuote {
+                attest: vec![8],
+                signature: vec![9],
+                nonce: None,
+            }),
+            ak_public: Some(vec![10]),
+            pcrs: Some(pcrs),
+            event_log: Some(vec![11]),
+            ..Evidence::default()
+        };
+        let back = Evidence::from_json(&e.to_json().to_string(), None).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{e:?}"));
+    }
+}
