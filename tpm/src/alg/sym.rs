@@ -2,7 +2,7 @@
 //! semantics: the IV that comes out is the chaining value for the next call
 //! (the reference's CryptSymmetricEncrypt/Decrypt). The modes are written
 //! here rather than taken from the mode crates because the TPM's rules for a
-//! final partial block (CFB pads the next IV with zeros, CTR still steps the
+//! final partial block (CFB keeps the keystream's tail in the next IV, CTR still steps the
 //! counter, OFB keeps the whole keystream block) are not theirs.
 
 use alloc::vec::Vec;
@@ -162,10 +162,11 @@ pub fn aes(
                 o.iter_mut()
                     .zip(ks.iter().zip(input))
                     .for_each(|(o, (k, i))| *o = k ^ i);
-                // The next IV is this block's ciphertext; past a partial
-                // block it is zero-filled, as the reference does.
+                // The next IV is this block's ciphertext; after a partial
+                // block its tail is the rest of the keystream block, as the
+                // reference (which works in place on the IV) leaves it.
                 let ct = if dir == Direction::Encrypt { o } else { input };
-                chain = [0u8; BLOCK];
+                chain = ks;
                 if let (Some(dst), Some(src)) = (chain.get_mut(..n), ct.get(..n)) {
                     dst.copy_from_slice(src);
                 }
@@ -289,11 +290,15 @@ mod tests {
         let pt = hex(PT);
         let full = aes_encrypt(SymMode::Cfb, &key, &hex(IV), &pt).unwrap();
         // CFB: a 20-octet message; the IV out is the 4 octets of the last
-        // ciphertext and 12 zeros.
+        // ciphertext, then the last 12 octets of that block's keystream
+        // (libtpms answers so; the differential harness compares it).
         let e = aes_encrypt(SymMode::Cfb, &key, &hex(IV), &pt[..20]).unwrap();
         assert_eq!(e.data, full.data[..20]);
+        let keystream = aes_encrypt(SymMode::Cfb, &key, &full.data[..16], &[0; 16])
+            .unwrap()
+            .data;
         let mut expect = full.data[16..20].to_vec();
-        expect.extend_from_slice(&[0; 12]);
+        expect.extend_from_slice(&keystream[4..]);
         assert_eq!(e.iv, expect);
         let d = aes_decrypt(SymMode::Cfb, &key, &hex(IV), &e.data).unwrap();
         assert_eq!((d.data, d.iv), (pt[..20].to_vec(), expect));
