@@ -17,7 +17,7 @@ step cargo clippy --quiet -p rivet-kernel --target x86_64-unknown-none --feature
 # Separately: linked alone, the guest firmware has no allocator.
 step cargo clippy --quiet -p rivet-firmware-guest --target x86_64-unknown-none -- -D warnings
 step cargo build --quiet -p rivet-tpm --target x86_64-unknown-none
-step cargo test --workspace
+step cargo test --workspace --no-fail-fast
 # A bounded fuzz run of the engine's command entry point and state restore.
 step env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" FUZZ_RESTORE_SECONDS="${FUZZ_RESTORE_SECONDS:-20}" \
     CARGO_TARGET_DIR="$PWD/target/fuzz" tpm/fuzz/run.sh
