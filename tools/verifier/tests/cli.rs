@@ -108,3 +108,63 @@ fn tdx_bundle_with_policy_file() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn simulated_root_through_the_cli() {
+    use rivet_verifier::simulated::SimulatedChain;
+    let c = SimulatedChain::new(b"cli", 0, &[1; 64], 0, i64::from(u32::MAX)).unwrap();
+    let mut report = vec![0u8; rivet_verifier::snp::REPORT_SIZE];
+    report[0] = 2;
+    report[0x1A0..0x1E0].fill(1);
+    c.sign_report(&mut report).unwrap();
+    let ev = rivet_verifier::Evidence {
+        snp: Some(rivet_verifier::evidence::SnpEvidence {
+            report,
+            vek: Some(c.vcek.der.clone()),
+            chain: vec![c.ask.der.clone(), c.ark.der.clone()],
+            simulated_vcek_public_key: None,
+        }),
+        ..Default::default()
+    };
+    let dir = scratch("sim-root");
+    let ark = dir.join("ark.der");
+    std::fs::write(&ark, &c.ark.der).unwrap();
+    let key = dir.join("vcek.hex");
+    std::fs::write(&key, hex::encode(c.vcek_public_sec1())).unwrap();
+    let bundle = ev.to_json().to_string();
+    let ark = ark.to_str().unwrap();
+    let (code, j) = run(
+        &bundle,
+        &["--trust-root", ark, "--allow-simulated-root"],
+        "sim1",
+    );
+    assert_eq!(code, 1, "{j:#}");
+    let (code, j) = run(&bundle, &["--trust-root", ark], "sim2");
+    assert_eq!(code, 2);
+    assert!(j.to_string().contains("not hardware-rooted"));
+    let (code, j) = run(&bundle, &[], "sim3");
+    assert_eq!(code, 2);
+    assert!(j.to_string().contains("not hardware-rooted"));
+    // The bare-key variant with the key file as trust root.
+    let mut ev2 = ev.clone();
+    if let Some(s) = ev2.snp.as_mut() {
+        s.vek = None;
+        s.chain.clear();
+        s.simulated_vcek_public_key = Some(c.vcek_public_sec1());
+    }
+    let b2 = ev2.to_json().to_string();
+    let (code, j) = run(
+        &b2,
+        &[
+            "--trust-root",
+            key.to_str().unwrap(),
+            "--allow-simulated-root",
+        ],
+        "sim4",
+    );
+    assert_eq!(code, 1, "{j:#}");
+    assert_eq!(run(&b2, &["--allow-simulated-root"], "sim5").0, 2);
+    // A trust root that is neither a certificate nor a key is bad input.
+    assert_eq!(run(&b2, &["--trust-root", "/dev/null"], "sim6").0, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
