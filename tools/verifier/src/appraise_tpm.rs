@@ -54,11 +54,14 @@ pub fn tpm(a: &mut Appraisal, ev: &Evidence) {
 
     // The AK public area must be inside the manifest REPORT_DATA binds.
     match (&ev.ak_public, &ev.manifest) {
-        (Some(ak), Some(m)) if !ak.is_empty() && m.windows(ak.len()).any(|w| w == &ak[..]) => a
-            .pass(
+        (Some(ak), Some(m))
+            if tpm::parse_public(ak).is_ok() && m.windows(ak.len()).any(|w| w == &ak[..]) =>
+        {
+            a.pass(
                 "tpm.ak_binding",
                 "the AK public area is part of the bound manifest",
-            ),
+            )
+        }
         (Some(_), Some(_)) => a.warn(
             "tpm.ak_binding",
             "the AK public area is not in the manifest (manifest version 0 binds only the EK)",
