@@ -12,7 +12,8 @@ done
 # The suites start the server binaries; cargo builds them for the packages'
 # own integration tests (tools/tests, tests/libtpms/tests) in the same run.
 cargo test --no-fail-fast -p rivet-tools -p rivet-libtpms -p rivet-tests \
-    --lib --bins --test cli --test mssim_server --test tpm2_tools --test abrmd --test differential
+    --lib --bins --test cli --test mssim_server --test tpm2_tools --test tpm2_tools_keys --test abrmd \
+    --test differential
 if [ "${FUZZ_SECONDS:-60}" != 0 ]; then
     CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/fuzz" tpm/fuzz/run.sh
 fi
