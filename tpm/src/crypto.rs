@@ -109,6 +109,24 @@ impl Hasher {
             Self::Sha384(h) => h.finalize().to_vec(),
         }
     }
+    /// The running state (for ContextSave of sequence objects).
+    pub fn save(&self) -> Vec<u8> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match self {
+            Self::Sha1(h) => h.serialize().to_vec(),
+            Self::Sha256(h) => h.serialize().to_vec(),
+            Self::Sha384(h) => h.serialize().to_vec(),
+        }
+    }
+    /// A hasher from [`Hasher::save`]'s bytes; None if they do not fit.
+    pub fn restore(alg: HashAlg, state: &[u8]) -> Option<Self> {
+        use sha2::digest::common::hazmat::SerializableState;
+        Some(match alg {
+            HashAlg::Sha1 => Self::Sha1(sha1::Sha1::deserialize(state.try_into().ok()?).ok()?),
+            HashAlg::Sha256 => Self::Sha256(sha2::Sha256::deserialize(state.try_into().ok()?).ok()?),
+            HashAlg::Sha384 => Self::Sha384(sha2::Sha384::deserialize(state.try_into().ok()?).ok()?),
+        })
+    }
 }
 
 /// Known-answer tests run by SelfTest; false puts the TPM in failure mode.

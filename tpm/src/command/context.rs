@@ -16,11 +16,13 @@ use crate::alg::kdfa;
 use crate::alg::sym::{SymMode, aes_decrypt, aes_encrypt};
 use crate::command::CONTEXT_HASH;
 use crate::command::object::{insert, key_at};
-use crate::crypto::ct_eq;
+use crate::command::symmetric::HmacState;
+use crate::crypto::{HashAlg, Hasher, ct_eq};
 use crate::dispatch::{Call, Ctx};
 use crate::hierarchy::Hierarchy;
 use crate::key::{self, KeyObject, oa};
 use crate::marshal::{Reader, Writer};
+use crate::object::{Kind, Object};
 use crate::rc::{self, CmdResult, Locate, Rc};
 use crate::spec::{self, ht, rh};
 
@@ -108,22 +110,111 @@ fn write_context(
     Ok(())
 }
 
+/// What an object context holds: a key object, or a sequence object's state.
+/// Tag 0: a key (its persistent form); 1, 2, 3: hash, event, HMAC sequence.
+fn sequence_state(o: &Object) -> Option<Vec<u8>> {
+    let mut w = Writer::new();
+    match &o.kind {
+        Kind::Key(_) => return None,
+        Kind::HashSequence(h) => {
+            w.u8(1);
+            w.u16(h.alg().id());
+            w.tpm2b(&h.save());
+        }
+        Kind::EventSequence(hs) => {
+            w.u8(2);
+            w.u8(u8::try_from(hs.len()).unwrap_or(0));
+            for h in hs {
+                w.u16(h.alg().id());
+                w.tpm2b(&h.save());
+            }
+        }
+        Kind::HmacSequence(m) => {
+            let (h, inner, outer) = m.save();
+            w.u8(3);
+            w.u16(h.id());
+            w.tpm2b(&inner);
+            w.tpm2b(outer);
+        }
+    }
+    w.tpm2b(&o.auth);
+    w.u8(match o.ticket_safe {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    });
+    Some(w.buf)
+}
+
+fn read_sequence(state: &[u8]) -> CmdResult<Object> {
+    let bad = || Rc::param(rc::INTEGRITY, 1);
+    let mut r = Reader::new(state);
+    let hasher = |r: &mut Reader| -> CmdResult<Hasher> {
+        let h = HashAlg::from_id(r.u16()?).ok_or_else(bad)?;
+        Hasher::restore(h, r.tpm2b(512)?).ok_or_else(bad)
+    };
+    let kind = match r.u8()? {
+        1 => Kind::HashSequence(hasher(&mut r)?),
+        2 => {
+            let n = r.u8()?;
+            let mut hs = Vec::new();
+            for _ in 0..n {
+                hs.push(hasher(&mut r)?);
+            }
+            Kind::EventSequence(hs)
+        }
+        3 => {
+            let h = HashAlg::from_id(r.u16()?).ok_or_else(bad)?;
+            let inner = r.tpm2b(512)?;
+            let outer = r.tpm2b(256)?;
+            let m = HmacState::restore(h, inner, outer).ok_or_else(bad)?;
+            Kind::HmacSequence(alloc::boxed::Box::new(m))
+        }
+        _ => return Err(bad()),
+    };
+    let auth = r.tpm2b(spec::MAX_DIGEST)?.to_vec();
+    let ticket_safe = match r.u8()? {
+        0 => None,
+        1 => Some(false),
+        2 => Some(true),
+        _ => return Err(bad()),
+    };
+    r.finish()?;
+    Ok(Object {
+        auth,
+        kind,
+        ticket_safe,
+    })
+}
+
 pub fn context_save(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     call.done()?;
     let handle = call.handle(0);
     match spec::handle_type(handle) {
         ht::TRANSIENT => {
-            let k = key_at(cx, handle, 1).map_err(|_| Rc::handle(rc::TYPE, 1))?;
-            let saved = if k.public.has(oa::ST_CLEAR) {
-                SAVED_ST_CLEAR
-            } else {
-                SAVED_TRANSIENT
+            let (state, saved, h) = match cx.core.vol.objects.get(handle) {
+                Some(o) if !matches!(o.kind, Kind::Key(_)) => {
+                    // Sequence objects live in the null hierarchy.
+                    let state = sequence_state(o).ok_or(Rc::handle(rc::TYPE, 1))?;
+                    (state, SAVED_TRANSIENT, Hierarchy::Null)
+                }
+                _ => {
+                    let k = key_at(cx, handle, 1).map_err(|_| Rc::handle(rc::TYPE, 1))?;
+                    let saved = if k.public.has(oa::ST_CLEAR) {
+                        SAVED_ST_CLEAR
+                    } else {
+                        SAVED_TRANSIENT
+                    };
+                    let mut state = alloc::vec![0u8];
+                    state.extend_from_slice(&k.to_persistent());
+                    (state, saved, k.hierarchy)
+                }
             };
-            let state = Zeroizing::new(k.to_persistent());
+            let state = Zeroizing::new(state);
             let ks = &mut cx.core.vol.keys;
             let sequence = ks.context_sequence;
             ks.context_sequence = ks.context_sequence.wrapping_add(1);
-            write_context(cx, call, sequence, saved, k.hierarchy, &state)
+            write_context(cx, call, sequence, saved, h, &state)
         }
         ht::HMAC_SESSION | ht::POLICY_SESSION => {
             let (sequence, state) = cx
@@ -175,8 +266,13 @@ pub fn context_load(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         call.out_handle = Some(cx.core.vol.sessions.load(sequence, &state).p(1)?);
         return Ok(());
     }
-    let k: KeyObject =
-        KeyObject::from_persistent(&state).map_err(|_| Rc::param(rc::INTEGRITY, 1))?;
+    let (tag, body) = state.split_first().ok_or(Rc::param(rc::INTEGRITY, 1))?;
+    if *tag != 0 {
+        let o = read_sequence(&state)?;
+        call.out_handle = Some(cx.core.vol.objects.insert(o)?);
+        return Ok(());
+    }
+    let k: KeyObject = KeyObject::from_persistent(body).map_err(|_| Rc::param(rc::INTEGRITY, 1))?;
     if k.hierarchy != h {
         return Err(Rc::param(rc::INTEGRITY, 1));
     }
@@ -237,6 +333,39 @@ mod tests {
         let _ = tpm2.platform_mut().now_ms();
         assert_eq!(rc_of(&tpm2.execute(0, &Cmd::new(0x144).u16(0).bytes())), 0);
         assert_eq!(rc_of(&load(&mut tpm2, &ctx)), 0x1DF);
+    }
+
+    #[test]
+    fn sequence_context_round_trip() {
+        let mut tpm = started();
+        // A hash sequence saved mid-way and loaded back finishes with the same digest.
+        let resp = tpm.execute(0, &Cmd::new(0x186).tpm2b(b"pw").u16(0x0B).bytes());
+        let seq = u32::from_be_bytes(resp[10..14].try_into().unwrap());
+        let upd = |h: u32, d: &[u8]| Cmd::new(0x15C).h(h).pw(b"pw").tpm2b(d);
+        assert_eq!(rc_of(&tpm.execute(0, &upd(seq, b"abc").bytes())), 0);
+        let resp = tpm.execute(0, &Cmd::new(CONTEXT_SAVE).h(seq).bytes());
+        assert_eq!(rc_of(&resp), 0);
+        let ctx = resp[10..].to_vec();
+        flush(&mut tpm, seq);
+        let resp = tpm.execute(0, &Cmd::new(CONTEXT_LOAD).b(&ctx).bytes());
+        assert_eq!(rc_of(&resp), 0);
+        let seq = u32::from_be_bytes(resp[10..14].try_into().unwrap());
+        assert_eq!(rc_of(&tpm.execute(0, &upd(seq, b"def").bytes())), 0);
+        let done = Cmd::new(0x13E).h(seq).pw(b"pw").tpm2b(b"").u32(0x4000_0007);
+        let (rc, _, body) = split(&tpm.execute(0, &done.bytes()), false);
+        assert_eq!(rc, 0);
+        assert_eq!(
+            tpm2b(&body, 0).0,
+            crate::crypto::HashAlg::Sha256.digest(&[b"abcdef"])
+        );
+        // An event sequence saves all its banks.
+        let resp = tpm.execute(0, &Cmd::new(0x186).tpm2b(b"").u16(0x10).bytes());
+        let ev = u32::from_be_bytes(resp[10..14].try_into().unwrap());
+        let resp = tpm.execute(0, &Cmd::new(CONTEXT_SAVE).h(ev).bytes());
+        assert_eq!(rc_of(&resp), 0);
+        flush(&mut tpm, ev);
+        let resp = tpm.execute(0, &Cmd::new(CONTEXT_LOAD).b(&resp[10..]).bytes());
+        assert_eq!(rc_of(&resp), 0);
     }
 
     #[test]

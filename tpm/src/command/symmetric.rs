@@ -144,6 +144,16 @@ impl HmacState {
     pub fn update(&mut self, data: &[u8]) {
         self.inner.update(data);
     }
+    /// (hash, inner state, outer key) for a context save.
+    pub fn save(&self) -> (HashAlg, Vec<u8>, &[u8]) {
+        (self.inner.alg(), self.inner.save(), &self.outer_key)
+    }
+    pub fn restore(h: HashAlg, inner: &[u8], outer_key: &[u8]) -> Option<Self> {
+        Some(Self {
+            inner: Hasher::restore(h, inner)?,
+            outer_key: Zeroizing::new(outer_key.to_vec()),
+        })
+    }
     pub fn finish(self) -> Vec<u8> {
         let h = self.inner.alg();
         let inner = self.inner.finish();
