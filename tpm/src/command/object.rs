@@ -1336,3 +1336,36 @@ mod seed_change_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod dictionary_attack_tests {
+    use super::tests::*;
+    use crate::testutil::{Cmd, rc_of, started};
+
+    /// Wrong passwords on a key without noDA count toward lockout; a noDA key's do not.
+    #[test]
+    fn wrong_object_passwords_lock_out_unless_no_da() {
+        let mut tpm = started();
+        let (_, srk, _, _) = primary(&mut tpm, OWNER, b"", &srk_ecc());
+        let seal = template(8, 0x0000_0052, &[0x00, 0x10, 0x00, 0x00]);
+        let seal_no_da = template(8, 0x0000_0452, &[0x00, 0x10, 0x00, 0x00]);
+        let (_, p1, u1) = create(&mut tpm, srk, &sensitive(b"pw", b"a"), &seal);
+        let (_, p2, u2) = create(&mut tpm, srk, &sensitive(b"pw", b"b"), &seal_no_da);
+        let (_, da) = load(&mut tpm, srk, &p1, &u1);
+        flush(&mut tpm, srk);
+        let (_, srk, _, _) = primary(&mut tpm, OWNER, b"", &srk_ecc());
+        let (_, no_da) = load(&mut tpm, srk, &p2, &u2);
+        let unseal = |h: u32, pw: &[u8]| Cmd::new(0x15E).h(h).pw(pw).bytes();
+        for _ in 0..5 {
+            // DA-exempt: TPM_RC_BAD_AUTH rather than TPM_RC_AUTH_FAIL.
+            assert_eq!(rc_of(&tpm.execute(0, &unseal(no_da, b"x"))), 0x9A2);
+        }
+        assert_eq!(rc_of(&tpm.execute(0, &unseal(no_da, b"pw"))), 0);
+        for _ in 0..3 {
+            assert_eq!(rc_of(&tpm.execute(0, &unseal(da, b"x"))), 0x98E);
+        }
+        assert_eq!(rc_of(&tpm.execute(0, &unseal(da, b"pw"))), 0x921);
+        // The noDA object still works while the TPM is locked out.
+        assert_eq!(rc_of(&tpm.execute(0, &unseal(no_da, b"pw"))), 0);
+    }
+}
