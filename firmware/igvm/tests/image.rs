@@ -428,3 +428,17 @@ fn cli_prints_the_measurement_and_refuses_bad_input() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown platform"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn mrtd_matches_the_igvm_crates_own_calculation() {
+    // Independent implementation (Microsoft's, in the igvm crate) of the
+    // TDX module's MEM.PAGE.ADD / MR.EXTEND accounting over IGVM directives.
+    for fw in [common::flat_firmware(8), common::ovmf()] {
+        let image = build(&common::kernel(), &fw, &Options::new(Platform::Tdp)).expect("build");
+        let file = IgvmFile::new_from_binary(&image.bytes, Some(igvm::IsolationType::Tdx))
+            .expect("parses back");
+        let theirs = igvm::measurement::generate_tdx_measurement(file.directives(), 1)
+            .expect("igvm measures it");
+        assert_eq!(image.measurement, Some(Measurement::Tdx(theirs)));
+    }
+}
