@@ -97,8 +97,8 @@ const fn nvw(mut x: Entry) -> Entry {
 
 use HandleKind as K;
 use command::{
-    asymmetric, attestation, capability, clock, context, hash, hierarchy, nv as nvc, object, pcr,
-    policy, random, session, signature, startup, symmetric, testing,
+    asymmetric, attestation, capability, clock, context, credential, hash, hierarchy, nv as nvc,
+    object, pcr, policy, random, session, signature, startup, symmetric, testing,
 };
 
 /// The implemented commands, sorted by command code.
@@ -135,6 +135,7 @@ pub static TABLE: &[Entry] = &[
     Entry { no_sessions: true, ..nvw(e(cc::STARTUP, &[], 0, startup::startup)) },
     nvw(e(cc::SHUTDOWN, &[], 0, startup::shutdown)),
     dec(e(cc::STIR_RANDOM, &[], 0, random::stir_random)),
+    enc(dec(e(cc::ACTIVATE_CREDENTIAL, &[K::Object, K::Object], 2, credential::activate_credential))),
     enc(dec(e(cc::CERTIFY, &[K::Object, K::ObjectOrNull], 2, attestation::certify))),
     enc(dec(e(cc::CERTIFY_CREATION, &[K::ObjectOrNull, K::Object], 1, attestation::certify_creation))),
     enc(dec(e(cc::GET_TIME, &[K::Endorsement, K::ObjectOrNull], 2, attestation::get_time))),
@@ -158,6 +159,7 @@ pub static TABLE: &[Entry] = &[
     enc(e(cc::ENCRYPT_DECRYPT, &[K::Object], 1, symmetric::encrypt_decrypt_cmd)),
     Entry { no_sessions: true, ..e(cc::FLUSH_CONTEXT, &[], 0, hash::flush_context) },
     Entry { response_handle: true, ..enc(dec(e(cc::LOAD_EXTERNAL, &[], 0, object::load_external))) },
+    enc(dec(e(cc::MAKE_CREDENTIAL, &[K::Object], 0, credential::make_credential))),
     enc(e(cc::NV_READ_PUBLIC, &[K::NvIndex], 0, nvc::read_public)),
     dec(e(cc::POLICY_AUTHORIZE, &[K::PolicySession], 0, policy::authorize)),
     e(cc::POLICY_AUTH_VALUE, &[K::PolicySession], 0, policy::auth_value),

@@ -800,14 +800,13 @@ impl<'a> ParentProtection<'a> {
         Ok((Zeroizing::new(sym), Zeroizing::new(mac)))
     }
 
-    /// TPM2B_PRIVATE contents: TPM2B(outerHMAC) || AES-CFB(TPM2B(TPMT_SENSITIVE)).
-    pub fn wrap(&self, kind: u16, name: &[u8], s: &Sensitive) -> CmdResult<Vec<u8>> {
-        let mut inner = Writer::new();
-        s.write(kind, &mut inner);
+    /// TPM2B(outerHMAC) || AES-CFB(TPM2B(payload)): the body of a
+    /// TPM2B_PRIVATE (payload = TPMT_SENSITIVE) or of a TPM2B_ID_OBJECT
+    /// (payload = the credential), Part 1 §24.
+    pub fn protect(&self, name: &[u8], payload: &[u8]) -> CmdResult<Vec<u8>> {
         let mut plain = Writer::new();
-        plain.tpm2b(&inner.buf);
+        plain.tpm2b(payload);
         let plain = Zeroizing::new(plain.buf);
-        zeroize::Zeroize::zeroize(&mut inner.buf);
         let (sym, mac) = self.keys(name)?;
         let iv = [0u8; 16];
         let enc = aes_encrypt(SymMode::Cfb, &sym, &iv, &plain)
@@ -820,9 +819,10 @@ impl<'a> ParentProtection<'a> {
         Ok(w.buf)
     }
 
-    /// Check the outer HMAC and decrypt (TPM_RC_INTEGRITY on any mismatch).
-    pub fn unwrap(&self, kind: u16, name: &[u8], private: &[u8]) -> CmdResult<Sensitive> {
-        let mut r = Reader::new(private);
+    /// Check the outer HMAC and decrypt: the payload (TPM_RC_INTEGRITY on a
+    /// mismatch, TPM_RC_INSUFFICIENT without an HMAC).
+    pub fn unprotect(&self, name: &[u8], blob: &[u8]) -> CmdResult<Zeroizing<Vec<u8>>> {
+        let mut r = Reader::new(blob);
         let outer = r
             .tpm2b(crate::spec::MAX_DIGEST)
             .map_err(|_| Rc::new(rc::INSUFFICIENT))?;
@@ -842,10 +842,111 @@ impl<'a> ParentProtection<'a> {
         let mut pr = Reader::new(&plain);
         let body = pr.tpm2b(MAX_PRIVATE).map_err(|_| Rc::new(rc::INTEGRITY))?;
         pr.finish().map_err(|_| Rc::new(rc::INTEGRITY))?;
-        let mut br = Reader::new(body);
+        Ok(Zeroizing::new(body.to_vec()))
+    }
+
+    /// TPM2B_PRIVATE contents for a child's sensitive area.
+    pub fn wrap(&self, kind: u16, name: &[u8], s: &Sensitive) -> CmdResult<Vec<u8>> {
+        let mut inner = Writer::new();
+        s.write(kind, &mut inner);
+        let inner = Zeroizing::new(inner.buf);
+        self.protect(name, &inner)
+    }
+
+    /// A child's sensitive area from its TPM2B_PRIVATE contents.
+    pub fn unwrap(&self, kind: u16, name: &[u8], private: &[u8]) -> CmdResult<Sensitive> {
+        let body = self.unprotect(name, private)?;
+        let mut br = Reader::new(&body);
         let s = Sensitive::read(&mut br, kind)?;
         br.finish()?;
         Ok(s)
+    }
+}
+
+/// The seed an asymmetric decryption key receives in a TPM2B_ENCRYPTED_SECRET
+/// (Part 1 §24.3 "Secret sharing"): RSA-OAEP with `label` (and its NUL), or an
+/// ECC point for ECDH whose Z goes through KDFe(nameAlg, Z.x, label, Qe.x, Qs.x).
+/// Errors carry no location: TPM_RC_VALUE (RSA), TPM_RC_ECC_POINT /
+/// TPM_RC_INSUFFICIENT / TPM_RC_NO_RESULT (ECC), TPM_RC_TYPE (not asymmetric).
+pub fn decrypt_seed(
+    cx: &mut Ctx,
+    k: &KeyObject,
+    encrypted: &[u8],
+    label: &[u8],
+) -> CmdResult<Zeroizing<Vec<u8>>> {
+    let hash = k.public.hash();
+    match (&k.private, &k.public.unique) {
+        (Some(PrivateKey::Rsa(private)), _) => {
+            let mut l = label.to_vec();
+            l.push(0);
+            let mut rng = fresh_rng(cx, b"secret")?;
+            let seed = crate::alg::asym_enc::rsa_decrypt(
+                &mut rng,
+                private,
+                crate::alg::asym_enc::RsaEncScheme::Oaep(hash),
+                &l,
+                encrypted,
+            )
+            .map_err(|_| Rc::new(rc::VALUE))?;
+            Ok(Zeroizing::new(seed))
+        }
+        (Some(PrivateKey::Ecc(private)), Unique::Ecc(ours)) => {
+            let mut r = Reader::new(encrypted);
+            let x = r.tpm2b(MAX_ECC_BYTES)?.to_vec();
+            let y = r.tpm2b(MAX_ECC_BYTES)?.to_vec();
+            r.finish().map_err(|_| Rc::new(rc::SIZE))?;
+            let point = EccPoint { x, y };
+            let z = crate::alg::asym_enc::ecdh_zgen(private, &point)
+                .map_err(|e| alg_rc(e, rc::ECC_POINT))?;
+            let bits = u32::try_from(hash.size() * 8).unwrap_or(0);
+            let seed = crate::alg::kdfe(hash, &z.x, label, &point.x, &ours.x, bits)
+                .map_err(|e| alg_rc(e, rc::NO_RESULT))?;
+            Ok(Zeroizing::new(seed))
+        }
+        _ => Err(Rc::new(rc::TYPE)),
+    }
+}
+
+/// Make a seed for an asymmetric key's public part and its encrypted form
+/// (the sender's side of [`decrypt_seed`], as TPM2_MakeCredential does).
+pub fn encrypt_seed(
+    cx: &mut Ctx,
+    k: &KeyObject,
+    label: &[u8],
+) -> CmdResult<(Zeroizing<Vec<u8>>, Vec<u8>)> {
+    let hash = k.public.hash();
+    let mut rng = fresh_rng(cx, b"seed")?;
+    match k.public.kind {
+        alg::RSA => {
+            let mut seed = Zeroizing::new(alloc::vec![0u8; hash.size()]);
+            rng.fill(&mut seed);
+            let mut l = label.to_vec();
+            l.push(0);
+            let public = k.rsa_public()?;
+            let enc = crate::alg::asym_enc::rsa_encrypt(
+                &mut rng,
+                &public,
+                crate::alg::asym_enc::RsaEncScheme::Oaep(hash),
+                &l,
+                &seed,
+            )
+            .map_err(|e| alg_rc(e, rc::KEY))?;
+            Ok((seed, enc))
+        }
+        alg::ECC => {
+            let public = k.ecc_public()?;
+            let (z, q) = crate::alg::asym_enc::ecdh_keygen(&mut rng, &public)
+                .map_err(|e| alg_rc(e, rc::KEY))?;
+            let ours = public.point();
+            let bits = u32::try_from(hash.size() * 8).unwrap_or(0);
+            let seed = crate::alg::kdfe(hash, &z.x, label, &q.x, &ours.x, bits)
+                .map_err(|e| alg_rc(e, rc::NO_RESULT))?;
+            let mut w = Writer::new();
+            w.tpm2b(&q.x);
+            w.tpm2b(&q.y);
+            Ok((Zeroizing::new(seed), w.buf))
+        }
+        _ => Err(Rc::new(rc::TYPE)),
     }
 }
 

@@ -69,6 +69,7 @@ pub mod cc {
     pub const CHANGE_EPS: u32 = 0x124;
     pub const CHANGE_PPS: u32 = 0x125;
     pub const CREATE_PRIMARY: u32 = 0x131;
+    pub const ACTIVATE_CREDENTIAL: u32 = 0x147;
     pub const CERTIFY: u32 = 0x148;
     pub const CERTIFY_CREATION: u32 = 0x14A;
     pub const GET_TIME: u32 = 0x14C;
@@ -87,6 +88,7 @@ pub mod cc {
     pub const ECDH_KEYGEN: u32 = 0x163;
     pub const ENCRYPT_DECRYPT: u32 = 0x164;
     pub const LOAD_EXTERNAL: u32 = 0x167;
+    pub const MAKE_CREDENTIAL: u32 = 0x168;
     pub const READ_PUBLIC: u32 = 0x173;
     pub const RSA_ENCRYPT: u32 = 0x174;
     pub const VERIFY_SIGNATURE: u32 = 0x177;

@@ -7,6 +7,7 @@ pub mod attestation;
 pub mod capability;
 pub mod clock;
 pub mod context;
+pub mod credential;
 pub mod hash;
 pub mod hierarchy;
 pub mod nv;
