@@ -1173,6 +1173,34 @@ mod timing_tests {
             runs.push(t.elapsed());
         }
         let quote = median(runs);
+        // NV_Write of 1 KiB (a commit of the whole state blob each time) and the blob alone.
+        let nv = 0x0150_0010u32;
+        let mut public = nv.to_be_bytes().to_vec();
+        public.extend_from_slice(&[0, 0x0B, 0x00, 0x06, 0x00, 0x04, 0, 0, 0x04, 0x00]);
+        let def = Cmd::new(0x12A).h(OWNER).pw(b"").tpm2b(b"").tpm2b(&public);
+        assert_eq!(rc_of(&tpm.execute(0, &def.bytes())), 0);
+        let write = Cmd::new(0x137)
+            .h(nv)
+            .h(nv)
+            .pw(b"")
+            .tpm2b(&[7; 1024])
+            .u16(0)
+            .bytes();
+        let mut runs = Vec::new();
+        for _ in 0..51 {
+            let t = Instant::now();
+            assert_eq!(rc_of(&tpm.execute(0, &write)), 0);
+            runs.push(t.elapsed());
+        }
+        let nv_write = median(runs);
+        let mut runs = Vec::new();
+        for _ in 0..51 {
+            let t = Instant::now();
+            std::hint::black_box(tpm.state());
+            runs.push(t.elapsed());
+        }
+        let blob = median(runs);
+        std::println!("NV_Write 1 KiB: {nv_write:?}; state blob alone: {blob:?}");
         std::println!(
             "CreatePrimary RSA-2048 EK: {rsa:?} (cached template: {rsa_cached:?})\n\
              CreatePrimary ECC P-256 EK: {ecc:?}\n\
