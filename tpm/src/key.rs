@@ -1102,13 +1102,15 @@ pub fn object_name(core: &Core, handle: u32) -> Option<Vec<u8>> {
     peek(core, handle).map(|(_, name, _)| name)
 }
 
-/// Commands whose object handle has the ADMIN role (Part 3 "Authorization
-/// role"); others that take an object authorization use USER.
-fn admin_role(code: u32) -> bool {
+/// Whether the authorized handle at `index` of command `code` has the ADMIN
+/// role (Part 3 "Auth Role"); the others that take an object authorization
+/// are USER. Without an index (None), a command whose first handle is ADMIN
+/// counts as ADMIN for all its handles.
+fn admin_role(code: u32, index: Option<usize>) -> bool {
     matches!(
         code,
-        cc::OBJECT_CHANGE_AUTH | cc::CERTIFY | cc::CERTIFY_CREATION
-    )
+        cc::OBJECT_CHANGE_AUTH | cc::CERTIFY | cc::ACTIVATE_CREDENTIAL
+    ) && index.is_none_or(|i| i == 0)
 }
 
 /// What authorizing a key object needs.
@@ -1125,8 +1127,20 @@ pub struct ObjectAuth {
 /// The authorization facts of a key object for command `code`, or None when
 /// the handle is not a key (sequence objects keep their own authValue).
 pub fn object_auth(core: &Core, code: u32, handle: u32) -> Option<ObjectAuth> {
+    object_auth_at(core, code, handle, None)
+}
+
+/// [`object_auth`] for the handle at `index` of the handle area, so that a
+/// command with an ADMIN and a USER handle (Certify, ActivateCredential)
+/// checks each by its own role.
+pub fn object_auth_at(
+    core: &Core,
+    code: u32,
+    handle: u32,
+    index: Option<usize>,
+) -> Option<ObjectAuth> {
     let (p, _, auth) = peek(core, handle)?;
-    let auth_allowed = if admin_role(code) {
+    let auth_allowed = if admin_role(code, index) {
         !p.has(oa::ADMIN_WITH_POLICY)
     } else {
         p.has(oa::USER_WITH_AUTH)
