@@ -114,7 +114,10 @@ pub fn parse_sessions(loaded: &Sessions, entry: &Entry, area: &[u8]) -> CmdResul
 
 /// Commands that read an NV index (AUTHREAD applies) or write it (AUTHWRITE).
 fn nv_read_op(code: u32) -> bool {
-    matches!(code, cc::NV_READ | cc::NV_READ_LOCK)
+    matches!(
+        code,
+        cc::NV_READ | cc::NV_READ_LOCK | cc::POLICY_NV | cc::POLICY_AUTHORIZE_NV
+    )
 }
 fn nv_write_op(code: u32) -> bool {
     matches!(
@@ -315,8 +318,11 @@ pub fn authorize(
         let n = number(i);
         let at = |e: Rc| Rc::session(e.base, n);
         let assoc = handles.get(i).copied().filter(|_| i < entry.auth);
-        // The ADMIN role of an NV index can only be given by a policy session.
-        if assoc.is_some_and(|h| nv_admin(entry.cc, i) && spec::handle_type(h) == ht::NV_INDEX)
+        // The ADMIN role of an NV index and the DUP role (Duplicate's object)
+        // can only be given by a policy session.
+        let dup = entry.cc == cc::DUPLICATE && i == 0;
+        if assoc
+            .is_some_and(|h| dup || (nv_admin(entry.cc, i) && spec::handle_type(h) == ht::NV_INDEX))
             && (s.handle == rh::PW || spec::handle_type(s.handle) == ht::HMAC_SESSION)
         {
             return Err(Rc::new(rc::AUTH_TYPE));
@@ -407,6 +413,13 @@ pub fn authorize(
                 }
                 if p.cp_hash.as_ref().is_some_and(|c| !ct_eq(c, &cp)) {
                     return Err(Rc::session(rc::POLICY_FAIL, n));
+                }
+                if let Some(want) = &p.name_hash {
+                    let names: Vec<Vec<u8>> = handles.iter().map(|x| name(core, *x)).collect();
+                    let parts: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+                    if !ct_eq(want, &alg.digest(&parts)) {
+                        return Err(Rc::session(rc::POLICY_FAIL, n));
+                    }
                 }
                 if let Some(want) = p.nv_written {
                     let written = core

@@ -97,8 +97,8 @@ const fn nvw(mut x: Entry) -> Entry {
 
 use HandleKind as K;
 use command::{
-    asymmetric, attestation, capability, clock, context, credential, hash, hierarchy, nv as nvc,
-    object, pcr, policy, random, session, signature, startup, symmetric, testing,
+    asymmetric, attestation, capability, clock, context, credential, duplication, hash, hierarchy,
+    nv as nvc, object, pcr, policy, random, session, signature, startup, symmetric, testing,
 };
 
 /// The implemented commands, sorted by command code.
@@ -137,15 +137,19 @@ pub static TABLE: &[Entry] = &[
     dec(e(cc::STIR_RANDOM, &[], 0, random::stir_random)),
     enc(dec(e(cc::ACTIVATE_CREDENTIAL, &[K::Object, K::Object], 2, credential::activate_credential))),
     enc(dec(e(cc::CERTIFY, &[K::Object, K::ObjectOrNull], 2, attestation::certify))),
+    dec(e(cc::POLICY_NV, &[K::NvAuth, K::NvIndex, K::PolicySession], 1, policy::nv)),
     enc(dec(e(cc::CERTIFY_CREATION, &[K::ObjectOrNull, K::Object], 1, attestation::certify_creation))),
+    enc(dec(e(cc::DUPLICATE, &[K::Object, K::ObjectOrNull], 1, duplication::duplicate))),
     enc(dec(e(cc::GET_TIME, &[K::Endorsement, K::ObjectOrNull], 2, attestation::get_time))),
     enc(e(cc::NV_READ, &[K::NvAuth, K::NvIndex], 1, nvc::read)),
     nvw(e(cc::NV_READ_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::read_lock)),
     enc(dec(e(cc::OBJECT_CHANGE_AUTH, &[K::Object, K::Object], 1, object::object_change_auth))),
     enc(dec(e(cc::POLICY_SECRET, &[K::Entity, K::PolicySession], 1, policy::secret))),
+    enc(dec(e(cc::REWRAP, &[K::ObjectOrNull, K::ObjectOrNull], 1, duplication::rewrap))),
     enc(dec(e(cc::CREATE, &[K::Object], 1, object::create))),
     enc(dec(e(cc::ECDH_ZGEN, &[K::Object], 1, asymmetric::ecdh_zgen_cmd))),
     enc(dec(e(cc::HMAC, &[K::Object], 1, symmetric::hmac))),
+    enc(dec(e(cc::IMPORT, &[K::Object], 1, duplication::import))),
     Entry { response_handle: true, ..enc(dec(e(cc::LOAD, &[K::Object], 1, object::load))) },
     enc(dec(e(cc::QUOTE, &[K::ObjectOrNull], 1, attestation::quote))),
     enc(dec(e(cc::RSA_DECRYPT, &[K::Object], 1, asymmetric::rsa_decrypt_cmd))),
@@ -153,6 +157,7 @@ pub static TABLE: &[Entry] = &[
     dec(e(cc::SEQUENCE_UPDATE, &[K::Object], 1, hash::sequence_update)),
     dec(e(cc::SIGN, &[K::Object], 1, signature::sign)),
     enc(e(cc::UNSEAL, &[K::Object], 1, object::unseal)),
+    enc(dec(e(cc::POLICY_SIGNED, &[K::Object, K::PolicySession], 0, policy::signed))),
     Entry { response_handle: true, ..e(cc::CONTEXT_LOAD, &[], 0, context::context_load) },
     e(cc::CONTEXT_SAVE, &[K::Context], 0, context::context_save),
     enc(e(cc::ECDH_KEYGEN, &[K::Object], 0, asymmetric::ecdh_keygen_cmd)),
@@ -164,9 +169,12 @@ pub static TABLE: &[Entry] = &[
     dec(e(cc::POLICY_AUTHORIZE, &[K::PolicySession], 0, policy::authorize)),
     e(cc::POLICY_AUTH_VALUE, &[K::PolicySession], 0, policy::auth_value),
     e(cc::POLICY_COMMAND_CODE, &[K::PolicySession], 0, policy::command_code),
+    dec(e(cc::POLICY_COUNTER_TIMER, &[K::PolicySession], 0, policy::counter_timer)),
     dec(e(cc::POLICY_CP_HASH, &[K::PolicySession], 0, policy::cp_hash)),
     e(cc::POLICY_LOCALITY, &[K::PolicySession], 0, policy::locality),
+    dec(e(cc::POLICY_NAME_HASH, &[K::PolicySession], 0, policy::name_hash)),
     e(cc::POLICY_OR, &[K::PolicySession], 0, policy::or),
+    dec(e(cc::POLICY_TICKET, &[K::PolicySession], 0, policy::ticket)),
     enc(e(cc::READ_PUBLIC, &[K::Object], 0, object::read_public)),
     enc(dec(e(cc::RSA_ENCRYPT, &[K::Object], 0, asymmetric::rsa_encrypt_cmd))),
     Entry { response_handle: true, ..enc(dec(e(cc::START_AUTH_SESSION, &[K::ObjectOrNull, K::Entity], 0, session::start_auth_session))) },
@@ -182,11 +190,13 @@ pub static TABLE: &[Entry] = &[
     e(cc::PCR_EXTEND, &[K::Pcr { null: true }], 1, pcr::extend),
     dec(e(cc::EVENT_SEQUENCE_COMPLETE, &[K::Pcr { null: true }, K::Object], 2, hash::event_sequence_complete)),
     Entry { response_handle: true, ..dec(e(cc::HASH_SEQUENCE_START, &[], 0, hash::sequence_start)) },
+    dec(e(cc::POLICY_DUPLICATION_SELECT, &[K::PolicySession], 0, policy::duplication_select)),
     enc(e(cc::POLICY_GET_DIGEST, &[K::PolicySession], 0, policy::get_digest)),
     e(cc::TEST_PARMS, &[], 0, testing::test_parms),
     e(cc::POLICY_PASSWORD, &[K::PolicySession], 0, policy::password),
     e(cc::POLICY_NV_WRITTEN, &[K::PolicySession], 0, policy::nv_written),
     Entry { response_handle: true, ..enc(dec(e(cc::CREATE_LOADED, &[K::Parent], 1, object::create_loaded))) },
+    e(cc::POLICY_AUTHORIZE_NV, &[K::NvAuth, K::NvIndex, K::PolicySession], 1, policy::authorize_nv),
     enc(dec(e(cc::ENCRYPT_DECRYPT_2, &[K::Object], 1, symmetric::encrypt_decrypt2_cmd))),
 ];
 

@@ -54,6 +54,9 @@ pub struct PolicyState {
     pub timeout: Option<u64>,
     /// PolicyNvWritten: the TPMA_NV_WRITTEN state the NV index must have.
     pub nv_written: Option<bool>,
+    /// PolicyNameHash / PolicyDuplicationSelect: H(Name1 ‖ Name2 ‖ …) of the
+    /// handles the session may be used with.
+    pub name_hash: Option<Vec<u8>>,
 }
 
 pub struct Session {
@@ -226,6 +229,13 @@ impl Session {
             Some(false) => 1,
             Some(true) => 2,
         });
+        match &p.name_hash {
+            None => w.u8(0),
+            Some(c) => {
+                w.u8(1);
+                w.tpm2b(c);
+            }
+        }
         w.buf
     }
 
@@ -283,6 +293,11 @@ impl Session {
                 1 => Some(false),
                 2 => Some(true),
                 _ => return Err(bad()),
+            },
+            name_hash: if r.yes_no()? {
+                Some(r.tpm2b(crate::spec::MAX_DIGEST)?.to_vec())
+            } else {
+                None
             },
         };
         r.finish()?;
@@ -429,6 +444,7 @@ mod tests {
                 cp_hash: Some(alloc::vec![5; 32]),
                 timeout: Some(99),
                 nv_written: Some(true),
+                name_hash: Some(alloc::vec![6; 32]),
             },
         }
     }

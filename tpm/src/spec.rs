@@ -7,6 +7,7 @@ pub mod st {
     pub const SESSIONS: u16 = 0x8002;
     pub const HASHCHECK: u16 = 0x8024;
     pub const AUTH_SECRET: u16 = 0x8023;
+    pub const AUTH_SIGNED: u16 = 0x8025;
     pub const ATTEST_CERTIFY: u16 = 0x8017;
     pub const ATTEST_QUOTE: u16 = 0x8018;
     pub const ATTEST_TIME: u16 = 0x8019;
@@ -106,6 +107,16 @@ pub mod cc {
     pub const POLICY_RESTART: u32 = 0x180;
     pub const POLICY_GET_DIGEST: u32 = 0x189;
     pub const POLICY_PASSWORD: u32 = 0x18C;
+    pub const DUPLICATE: u32 = 0x14B;
+    pub const REWRAP: u32 = 0x152;
+    pub const IMPORT: u32 = 0x156;
+    pub const POLICY_SIGNED: u32 = 0x160;
+    pub const POLICY_TICKET: u32 = 0x172;
+    pub const POLICY_NV: u32 = 0x149;
+    pub const POLICY_NAME_HASH: u32 = 0x170;
+    pub const POLICY_COUNTER_TIMER: u32 = 0x16D;
+    pub const POLICY_AUTHORIZE_NV: u32 = 0x192;
+    pub const POLICY_DUPLICATION_SELECT: u32 = 0x188;
 }
 
 pub mod rh {

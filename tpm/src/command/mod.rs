@@ -8,6 +8,7 @@ pub mod capability;
 pub mod clock;
 pub mod context;
 pub mod credential;
+pub mod duplication;
 pub mod hash;
 pub mod hierarchy;
 pub mod nv;

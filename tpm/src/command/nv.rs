@@ -94,7 +94,7 @@ fn index_mut<'a>(cx: &'a mut Ctx, h: u32) -> CmdResult<&'a mut NvIndex> {
         .ok_or(Rc::new(rc::HANDLE))
 }
 
-fn read_access(auth: u32, n: &NvIndex) -> CmdResult<()> {
+pub fn read_access(auth: u32, n: &NvIndex) -> CmdResult<()> {
     let a = n.attributes;
     if a & nv::READLOCKED != 0 {
         return Err(Rc::new(rc::NV_LOCKED));

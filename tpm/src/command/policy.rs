@@ -1,7 +1,9 @@
 //! Enhanced authorization (Part 3 §23): the policy commands that need no
 //! signatures or NV: PolicyRestart, PolicyGetDigest, PolicyCommandCode,
 //! PolicyAuthValue, PolicyPassword, PolicyLocality, PolicyPCR, PolicyOR,
-//! PolicySecret, PolicyAuthorize, PolicyCpHash, PolicyNvWritten.
+//! PolicySecret, PolicyAuthorize, PolicyCpHash, PolicyNvWritten, PolicyNameHash,
+//! PolicyDuplicationSelect, PolicyNV, PolicyCounterTimer, PolicyAuthorizeNV,
+//! PolicySigned and PolicyTicket.
 //! Each extends the session's policyDigest and records what must hold when
 //! the session authorizes (auth.rs checks it).
 
@@ -214,6 +216,9 @@ pub fn cp_hash(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     if cp.len() != s.hash.size() {
         return Err(Rc::param(rc::SIZE, 1));
     }
+    if s.policy.name_hash.is_some() {
+        return Err(Rc::new(rc::CPHASH));
+    }
     if s.policy.cp_hash.as_ref().is_some_and(|c| *c != cp) {
         return Err(Rc::param(rc::CPHASH, 1));
     }
@@ -303,6 +308,400 @@ pub fn or(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     parts.push(&code);
     parts.extend(list.iter().map(Vec::as_slice));
     s.extend_policy(&parts);
+    Ok(())
+}
+
+/// Neither a cpHash nor a nameHash may be set twice or together (TPM_RC_CPHASH).
+fn no_hash_yet(s: &Session) -> CmdResult<()> {
+    if s.policy.cp_hash.is_some() || s.policy.name_hash.is_some() {
+        return Err(Rc::new(rc::CPHASH));
+    }
+    Ok(())
+}
+
+/// PolicyNameHash: the session may only be used with handles whose Names hash to `nameHash`.
+pub fn name_hash(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let nh = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
+    call.done()?;
+    let s = session(cx, call)?;
+    if nh.len() != s.hash.size() {
+        return Err(Rc::param(rc::SIZE, 1));
+    }
+    no_hash_yet(s)?;
+    s.extend_policy(&[&cc::POLICY_NAME_HASH.to_be_bytes(), &nh]);
+    s.policy.name_hash = Some(nh);
+    Ok(())
+}
+
+/// PolicyDuplicationSelect: Duplicate only to `newParentName` (and, with
+/// includeObject, only of `objectName`).
+pub fn duplication_select(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let object = call.params.tpm2b(MAX_DIGEST + 2).p(1)?.to_vec();
+    let parent = call.params.tpm2b(MAX_DIGEST + 2).p(2)?.to_vec();
+    let include = call.params.yes_no().p(3)?;
+    call.done()?;
+    let s = session(cx, call)?;
+    no_hash_yet(s)?;
+    if s.policy.command_code.is_some_and(|c| c != cc::DUPLICATE) {
+        return Err(Rc::new(rc::COMMAND_CODE));
+    }
+    let nh = s.hash.digest(&[&object, &parent]);
+    let code = cc::POLICY_DUPLICATION_SELECT.to_be_bytes();
+    let flag = [u8::from(include)];
+    if include {
+        s.extend_policy(&[&code, &object, &parent, &flag]);
+    } else {
+        s.extend_policy(&[&code, &parent, &flag]);
+    }
+    s.policy.name_hash = Some(nh);
+    s.policy.command_code = Some(cc::DUPLICATE);
+    Ok(())
+}
+
+/// TPM_EO comparison of `a` (from the TPM) with `b` (the caller's operand),
+/// both big-endian of the same length. None for an unknown operation.
+fn compare(a: &[u8], b: &[u8], op: u16) -> Option<bool> {
+    use core::cmp::Ordering;
+    let unsigned = a.cmp(b);
+    let negative = |x: &[u8]| x.first().is_some_and(|v| v & 0x80 != 0);
+    let signed = match (negative(a), negative(b)) {
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        _ => unsigned,
+    };
+    let bits = |f: fn(u8, u8) -> bool| a.iter().zip(b).all(|(x, y)| f(*x, *y));
+    Some(match op {
+        0 => a == b,
+        1 => a != b,
+        2 => signed == Ordering::Greater,
+        3 => unsigned == Ordering::Greater,
+        4 => signed == Ordering::Less,
+        5 => unsigned == Ordering::Less,
+        6 => signed != Ordering::Less,
+        7 => unsigned != Ordering::Less,
+        8 => signed != Ordering::Greater,
+        9 => unsigned != Ordering::Greater,
+        0xA => bits(|x, y| x & y == y),
+        0xB => bits(|x, y| x & y == 0),
+        _ => return None,
+    })
+}
+
+/// The operand part of PolicyNV/PolicyCounterTimer: (operandB, offset, operation).
+fn read_operand(call: &mut Call) -> CmdResult<(Vec<u8>, u16, u16)> {
+    let b = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
+    let offset = call.params.u16().p(2)?;
+    let op = call.params.u16().p(3)?;
+    call.done()?;
+    if op > 0xB {
+        return Err(Rc::param(rc::VALUE, 3));
+    }
+    Ok((b, offset, op))
+}
+
+/// Compare operandB with `data[offset..]` unless the session is a trial;
+/// then policyDigest := H(policyDigest ‖ code ‖ H(operandB ‖ offset ‖ op) ‖ extra).
+fn operand_policy(
+    cx: &mut Ctx,
+    handle: u32,
+    code: u32,
+    data: &[u8],
+    (b, offset, op): (Vec<u8>, u16, u16),
+    extra: &[u8],
+) -> CmdResult<()> {
+    let s = cx
+        .core
+        .vol
+        .sessions
+        .get_mut(handle)
+        .ok_or(Rc::handle(rc::VALUE, 1))?;
+    if s.kind != Kind::Trial {
+        let start = usize::from(offset);
+        let a = start
+            .checked_add(b.len())
+            .and_then(|end| data.get(start..end))
+            .ok_or(Rc::new(rc::RANGE))?;
+        if !compare(a, &b, op).ok_or(Rc::param(rc::VALUE, 3))? {
+            return Err(Rc::new(rc::POLICY));
+        }
+    }
+    let args = s
+        .hash
+        .digest(&[&b, &offset.to_be_bytes(), &op.to_be_bytes()]);
+    s.extend_policy(&[&code.to_be_bytes(), &args, extra]);
+    Ok(())
+}
+
+/// PolicyNV: the contents of an NV index (read with authHandle's
+/// authorization) compared with operandB.
+pub fn nv(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let operand = read_operand(call)?;
+    let (auth, index, handle) = (call.handle(0), call.handle(1), call.handle(2));
+    let n = cx
+        .core
+        .ps
+        .nv
+        .iter()
+        .find(|n| n.handle == index)
+        .ok_or(Rc::handle(rc::HANDLE, 2))?;
+    crate::command::nv::read_access(auth, n).map_err(|e| Rc::handle(e.base, 1))?;
+    if usize::from(operand.1).saturating_add(operand.0.len()) > usize::from(n.data_size) {
+        return Err(Rc::new(rc::NV_RANGE));
+    }
+    let data = n.data.clone();
+    let name = crate::command::nv::name(n);
+    operand_policy(cx, handle, cc::POLICY_NV, &data, operand, &name).map_err(|e| {
+        if e.base == rc::RANGE {
+            Rc::new(rc::NV_RANGE)
+        } else {
+            e
+        }
+    })
+}
+
+/// PolicyCounterTimer: TPMS_TIME_INFO (time ‖ clock ‖ resetCount ‖
+/// restartCount ‖ safe) compared with operandB.
+pub fn counter_timer(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let operand = read_operand(call)?;
+    let v = &cx.core.vol;
+    let time = v
+        .clock_anchor
+        .1
+        .saturating_add(v.now_clock.saturating_sub(v.clock_anchor.0))
+        .saturating_sub(v.init_ms);
+    let mut w = Writer::new();
+    w.u64(time);
+    w.u64(v.now_clock);
+    w.u32(cx.core.ps.reset_count);
+    w.u32(cx.core.ps.restart_count);
+    w.u8(u8::from(v.clock_safe));
+    let handle = call.handle(0);
+    operand_policy(cx, handle, cc::POLICY_COUNTER_TIMER, &w.buf, operand, &[])
+}
+
+/// PolicyAuthorizeNV: the policy approved by the TPMT_HA stored in an NV
+/// index replaces the digest: H(0 ‖ TPM_CC_PolicyAuthorizeNV ‖ nvIndexName).
+pub fn authorize_nv(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    call.done()?;
+    let (auth, index, handle) = (call.handle(0), call.handle(1), call.handle(2));
+    let n = cx
+        .core
+        .ps
+        .nv
+        .iter()
+        .find(|n| n.handle == index)
+        .ok_or(Rc::handle(rc::HANDLE, 2))?;
+    crate::command::nv::read_access(auth, n).map_err(|e| Rc::handle(e.base, 1))?;
+    if (n.attributes >> 4) & 0xF != 0 {
+        return Err(Rc::handle(rc::ATTRIBUTES, 2));
+    }
+    let data = n.data.clone();
+    let name = crate::command::nv::name(n);
+    let s = cx
+        .core
+        .vol
+        .sessions
+        .get_mut(handle)
+        .ok_or(Rc::handle(rc::VALUE, 3))?;
+    if s.kind != Kind::Trial {
+        let alg = data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        if alg != Some(s.hash.id()) {
+            return Err(Rc::new(rc::HASH));
+        }
+        let approved = data.get(2..2 + s.hash.size()).ok_or(Rc::new(rc::HASH))?;
+        if !crate::crypto::ct_eq(approved, &s.policy_digest) {
+            return Err(Rc::new(rc::VALUE));
+        }
+    }
+    s.policy_digest = alloc::vec![0; s.hash.size()];
+    s.extend_policy(&[&cc::POLICY_AUTHORIZE_NV.to_be_bytes(), &name]);
+    Ok(())
+}
+
+/// TPMT_TK_AUTH digest: HMAC(proof, tag ‖ timeout ‖ cpHashA ‖ policyRef ‖ authName).
+fn auth_ticket(
+    cx: &mut Ctx,
+    h: crate::hierarchy::Hierarchy,
+    tag: u16,
+    timeout: u64,
+    cp_hash_a: &[u8],
+    policy_ref: &[u8],
+    name: &[u8],
+) -> CmdResult<Vec<u8>> {
+    crate::key::ticket(
+        cx,
+        h,
+        &[
+            &tag.to_be_bytes(),
+            &timeout.to_be_bytes(),
+            cp_hash_a,
+            policy_ref,
+            name,
+        ],
+    )
+}
+
+/// What PolicySigned, PolicySecret and PolicyTicket bind into a session
+/// (PolicyContextUpdate): H(H(policyDigest ‖ code ‖ authName) ‖ policyRef),
+/// the cpHash restriction and the timeout.
+fn context_update(
+    s: &mut Session,
+    code: u32,
+    name: &[u8],
+    policy_ref: &[u8],
+    cp_hash_a: &[u8],
+    timeout: Option<u64>,
+) {
+    s.extend_policy(&[&code.to_be_bytes(), name]);
+    s.extend_policy(&[policy_ref]);
+    if s.kind == Kind::Trial {
+        return;
+    }
+    if !cp_hash_a.is_empty() {
+        s.policy.cp_hash = Some(cp_hash_a.to_vec());
+    }
+    if let Some(t) = timeout {
+        s.policy.timeout = Some(s.policy.timeout.map_or(t, |old| old.min(t)));
+    }
+}
+
+/// PolicySigned: an authority's signature over
+/// aHash = H_sig(nonceTPM ‖ expiration ‖ cpHashA ‖ policyRef).
+pub fn signed(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let nonce = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
+    let cp_hash_a = call.params.tpm2b(MAX_DIGEST).p(2)?.to_vec();
+    let policy_ref = call.params.tpm2b(MAX_DIGEST).p(3)?.to_vec();
+    let expiration = call.params.u32().p(4)? as i32;
+    let sig_bytes = call.params.rest();
+    let sig_hash = sig_bytes
+        .get(2..4)
+        .and_then(|b| crate::crypto::HashAlg::from_id(u16::from_be_bytes([b[0], b[1]])));
+    let sig = crate::command::signature::read_signature(&mut call.params).p(5)?;
+    call.done()?;
+    let sig_hash = sig_hash.ok_or(Rc::param(rc::HASH, 5))?;
+    let k = crate::command::object::key_at(cx, call.handle(0), 1)?;
+    let now = cx.core.vol.now_clock;
+    let handle = call.handle(1);
+    let (trial, nonce_tpm, hash) = {
+        let s = cx
+            .core
+            .vol
+            .sessions
+            .get(handle)
+            .ok_or(Rc::handle(rc::VALUE, 2))?;
+        (s.kind == Kind::Trial, s.nonce_tpm.clone(), s.hash)
+    };
+    let mut timeout = None;
+    if !trial {
+        if !nonce.is_empty() && !crate::crypto::ct_eq(&nonce, &nonce_tpm) {
+            return Err(Rc::param(rc::NONCE, 1));
+        }
+        if !cp_hash_a.is_empty() && cp_hash_a.len() != hash.size() {
+            return Err(Rc::param(rc::SIZE, 2));
+        }
+        if expiration != 0 {
+            if nonce.is_empty() && expiration > 0 {
+                return Err(Rc::param(rc::EXPIRED, 4));
+            }
+            timeout =
+                Some(now.saturating_add(u64::from(expiration.unsigned_abs()).saturating_mul(1000)));
+        }
+        let a_hash = sig_hash.digest(&[&nonce, &expiration.to_be_bytes(), &cp_hash_a, &policy_ref]);
+        crate::command::signature::verify(&k, &a_hash, &sig).p(5)?;
+    }
+    let name = k.name.clone();
+    let ticket = if !trial && expiration < 0 && !nonce.is_empty() {
+        let t = timeout.unwrap_or(0);
+        let d = auth_ticket(
+            cx,
+            k.hierarchy,
+            crate::spec::st::AUTH_SIGNED,
+            t,
+            &cp_hash_a,
+            &policy_ref,
+            &name,
+        )?;
+        Some((t, k.hierarchy.handle(), d))
+    } else {
+        None
+    };
+    let s = cx
+        .core
+        .vol
+        .sessions
+        .get_mut(handle)
+        .ok_or(Rc::handle(rc::VALUE, 2))?;
+    if !trial && !cp_hash_a.is_empty() {
+        no_hash_yet(s).or_else(|e| {
+            if s.policy.cp_hash.as_ref() == Some(&cp_hash_a) {
+                Ok(())
+            } else {
+                Err(Rc::param(e.base, 2))
+            }
+        })?;
+    }
+    context_update(
+        s,
+        cc::POLICY_SIGNED,
+        &name,
+        &policy_ref,
+        &cp_hash_a,
+        timeout,
+    );
+    match ticket {
+        Some((t, hy, d)) => {
+            call.out.tpm2b(&t.to_be_bytes());
+            call.out.u16(crate::spec::st::AUTH_SIGNED);
+            call.out.u32(hy);
+            call.out.tpm2b(&d);
+        }
+        None => {
+            call.out.u16(0);
+            call.out.u16(crate::spec::st::AUTH_SIGNED);
+            call.out.u32(crate::spec::rh::NULL);
+            call.out.u16(0);
+        }
+    }
+    Ok(())
+}
+
+/// PolicyTicket: replay a PolicySigned (or PolicySecret) authorization by
+/// its TPMT_TK_AUTH until the ticket's timeout.
+pub fn ticket(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let timeout = call.params.tpm2b(8).p(1)?.to_vec();
+    let cp_hash_a = call.params.tpm2b(MAX_DIGEST).p(2)?.to_vec();
+    let policy_ref = call.params.tpm2b(MAX_DIGEST).p(3)?.to_vec();
+    let name = call.params.tpm2b(MAX_DIGEST + 2).p(4)?.to_vec();
+    let tag = call.params.u16().p(5)?;
+    let hierarchy = crate::command::read_hierarchy_or_null(&mut call.params).p(5)?;
+    let digest = call.params.tpm2b(MAX_DIGEST).p(5)?.to_vec();
+    call.done()?;
+    let code = match tag {
+        crate::spec::st::AUTH_SIGNED => cc::POLICY_SIGNED,
+        crate::spec::st::AUTH_SECRET => cc::POLICY_SECRET,
+        _ => return Err(Rc::param(rc::TAG, 5)),
+    };
+    let t: [u8; 8] = timeout
+        .as_slice()
+        .try_into()
+        .map_err(|_| Rc::param(rc::SIZE, 1))?;
+    let t = u64::from_be_bytes(t);
+    if cx.core.vol.now_clock > t {
+        return Err(Rc::param(rc::EXPIRED, 1));
+    }
+    let h = crate::hierarchy::Hierarchy::from_handle(hierarchy).ok_or(Rc::param(rc::TICKET, 5))?;
+    if hierarchy == crate::spec::rh::NULL {
+        return Err(Rc::param(rc::TICKET, 5));
+    }
+    let expect = auth_ticket(cx, h, tag, t, &cp_hash_a, &policy_ref, &name)?;
+    if !crate::crypto::ct_eq(&expect, &digest) {
+        return Err(Rc::param(rc::TICKET, 5));
+    }
+    let s = session(cx, call)?;
+    if !cp_hash_a.is_empty() && s.policy.cp_hash.as_ref().is_some_and(|c| *c != cp_hash_a) {
+        return Err(Rc::param(rc::CPHASH, 2));
+    }
+    context_update(s, code, &name, &policy_ref, &cp_hash_a, Some(t));
     Ok(())
 }
 
@@ -677,5 +1076,199 @@ mod tests {
             &[&0x18Fu32.to_be_bytes(), &[1]],
         );
         assert_eq!(digest(&mut tpm, c), d);
+    }
+
+    /// An owner-read/write ordinary index holding `data`.
+    fn nv_index(tpm: &mut Tpm<TestPlatform>, data: &[u8]) {
+        let attrs = nv::OWNERWRITE | nv::OWNERREAD;
+        let mut p = IDX.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0, 0x0B]);
+        p.extend_from_slice(&attrs.to_be_bytes());
+        p.extend_from_slice(&0u16.to_be_bytes());
+        p.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+        let define = Cmd::new(0x12A).h(OWNER).pw(b"").tpm2b(b"").tpm2b(&p);
+        assert_eq!(run(tpm, 0, &define).0, 0);
+        let write = Cmd::new(0x137).h(OWNER).h(IDX).pw(b"").tpm2b(data).u16(0);
+        assert_eq!(run(tpm, 0, &write).0, 0);
+    }
+
+    fn nv_name(tpm: &mut Tpm<TestPlatform>) -> Vec<u8> {
+        let (rc, b) = run(tpm, 0, &Cmd::new(0x169).h(IDX));
+        assert_eq!(rc, 0);
+        let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
+        let p = 2 + n;
+        b[p + 2..].to_vec()
+    }
+
+    #[test]
+    fn name_hash_and_duplication_select() {
+        let mut tpm = started();
+        let t = start(&mut tpm, 3);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x170).h(t).tpm2b(&[1; 31])).0,
+            0x1D5
+        );
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x170).h(t).tpm2b(&[1; 32])).0, 0);
+        let d = ext(&[0; 32], &[&0x170u32.to_be_bytes(), &[1; 32]]);
+        assert_eq!(digest(&mut tpm, t), d);
+        // A second nameHash, or a cpHash after it: TPM_RC_CPHASH.
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x170).h(t).tpm2b(&[1; 32])).0,
+            0x151
+        );
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x16E).h(t).tpm2b(&[2; 32])).0,
+            0x151
+        );
+        let t2 = start(&mut tpm, 3);
+        let select = |inc: u8| {
+            Cmd::new(0x188)
+                .h(t2)
+                .tpm2b(b"object")
+                .tpm2b(b"parent")
+                .u8(inc)
+        };
+        assert_eq!(run(&mut tpm, 0, &select(1)).0, 0);
+        let d = ext(
+            &[0; 32],
+            &[&0x188u32.to_be_bytes(), b"object", b"parent", &[1]],
+        );
+        assert_eq!(digest(&mut tpm, t2), d);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x180).h(t2)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &select(0)).0, 0);
+        let d = ext(&[0; 32], &[&0x188u32.to_be_bytes(), b"parent", &[0]]);
+        assert_eq!(digest(&mut tpm, t2), d);
+        // It also fixes the command code to Duplicate.
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x180).h(t2)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16C).h(t2).u32(0x15D)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &select(0)).0, 0x143);
+    }
+
+    #[test]
+    fn nv_and_counter_timer_comparisons() {
+        let mut tpm = started();
+        nv_index(&mut tpm, &[0, 0, 0, 5, 0xF0, 0, 0, 0]);
+        let name = nv_name(&mut tpm);
+        let s = start(&mut tpm, 1);
+        let policy_nv = |b: &[u8], offset: u16, op: u16| {
+            Cmd::new(0x149)
+                .h(OWNER)
+                .h(IDX)
+                .h(s)
+                .pw(b"")
+                .tpm2b(b)
+                .u16(offset)
+                .u16(op)
+        };
+        // 5 == 5, 5 > 4 (unsigned), bits 0xF0 set, 5 < 4 fails.
+        let mut d = alloc::vec![0u8; 32];
+        for (b, off, op) in [
+            (&[0u8, 0, 0, 5][..], 0u16, 0u16),
+            (&[0, 0, 0, 4], 0, 3),
+            (&[0xF0], 4, 0xA),
+        ] {
+            assert_eq!(run(&mut tpm, 0, &policy_nv(b, off, op)).0, 0);
+            let args = SHA256.digest(&[b, &off.to_be_bytes(), &op.to_be_bytes()]);
+            d = ext(&d, &[&0x149u32.to_be_bytes(), &args, &name]);
+        }
+        assert_eq!(digest(&mut tpm, s), d);
+        assert_eq!(run(&mut tpm, 0, &policy_nv(&[0, 0, 0, 4], 0, 5)).0, 0x126);
+        assert_eq!(run(&mut tpm, 0, &policy_nv(&[0; 4], 6, 0)).0, 0x146);
+        assert_eq!(run(&mut tpm, 0, &policy_nv(&[0; 4], 0, 12)).0, 0x3C4);
+        // Signed comparison: 0xF0 is negative, so it is below 1.
+        assert_eq!(run(&mut tpm, 0, &policy_nv(&[1], 4, 4)).0, 0);
+        // The session still holds; a wrong owner password is TPM_RC_BAD_AUTH (owner is DA-exempt).
+        let bad = Cmd::new(0x149)
+            .h(OWNER)
+            .h(IDX)
+            .h(s)
+            .pw(b"wrong")
+            .tpm2b(&[0])
+            .u16(0)
+            .u16(0);
+        assert_eq!(run(&mut tpm, 0, &bad).0, 0x9A2);
+
+        // PolicyCounterTimer: resetCount (offset 16) is small after manufacture.
+        let ct = |b: &[u8], offset: u16, op: u16| Cmd::new(0x16D).h(s).tpm2b(b).u16(offset).u16(op);
+        assert_eq!(run(&mut tpm, 0, &ct(&[0xFF; 4], 16, 5)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &ct(&[0xFF; 4], 16, 0)).0, 0x126);
+        assert_eq!(run(&mut tpm, 0, &ct(&[0; 4], 24, 0)).0, 0x08D);
+    }
+
+    #[test]
+    fn authorize_nv_takes_the_approved_policy_from_nv() {
+        let mut tpm = started();
+        let approved = ext(&[0; 32], &[&0x16Bu32.to_be_bytes()]);
+        let mut ha = 0x000Bu16.to_be_bytes().to_vec();
+        ha.extend_from_slice(&approved);
+        nv_index(&mut tpm, &ha);
+        let name = nv_name(&mut tpm);
+        let s = start(&mut tpm, 1);
+        let auth_nv = Cmd::new(0x192).h(OWNER).h(IDX).h(s).pw(b"");
+        // Before PolicyAuthValue the digest differs: TPM_RC_VALUE.
+        assert_eq!(run(&mut tpm, 0, &auth_nv).0, 0x084);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x16B).h(s)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &auth_nv).0, 0);
+        let d = ext(&[0; 32], &[&0x192u32.to_be_bytes(), &name]);
+        assert_eq!(digest(&mut tpm, s), d);
+    }
+
+    #[test]
+    fn signed_with_a_tpm_signature_and_its_ticket() {
+        use crate::command::object::tests::{SIGN_ATTRS, ecc_signer, primary};
+        let mut tpm = started();
+        let (rc, key, _, _) = primary(&mut tpm, OWNER, b"", &ecc_signer(SIGN_ATTRS));
+        assert_eq!(rc, 0);
+        let name = {
+            let r = tpm.execute(0, &Cmd::new(0x173).h(key).bytes());
+            let n = usize::from(u16::from_be_bytes([r[10], r[11]]));
+            let p = 12 + n;
+            r[p + 2..p + 2 + usize::from(u16::from_be_bytes([r[p], r[p + 1]]))].to_vec()
+        };
+        let s = start(&mut tpm, 1);
+        let nonce = {
+            // nonceTPM is not readable directly: use an empty nonce (no ticket then).
+            Vec::new()
+        };
+        let expiration = 0i32;
+        let a_hash = SHA256.digest(&[&nonce, &expiration.to_be_bytes(), b"", b"ref"]);
+        let sign = Cmd::new(0x15D)
+            .h(key)
+            .pw(b"")
+            .tpm2b(&a_hash)
+            .u16(0x10)
+            .u16(0x8024)
+            .u32(0x4000_0007)
+            .u16(0);
+        let (rc, sig) = run(&mut tpm, 0, &sign);
+        assert_eq!(rc, 0, "{rc:#x}");
+        let signed = |sig: &[u8]| {
+            Cmd::new(0x160)
+                .h(key)
+                .h(s)
+                .tpm2b(&nonce)
+                .tpm2b(b"")
+                .tpm2b(b"ref")
+                .u32(expiration as u32)
+                .b(sig)
+        };
+        let mut bad = sig.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert_eq!(run(&mut tpm, 0, &signed(&bad)).0, 0x5DB);
+        assert_eq!(run(&mut tpm, 0, &signed(&sig)).0, 0);
+        let d = ext(&ext(&[0; 32], &[&0x160u32.to_be_bytes(), &name]), &[b"ref"]);
+        assert_eq!(digest(&mut tpm, s), d);
+        // A made-up ticket is refused.
+        let ticket = Cmd::new(0x172)
+            .h(s)
+            .tpm2b(&u64::MAX.to_be_bytes())
+            .tpm2b(b"")
+            .tpm2b(b"ref")
+            .tpm2b(&name)
+            .u16(0x8025)
+            .u32(OWNER)
+            .tpm2b(&[0; 48]);
+        assert_eq!(run(&mut tpm, 0, &ticket).0, 0x5E0);
     }
 }

@@ -153,7 +153,7 @@ pub fn sign(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
 }
 
 /// A TPMT_SIGNATURE as read from a command.
-enum Signature {
+pub enum Signature {
     Rsa {
         scheme: u16,
         hash: HashAlg,
@@ -166,7 +166,7 @@ enum Signature {
     },
 }
 
-fn read_signature(r: &mut Reader) -> CmdResult<Signature> {
+pub fn read_signature(r: &mut Reader) -> CmdResult<Signature> {
     let a = r.u16()?;
     match a {
         alg::RSASSA | alg::RSAPSS => Ok(Signature::Rsa {
@@ -191,7 +191,7 @@ fn read_signature(r: &mut Reader) -> CmdResult<Signature> {
 }
 
 /// Check `sig` over `digest` with `k` (TPM_RC_SIGNATURE / TPM_RC_SCHEME, no location).
-fn verify(k: &KeyObject, digest: &[u8], sig: &Signature) -> CmdResult<()> {
+pub fn verify(k: &KeyObject, digest: &[u8], sig: &Signature) -> CmdResult<()> {
     let bad = |_| Rc::new(rc::SIGNATURE);
     match sig {
         Signature::Rsa { scheme, hash, sig } if k.public.kind == alg::RSA => {
