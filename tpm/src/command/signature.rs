@@ -380,3 +380,44 @@ mod tests {
         assert_eq!(rc_of(&tpm.execute(0, &cmd.bytes())), 0x98E);
     }
 }
+
+#[cfg(test)]
+mod larger_key_tests {
+    use crate::command::object::tests::*;
+    use crate::crypto::HashAlg;
+    use crate::testutil::{Cmd, rc_of, started};
+
+    /// RSA 3072 (RSAPSS-SHA384) and ECC P-384 (ECDSA-SHA384) primaries sign and verify.
+    #[test]
+    fn rsa3072_and_p384_keys() {
+        let mut tpm = started();
+        let digest = HashAlg::Sha384.digest(&[b"m"]);
+        let rsa = template(
+            0x01,
+            SIGN_ATTRS,
+            &[0, 0x10, 0, 0x16, 0, 0x0C, 0x0C, 0x00, 0, 0, 0, 0, 0, 0],
+        );
+        let ecc = template(
+            0x23,
+            SIGN_ATTRS,
+            &[0, 0x10, 0, 0x18, 0, 0x0C, 0, 4, 0, 0x10, 0, 0, 0, 0],
+        );
+        for (t, sig_len) in [(rsa, 4 + 2 + 384), (ecc, 4 + 2 + 48 + 2 + 48)] {
+            let (rc, k, public, _) = primary(&mut tpm, OWNER, b"", &t);
+            assert_eq!(rc, 0, "{rc:#x}");
+            assert!(public.len() > t.len());
+            let cmd = Cmd::new(0x15D)
+                .h(k)
+                .pw(b"")
+                .tpm2b(&digest)
+                .u16(0x10)
+                .b(&[0x80, 0x24, 0x40, 0, 0, 7, 0, 0]);
+            let (rc, _, sig) = split(&tpm.execute(0, &cmd.bytes()), false);
+            assert_eq!(rc, 0, "{rc:#x}");
+            assert_eq!(sig.len(), sig_len);
+            let v = Cmd::new(0x177).h(k).tpm2b(&digest).b(&sig);
+            assert_eq!(rc_of(&tpm.execute(0, &v.bytes())), 0);
+            flush(&mut tpm, k);
+        }
+    }
+}
