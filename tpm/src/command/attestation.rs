@@ -161,6 +161,11 @@ pub fn quote(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let mut sel = read_selection(&mut call.params).p(3)?;
     call.done()?;
     let signer = Signer::new(cx, call.handle(0), requested, 1, 2)?;
+    // The PCR digest needs the signing scheme's hash: no signer, no quote
+    // (the reference answers TPM_RC_SCHEME to signHandle = TPM_RH_NULL).
+    if signer.key.is_none() {
+        return Err(Rc::param(rc::SCHEME, 2));
+    }
     let digest = pcr_digest(cx.core, signer.hash(), &mut sel);
     let mut info = Writer::new();
     write_selection(&mut info, &sel);
@@ -280,11 +285,9 @@ mod tests {
         let (p0, p7) = (read(&mut tpm, 0), read(&mut tpm, 7));
         assert_eq!(digest, HashAlg::Sha256.digest(&[&p0, &p7]));
         assert_eq!(verifies(&mut tpm, ak, &attest, &sig), 0);
-        // Unsigned quote with TPM_RH_NULL.
+        // No quote without a signer (as the reference: TPM_RC_SCHEME).
         let cmd = Cmd::new(QUOTE).h(NULL).pw(b"").tpm2b(b"").u16(0x10).b(&sel);
-        let (rc, _, body) = split(&tpm.execute(0, &cmd.bytes()), false);
-        assert_eq!(rc, 0);
-        assert_eq!(&body[body.len() - 2..], &[0, 0x10]);
+        assert_eq!(rc_of(&tpm.execute(0, &cmd.bytes())), 0x2D2);
         // A decryption key cannot quote.
         let (_, srk, _, _) = primary(&mut tpm, OWNER, b"", &srk_ecc());
         let cmd = Cmd::new(QUOTE).h(srk).pw(b"").tpm2b(b"").u16(0x10).b(&sel);

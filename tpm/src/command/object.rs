@@ -138,7 +138,7 @@ fn make_object(cx: &mut Ctx, parent: &Parent, inp: &CreateIn) -> CmdResult<KeyOb
                         &template_name,
                         &inp.data,
                     );
-                    let m = key::make(p, &inp.data, &mut rng).p(2)?;
+                    let m = key::make(p, &inp.data, &mut rng)?;
                     cx.core.vol.keys.cache_primary(id, m.clone());
                     m
                 }
@@ -146,7 +146,7 @@ fn make_object(cx: &mut Ctx, parent: &Parent, inp: &CreateIn) -> CmdResult<KeyOb
         }
         Parent::Key(_) => {
             let mut rng = key::fresh_rng(cx, b"Create")?;
-            key::make(p, &inp.data, &mut rng).p(2)?
+            key::make(p, &inp.data, &mut rng)?
         }
     };
     let mut public = p.clone();

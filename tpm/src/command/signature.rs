@@ -129,10 +129,8 @@ pub fn sign(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     let k = key_at(cx, call.handle(0), 1)?;
     check_signer(&k, 1)?;
     let scheme = select_scheme(&k, requested).p(2)?;
-    if digest.len() != scheme.hash.size() {
-        return Err(Rc::param(rc::SIZE, 1));
-    }
-    // A restricted key signs only digests the TPM hashed itself (with a ticket).
+    // A restricted key signs only digests the TPM hashed itself (with a
+    // ticket); without a ticket the digest must have the scheme's size.
     if k.public.has(oa::RESTRICTED) || !ticket.is_empty() {
         let h =
             crate::hierarchy::Hierarchy::from_handle(ticket_h).ok_or(Rc::param(rc::TICKET, 3))?;
@@ -145,6 +143,8 @@ pub fn sign(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         if !expect.is_some_and(|e| ct_eq(&e, &ticket)) {
             return Err(Rc::param(rc::TICKET, 3));
         }
+    } else if digest.len() != scheme.hash.size() {
+        return Err(Rc::param(rc::SIZE, 1));
     }
     let mut out = Writer::new();
     sign_digest(cx, &k, scheme, &digest, &mut out)?;
