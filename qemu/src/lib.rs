@@ -5,6 +5,8 @@
 //! kernel printed its ready line, and maps QEMU's exit status (through the
 //! isa-debug-exit device) to pass or fail.
 
+pub mod evidence;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

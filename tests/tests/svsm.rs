@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use p384::ecdsa::signature::hazmat::PrehashVerifier;
 use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+use rivet_qemu::evidence::{appraise_native, guest_evidence, loaded_read_only_image};
 use rivet_qemu::{Boot, Exit, KernelBuild};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -71,39 +72,6 @@ fn build(b: KernelBuild) -> PathBuf {
     b.build().unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The read-only part of an image (code and constants) as it lies in memory:
-/// its read-only PT_LOAD segments, holes zero, up to the next page boundary.
-/// The guest measures this of itself; the SVSM's simulated launch
-/// measurement is this of the kernel.
-fn loaded_image(elf: &[u8]) -> Vec<u8> {
-    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
-    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
-    let (phoff, phnum) = (u64_at(32) as usize, u16_at(56) as usize);
-    let mut segs = Vec::new();
-    for i in 0..phnum {
-        let ph = phoff + i * 56;
-        let writable = u32::from_le_bytes(elf[ph + 4..ph + 8].try_into().unwrap()) & 2 != 0;
-        if u32::from_le_bytes(elf[ph..ph + 4].try_into().unwrap()) == 1 && !writable {
-            segs.push((
-                u64_at(ph + 8) as usize,
-                u64_at(ph + 24),
-                u64_at(ph + 32) as usize,
-                u64_at(ph + 40),
-            ));
-        }
-    }
-    let lo = segs.iter().map(|s| s.1).min().unwrap();
-    let hi = segs.iter().map(|s| s.1 + s.3).max().unwrap();
-    let mut mem = vec![0u8; (hi - lo) as usize];
-    for (off, gpa, filesz, _) in segs {
-        let at = (gpa - lo) as usize;
-        mem[at..at + filesz].copy_from_slice(&elf[off..off + filesz]);
-    }
-    // The linker script ends the image on a page boundary.
-    mem.resize(mem.len().next_multiple_of(4096), 0);
-    mem
-}
-
 fn value<'a>(serial: &'a str, key: &str) -> &'a str {
     serial
         .lines()
@@ -161,7 +129,7 @@ fn svsm_serves_the_guest_firmware() {
     assert_eq!(out.exit, Exit::Success, "{serial}\n{}", out.stderr);
 
     // The guest measured the image the SVSM loaded into PCR 8: recompute both.
-    let image = loaded_image(&std::fs::read(&firmware).unwrap());
+    let image = loaded_read_only_image(&std::fs::read(&firmware).unwrap()).unwrap();
     let measurement = Sha256::digest(&image);
     assert_eq!(
         value(serial, "guest: evidence measurement_sha256="),
@@ -212,7 +180,7 @@ fn svsm_serves_the_guest_firmware() {
         h.finalize().as_slice(),
         "REPORT_DATA != SHA-512(nonce || manifest)"
     );
-    let kernel_measurement = Sha384::digest(loaded_image(&std::fs::read(&kernel).unwrap()));
+    let kernel_measurement = rivet_qemu::evidence::native_measurement(&kernel).unwrap();
     assert_eq!(
         &report[0x90..0xC0],
         kernel_measurement.as_slice(),
@@ -284,6 +252,51 @@ fn svsm_serves_the_guest_firmware() {
         &keys[3].2[0..8],
         &[0x00, 0x01, 0x00, 0x0B, 0x00, 0x05, 0x00, 0x72],
         "RSA AK"
+    );
+
+    // The verifier: with the simulated key passed explicitly every check it
+    // can run passes, and the verdict is only a warning (not hardware-rooted,
+    // no event log); without it the evidence is rejected for that reason.
+    let (_, appraisal) = appraise_native(serial, &key_path, &kernel).unwrap();
+    for check in &appraisal.checks {
+        assert_ne!(
+            check.status,
+            rivet_verifier::Status::Contraindicated,
+            "{check:?}"
+        );
+    }
+    for name in [
+        "snp.report_signature",
+        "binding.report_data",
+        "policy.measurement",
+        "policy.vmpl",
+        "tpm.quote_signature",
+        "tpm.nonce",
+        "tpm.pcr_digest",
+        "tpm.ak_binding",
+    ] {
+        let c = appraisal
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(c.status, rivet_verifier::Status::Affirming, "{c:?}");
+    }
+    assert_eq!(appraisal.status, rivet_verifier::Status::Warning);
+    // The same evidence (it names its simulated key) without that key passed
+    // as a trust root.
+    let public = rivet_qemu::evidence::report_public_key(&key_path).unwrap();
+    let evidence = guest_evidence(serial, Some(public)).unwrap();
+    let unrooted = rivet_verifier::appraise(&evidence, &rivet_verifier::Policy::default());
+    assert_eq!(unrooted.status, rivet_verifier::Status::Contraindicated);
+    assert!(
+        unrooted
+            .checks
+            .iter()
+            .any(|c| c.status == rivet_verifier::Status::Contraindicated
+                && c.reason.contains("not hardware-rooted")),
+        "{:#?}",
+        unrooted.checks
     );
 
     // Figures for the record (printed, not asserted).

@@ -115,6 +115,35 @@ fn main() -> ExitCode {
         last.exit,
         last.elapsed.as_secs_f64()
     );
+    if last.exit == Exit::Success && guest.is_some() {
+        // The guest's evidence, appraised as a verifier would.
+        match rivet_qemu::evidence::appraise_native(&last.serial, &key, &kernel) {
+            Ok((evidence, appraisal)) => {
+                let bundle = rivet_qemu::workspace_root()
+                    .join("target")
+                    .join("rivet-run-evidence.json");
+                let text = serde_json::to_string_pretty(&evidence.to_json()).unwrap_or_default();
+                if let Err(e) = std::fs::write(&bundle, text) {
+                    eprintln!("rivet-run: cannot write {}: {e}", bundle.display());
+                }
+                println!("verifier: evidence bundle {}", bundle.display());
+                for check in &appraisal.checks {
+                    println!(
+                        "verifier: {:<24} {:?}: {}",
+                        check.name, check.status, check.reason
+                    );
+                }
+                println!("verifier: verdict {:?}", appraisal.status);
+                if appraisal.status == rivet_verifier::Status::Contraindicated {
+                    return ExitCode::FAILURE;
+                }
+            }
+            Err(e) => {
+                eprintln!("rivet-run: no evidence to appraise: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Some(m) = median(ready.clone()) {
         eprintln!(
             "rivet-run: boot-to-ready median {:.1} ms over {} boot(s)",
