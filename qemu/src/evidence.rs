@@ -10,7 +10,7 @@ use rivet_verifier::Evidence;
 use rivet_verifier::evidence::{SnpEvidence, TpmQuote};
 
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(format!("odd-length hex ({} digits)", s.len()));
     }
     (0..s.len())
