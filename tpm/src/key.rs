@@ -239,6 +239,17 @@ pub fn read_public(r: &mut Reader, null_name_ok: bool) -> CmdResult<Public> {
     })
 }
 
+/// An error inside a sized (TPM2B) structure: running out of its bytes is
+/// TPM_RC_SIZE, as the reference (which reads on past the size, then finds
+/// the size wrong) answers.
+pub fn sized(e: Rc) -> Rc {
+    if e.base == rc::INSUFFICIENT {
+        Rc::new(rc::SIZE)
+    } else {
+        e
+    }
+}
+
 /// Unmarshal a TPM2B_PUBLIC: an empty or inexact size is TPM_RC_SIZE.
 pub fn read_public_2b(r: &mut Reader, null_name_ok: bool) -> CmdResult<(Public, Vec<u8>)> {
     let body = r.tpm2b(MAX_PUBLIC)?;
@@ -246,7 +257,7 @@ pub fn read_public_2b(r: &mut Reader, null_name_ok: bool) -> CmdResult<(Public, 
         return Err(Rc::new(rc::SIZE));
     }
     let mut inner = Reader::new(body);
-    let p = read_public(&mut inner, null_name_ok)?;
+    let p = read_public(&mut inner, null_name_ok).map_err(sized)?;
     inner.finish()?;
     Ok((p, body.to_vec()))
 }
@@ -476,8 +487,11 @@ pub fn read_sensitive_create(r: &mut Reader) -> CmdResult<(Vec<u8>, Zeroizing<Ve
         return Err(Rc::new(rc::SIZE));
     }
     let mut inner = Reader::new(body);
-    let auth = inner.tpm2b(crate::spec::MAX_DIGEST)?.to_vec();
-    let data = Zeroizing::new(inner.tpm2b(MAX_SENSITIVE_DATA)?.to_vec());
+    let auth = inner
+        .tpm2b(crate::spec::MAX_DIGEST)
+        .map_err(sized)?
+        .to_vec();
+    let data = Zeroizing::new(inner.tpm2b(MAX_SENSITIVE_DATA).map_err(sized)?.to_vec());
     inner.finish()?;
     Ok((auth, data))
 }

@@ -251,7 +251,8 @@ pub fn context_load(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         return Err(Rc::param(rc::HIERARCHY, 1));
     }
     let mut r = Reader::new(&blob);
-    let mac = r.tpm2b(spec::MAX_DIGEST).p(1)?;
+    // A blob too short for its integrity value is TPM_RC_SIZE (no parameter), as the reference.
+    let mac = r.tpm2b(spec::MAX_DIGEST).map_err(|_| Rc::new(rc::SIZE))?;
     let enc = r.rest();
     let keys = context_keys(cx, h, sequence, saved)?;
     if !ct_eq(&integrity(cx, &keys, saved, hierarchy, enc), mac) {

@@ -340,7 +340,9 @@ pub fn load_external(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         None
     } else {
         let mut r = Reader::new(sens);
-        let s = Sensitive::read(&mut r, public.kind).p(1)?;
+        let s = Sensitive::read(&mut r, public.kind)
+            .map_err(key::sized)
+            .p(1)?;
         r.finish().p(1)?;
         Some(s)
     };
