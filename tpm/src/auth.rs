@@ -645,6 +645,11 @@ impl Core {
     pub fn heal_dictionary_attack(&mut self) {
         let now = self.vol.now_clock;
         let recovery = u64::from(self.ps.recovery_time).saturating_mul(1000);
+        // recoveryTime 0 disables DA protection: failures are forgiven at once.
+        if self.ps.failed_tries > 0 && recovery == 0 {
+            self.ps.failed_tries = 0;
+            self.dirty = true;
+        }
         if self.ps.failed_tries > 0 && recovery > 0 {
             let elapsed = now.saturating_sub(self.vol.da_heal_ms);
             let healed = elapsed / recovery;

@@ -313,6 +313,73 @@ mod tests {
         );
     }
 
+    /// Part 1 §19.8: failures count up to lockout, heal one per recoveryTime,
+    /// a wrong lockoutAuth disables it for lockoutRecovery (or, when that is
+    /// 0, until the next Startup), recoveryTime 0 disables DA protection.
+    #[test]
+    fn lockout_counting_healing_and_recovery() {
+        let mut tpm = started();
+        let params = |max: u32, rec: u32, lrec: u32| {
+            Cmd::new(0x13A)
+                .h(LOCKOUT)
+                .pw(b"")
+                .u32(max)
+                .u32(rec)
+                .u32(lrec)
+        };
+        assert_eq!(run(&mut tpm, 0, &params(2, 10, 0)).0, 0);
+        // A DA-protected NV index (no NO_DA) with a password.
+        let mut p = 0x0150_0001u32.to_be_bytes().to_vec();
+        p.extend_from_slice(&[0, 0x0B]);
+        p.extend_from_slice(&(nv::AUTHREAD | nv::AUTHWRITE).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 4]);
+        let define = Cmd::new(0x12A).h(OWNER).pw(b"").tpm2b(b"pw").tpm2b(&p);
+        assert_eq!(run(&mut tpm, 0, &define).0, 0);
+        let write = |pw: &[u8]| {
+            Cmd::new(0x137)
+                .h(0x0150_0001)
+                .h(0x0150_0001)
+                .pw(pw)
+                .tpm2b(b"data")
+                .u16(0)
+        };
+        let counter = |tpm: &mut Tpm<TestPlatform>| {
+            let (_, b) = run(tpm, 0, &Cmd::new(0x17A).u32(6).u32(0x20E).u32(1));
+            u32::from_be_bytes(b[b.len() - 4..].try_into().unwrap())
+        };
+        assert_eq!(run(&mut tpm, 0, &write(b"no")).0, 0x98E);
+        assert_eq!(run(&mut tpm, 0, &write(b"no")).0, 0x98E);
+        assert_eq!(counter(&mut tpm), 2);
+        // In lockout even the right password is refused.
+        assert_eq!(run(&mut tpm, 0, &write(b"pw")).0, 0x921);
+        // One failure heals after recoveryTime (10 s).
+        tpm.platform_mut().now += 10_000;
+        assert_eq!(counter(&mut tpm), 1);
+        assert_eq!(run(&mut tpm, 0, &write(b"pw")).0, 0);
+        // A wrong lockoutAuth disables lockoutAuth; with lockoutRecovery 0
+        // only the next Startup enables it again.
+        let reset = |pw: &[u8]| Cmd::new(0x139).h(LOCKOUT).pw(pw);
+        assert_eq!(run(&mut tpm, 0, &reset(b"x")).0, 0x98E);
+        assert_eq!(run(&mut tpm, 0, &reset(b"")).0, 0x921);
+        tpm.platform_mut().now += 100_000_000;
+        assert_eq!(run(&mut tpm, 0, &reset(b"")).0, 0x921);
+        tpm.power_on();
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x144).u16(0)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &reset(b"")).0, 0);
+        assert_eq!(counter(&mut tpm), 0);
+        // lockoutRecovery 5 s: lockoutAuth comes back by itself.
+        assert_eq!(run(&mut tpm, 0, &params(2, 0, 5)).0, 0);
+        assert_eq!(run(&mut tpm, 0, &reset(b"x")).0, 0x98E);
+        assert_eq!(run(&mut tpm, 0, &reset(b"")).0, 0x921);
+        tpm.platform_mut().now += 5_000;
+        assert_eq!(run(&mut tpm, 0, &reset(b"")).0, 0);
+        // recoveryTime 0: failures never accumulate into a lockout.
+        for _ in 0..4 {
+            assert_eq!(run(&mut tpm, 0, &write(b"no")).0, 0x98E);
+        }
+        assert_eq!(run(&mut tpm, 0, &write(b"pw")).0, 0);
+    }
+
     #[test]
     fn hierarchy_control() {
         let mut tpm = started();

@@ -63,6 +63,10 @@ pub fn startup(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         vol.eh_enable = saved.eh_enable;
         ps.restart_count = ps.restart_count.wrapping_add(1);
     }
+    // lockoutRecovery 0: only a Startup re-enables a disabled lockoutAuth.
+    if ps.lockout_recovery == 0 {
+        ps.lockout_auth_enabled = true;
+    }
     vol.ph_enable = true;
     vol.ph_enable_nv = true;
     vol.platform_auth.clear();
