@@ -467,9 +467,9 @@ fn check_handle(core: &Core, kind: HandleKind, h: u32) -> CmdResult<()> {
                         Err(Rc::new(rc::REFERENCE_H0))
                     }
                 }
-                // Persistent objects (EvictControl) are always loaded.
+                // Persistent objects (EvictControl) are loaded while their hierarchy is enabled.
                 ht::PERSISTENT => {
-                    if core.ps.persistent_objects.iter().any(|(p, _)| *p == h) {
+                    if crate::key::persistent_usable(core, h) {
                         Ok(())
                     } else {
                         Err(Rc::new(rc::HANDLE))

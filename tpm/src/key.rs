@@ -1177,6 +1177,22 @@ fn persistent_hierarchy(bytes: &[u8]) -> Option<Hierarchy> {
     Hierarchy::from_handle(u32::from_be_bytes([h[0], h[1], h[2], h[3]]))
 }
 
+/// Whether the persistent object at `handle` can be used: it exists and its
+/// hierarchy is enabled (platform handles need phEnable, the others shEnable,
+/// endorsement objects ehEnable too), as the reference's ObjectLoadEvict.
+pub fn persistent_usable(core: &Core, handle: u32) -> bool {
+    let Some(bytes) = persistent_bytes(core, handle) else {
+        return false;
+    };
+    let v = &core.vol;
+    let range_enabled = if handle >= 0x8180_0000 {
+        v.ph_enable
+    } else {
+        v.sh_enable
+    };
+    range_enabled && (persistent_hierarchy(bytes) != Some(Hierarchy::Endorsement) || v.eh_enable)
+}
+
 /// Flush the transient key objects of hierarchy `h`, and with `persistent`
 /// also drop its persistent objects (TPM2_Clear, ChangeEPS, ChangePPS;
 /// HierarchyControl flushes only the transient ones).

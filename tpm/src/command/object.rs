@@ -1399,3 +1399,23 @@ mod dictionary_attack_tests {
         assert_eq!(rc_of(&tpm.execute(0, &unseal(no_da, b"pw"))), 0);
     }
 }
+
+#[cfg(test)]
+mod disabled_hierarchy_tests {
+    use super::tests::*;
+    use crate::testutil::{Cmd, rc_of, started};
+
+    /// A persistent owner object is TPM_RC_HANDLE while the owner hierarchy is disabled.
+    #[test]
+    fn persistent_object_of_disabled_hierarchy_is_not_loaded() {
+        let mut tpm = started();
+        let (_, srk, _, _) = primary(&mut tpm, OWNER, b"", &srk_ecc());
+        let evict = Cmd::new(0x120).h(OWNER).h(srk).pw(b"").u32(0x8100_0001);
+        assert_eq!(rc_of(&tpm.execute(0, &evict.bytes())), 0);
+        let read = Cmd::new(0x173).h(0x8100_0001).bytes();
+        assert_eq!(rc_of(&tpm.execute(0, &read)), 0);
+        let off = Cmd::new(0x121).h(OWNER).pw(b"").u32(OWNER).u8(0);
+        assert_eq!(rc_of(&tpm.execute(0, &off.bytes())), 0);
+        assert_eq!(rc_of(&tpm.execute(0, &read)), 0x18B);
+    }
+}
