@@ -200,13 +200,58 @@ pub fn secret(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
             s.policy.timeout = timeout;
         }
     }
-    // A ticket is issued for a negative expiration; PolicyTicket is not
-    // implemented yet, so every ticket is the NULL ticket and no timeout is given.
-    call.out.u16(0);
-    call.out.u16(crate::spec::st::AUTH_SECRET);
-    call.out.u32(crate::spec::rh::NULL);
-    call.out.u16(0);
+    // A negative expiration issues a ticket PolicyTicket accepts until the timeout.
+    match timeout.filter(|_| !trial && expiration < 0) {
+        Some(t) => {
+            let h = entity_hierarchy(cx, auth_handle);
+            let d = auth_ticket(
+                cx,
+                h,
+                crate::spec::st::AUTH_SECRET,
+                t,
+                &cp_hash_a,
+                &policy_ref,
+                &name,
+            )?;
+            call.out.tpm2b(&t.to_be_bytes());
+            call.out.u16(crate::spec::st::AUTH_SECRET);
+            call.out.u32(h.handle());
+            call.out.tpm2b(&d);
+        }
+        None => {
+            call.out.u16(0);
+            call.out.u16(crate::spec::st::AUTH_SECRET);
+            call.out.u32(crate::spec::rh::NULL);
+            call.out.u16(0);
+        }
+    }
     Ok(())
+}
+
+/// The hierarchy an authorizing entity belongs to (its tickets use that proof).
+fn entity_hierarchy(cx: &mut Ctx, handle: u32) -> crate::hierarchy::Hierarchy {
+    use crate::hierarchy::Hierarchy;
+    use crate::spec::{ht, nv};
+    match crate::spec::handle_type(handle) {
+        ht::NV_INDEX => {
+            let platform = cx
+                .core
+                .ps
+                .nv
+                .iter()
+                .find(|n| n.handle == handle)
+                .is_some_and(|n| n.attributes & nv::PLATFORMCREATE != 0);
+            if platform {
+                Hierarchy::Platform
+            } else {
+                Hierarchy::Owner
+            }
+        }
+        ht::TRANSIENT | ht::PERSISTENT => {
+            crate::key::get(cx.core, handle).map_or(Hierarchy::Owner, |k| k.hierarchy)
+        }
+        _ => Hierarchy::from_handle(handle).unwrap_or(Hierarchy::Owner),
+    }
 }
 
 pub fn cp_hash(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
@@ -690,9 +735,6 @@ pub fn ticket(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         return Err(Rc::param(rc::EXPIRED, 1));
     }
     let h = crate::hierarchy::Hierarchy::from_handle(hierarchy).ok_or(Rc::param(rc::TICKET, 5))?;
-    if hierarchy == crate::spec::rh::NULL {
-        return Err(Rc::param(rc::TICKET, 5));
-    }
     let expect = auth_ticket(cx, h, tag, t, &cp_hash_a, &policy_ref, &name)?;
     if !crate::crypto::ct_eq(&expect, &digest) {
         return Err(Rc::param(rc::TICKET, 5));
@@ -1270,5 +1312,62 @@ mod tests {
             .u32(OWNER)
             .tpm2b(&[0; 48]);
         assert_eq!(run(&mut tpm, 0, &ticket).0, 0x5E0);
+    }
+
+    #[test]
+    fn secret_ticket_replays_until_its_timeout() {
+        let mut tpm = started();
+        let start_nonce = |tpm: &mut Tpm<TestPlatform>| {
+            let cmd = Cmd::new(0x176)
+                .h(0x4000_0007)
+                .h(0x4000_0007)
+                .tpm2b(&[1; 16])
+                .u16(0)
+                .u8(1)
+                .u16(0x10)
+                .u16(0x0B);
+            let r = tpm.execute(0, &cmd.bytes());
+            assert_eq!(rc_of(&r), 0);
+            let h = u32::from_be_bytes([r[10], r[11], r[12], r[13]]);
+            (h, r[16..].to_vec())
+        };
+        let (s, nonce) = start_nonce(&mut tpm);
+        let secret = Cmd::new(0x151)
+            .h(OWNER)
+            .h(s)
+            .pw(b"")
+            .tpm2b(&nonce)
+            .tpm2b(b"")
+            .tpm2b(b"ref")
+            .u32((-10i32) as u32);
+        let (rc, b) = run(&mut tpm, 0, &secret);
+        assert_eq!(rc, 0, "{rc:#x}");
+        assert_eq!(&b[..2], &[0, 8]);
+        let timeout = b[2..10].to_vec();
+        assert_eq!(&b[10..12], &0x8023u16.to_be_bytes());
+        let hierarchy = u32::from_be_bytes(b[12..16].try_into().unwrap());
+        assert_eq!(hierarchy, OWNER);
+        let ticket = b[18..].to_vec();
+        assert_eq!(ticket.len(), 48);
+        let want = digest(&mut tpm, s);
+        let replay = |s2: u32, name: &[u8]| {
+            Cmd::new(0x172)
+                .h(s2)
+                .tpm2b(&timeout)
+                .tpm2b(b"")
+                .tpm2b(b"ref")
+                .tpm2b(name)
+                .u16(0x8023)
+                .u32(hierarchy)
+                .tpm2b(&ticket)
+        };
+        let (s2, _) = start_nonce(&mut tpm);
+        assert_eq!(run(&mut tpm, 0, &replay(s2, &OWNER.to_be_bytes())).0, 0);
+        assert_eq!(digest(&mut tpm, s2), want);
+        // Another name, or after the timeout: refused.
+        let (s3, _) = start_nonce(&mut tpm);
+        assert_eq!(run(&mut tpm, 0, &replay(s3, &IDX.to_be_bytes())).0, 0x5E0);
+        tpm.platform_mut().now += 11_000;
+        assert_eq!(run(&mut tpm, 0, &replay(s3, &OWNER.to_be_bytes())).0, 0x1E3);
     }
 }
