@@ -1175,6 +1175,22 @@ mod timing_tests {
             runs.push(t.elapsed());
         }
         let quote = median(runs);
+        // Create + Load of an ECC P-256 signing key under an ECC storage primary.
+        let (_, srk, _, _) = primary(&mut tpm, OWNER, b"", &srk_ecc());
+        let mut runs = Vec::new();
+        for _ in 0..15 {
+            let t = Instant::now();
+            let (rc, private, public) =
+                create(&mut tpm, srk, &sensitive(b"", b""), &ecc_signer(SIGN_ATTRS));
+            assert_eq!(rc, 0);
+            let (rc, h) = load(&mut tpm, srk, &private, &public);
+            assert_eq!(rc, 0);
+            runs.push(t.elapsed());
+            flush(&mut tpm, h);
+        }
+        let create_load = median(runs);
+        flush(&mut tpm, srk);
+        std::println!("Create+Load ECC P-256: {create_load:?}");
         // NV_Write of 1 KiB (a commit of the whole state blob each time) and the blob alone.
         let nv = 0x0150_0010u32;
         let mut public = nv.to_be_bytes().to_vec();
