@@ -7,6 +7,11 @@ use crate::error::BuildError;
 const PT_LOAD: u32 = 1;
 const EM_X86_64: u16 = 62;
 const ET_EXEC: u16 = 2;
+/// Guest-physical addresses are at most 52 bits wide.
+const MAX_GPA: u64 = 1 << 52;
+/// No SVSM kernel needs more; larger `p_memsz` totals are corrupt headers,
+/// and would otherwise make the builder walk billions of pages.
+const MAX_IMAGE: u64 = 1 << 30;
 
 /// One loadable segment: file bytes at a guest-physical address, then zeros
 /// up to `mem_size`.
@@ -75,6 +80,7 @@ impl KernelElf {
             return Err(BuildError::TruncatedElf("program header entries too small"));
         }
         let mut segments = Vec::new();
+        let mut total = 0u64;
         for i in 0..phnum {
             let ph = phentsize
                 .checked_mul(i)
@@ -97,8 +103,16 @@ impl KernelElf {
                     "segment file size exceeds memory size",
                 ));
             }
-            if paddr.checked_add(memsz).is_none() {
-                return Err(BuildError::TruncatedElf("segment wraps the address space"));
+            if paddr.checked_add(memsz).is_none_or(|end| end > MAX_GPA) {
+                return Err(BuildError::TruncatedElf(
+                    "segment ends beyond the 52-bit physical address space",
+                ));
+            }
+            total = total.saturating_add(memsz);
+            if total > MAX_IMAGE {
+                return Err(BuildError::TruncatedElf(
+                    "loadable segments larger than 1 GiB",
+                ));
             }
             let start =
                 usize::try_from(offset).map_err(|_| BuildError::TruncatedElf("segment data"))?;

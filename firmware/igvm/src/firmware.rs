@@ -6,6 +6,9 @@
 use crate::PAGE_SIZE;
 use crate::error::BuildError;
 
+/// OVMF's sections are a few pages; a larger one is a corrupt table.
+const MAX_SECTION: u64 = 256 << 20;
+
 /// Top of the 32-bit address space: the firmware image ends here.
 pub const FOUR_GIB: u64 = 1 << 32;
 
@@ -218,6 +221,9 @@ fn parse_metadata(data: &[u8], from_end: u32) -> Result<Vec<Section>, BuildError
         let size = u64::from(le_u32(data, e + 4).ok_or(bad("metadata section outside the image"))?);
         let raw = le_u32(data, e + 8).ok_or(bad("metadata section outside the image"))?;
         let kind = SectionKind::from_raw(raw).ok_or(bad("unknown metadata section type"))?;
+        if size > MAX_SECTION {
+            return Err(bad("metadata section larger than 256 MiB"));
+        }
         if !gpa.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) || size == 0 {
             return Err(bad("metadata section not page-aligned"));
         }

@@ -60,6 +60,9 @@ pub const PARAMETERS_AREA: u32 = 1;
 /// The x86 reset address, where the guest firmware (and on TDX the TD) starts.
 pub const RESET_ADDRESS: u64 = 0xffff_fff0;
 
+/// The largest SVSM memory `--svsm-size` accepts.
+pub const MAX_SVSM_SIZE: u64 = 1 << 30;
+
 /// Which loader the image is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Platform {
@@ -318,10 +321,16 @@ pub fn build(
 
     let svsm_size = match opts.svsm_size {
         None => launch_end - kernel_start,
-        Some(s) if s.is_multiple_of(PAGE_SIZE) && s >= launch_end - kernel_start => s,
+        Some(s)
+            if s.is_multiple_of(PAGE_SIZE)
+                && s >= launch_end - kernel_start
+                && s <= MAX_SVSM_SIZE =>
+        {
+            s
+        }
         Some(s) => {
             return Err(BuildError::BadParameter(format!(
-                "SVSM size {s:#x} must be page-aligned and at least {:#x} (the kernel image and launch pages)",
+                "SVSM size {s:#x} must be page-aligned, at most 1 GiB and at least {:#x} (the kernel image and launch pages)",
                 launch_end - kernel_start
             )));
         }

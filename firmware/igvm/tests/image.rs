@@ -6,6 +6,7 @@ mod common;
 use igvm::snp_defs::SevVmsa;
 use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader};
 use igvm_defs::{IgvmPageDataType, IgvmPlatformType};
+use rivet_firmware_igvm::firmware::Firmware;
 use rivet_firmware_igvm::measure::{self, VmsaConvention};
 use rivet_firmware_igvm::{BuildError, Measurement, Options, Platform, build, launch_info};
 use zerocopy::FromBytes;
@@ -367,6 +368,15 @@ fn bad_inputs_give_clear_errors() {
         err(&none, &fw, Platform::Snp),
         BuildError::NoLoadableSegment
     );
+    // A corrupt p_memsz must not make the builder walk the address space.
+    let huge = common::elf(
+        0x10_0000,
+        &[common::Seg::load(0x10_0000, vec![0x90; 16], 1 << 40)],
+    );
+    assert!(matches!(
+        err(&huge, &fw, Platform::Snp),
+        BuildError::TruncatedElf(_)
+    ));
     // Two segments over the same bytes.
     let twice = common::elf(
         0x10_0000,
@@ -440,5 +450,39 @@ fn mrtd_matches_the_igvm_crates_own_calculation() {
         let theirs = igvm::measurement::generate_tdx_measurement(file.directives(), 1)
             .expect("igvm measures it");
         assert_eq!(image.measurement, Some(Measurement::Tdx(theirs)));
+    }
+}
+
+#[test]
+fn corrupt_inputs_never_panic() {
+    let kernel = common::kernel();
+    let fw = common::flat_firmware(4);
+    for len in 0..kernel.len() {
+        let _ = build(&kernel[..len], &fw, &Options::new(Platform::Snp));
+    }
+    // Every byte of the ELF and program headers set to 0xff in turn.
+    for i in 0..64 + 56 * 5 {
+        let mut k = kernel.clone();
+        k[i] = 0xff;
+        let _ = build(&k, &fw, &Options::new(Platform::Snp));
+    }
+    // OVMF's GUID table (its last 0x400 bytes) corrupted byte by byte, and
+    // the SEV metadata it points to.
+    let ovmf = common::read(common::OVMF_2M);
+    let n = ovmf.len();
+    let from_end = Firmware::parse(&ovmf)
+        .map(|f| f.sections.len())
+        .expect("parses");
+    assert!(from_end > 0);
+    let mut o = ovmf.clone();
+    for i in n - 0x400..n {
+        for flip in [0x01, 0x80, 0xff] {
+            o[i] ^= flip;
+            let _ = Firmware::parse(&o);
+            o[i] ^= flip;
+        }
+    }
+    for cut in (0..0x400).step_by(7) {
+        let _ = Firmware::parse(&ovmf[cut..]);
     }
 }
