@@ -123,8 +123,12 @@ impl Hasher {
         use sha2::digest::common::hazmat::SerializableState;
         Some(match alg {
             HashAlg::Sha1 => Self::Sha1(sha1::Sha1::deserialize(state.try_into().ok()?).ok()?),
-            HashAlg::Sha256 => Self::Sha256(sha2::Sha256::deserialize(state.try_into().ok()?).ok()?),
-            HashAlg::Sha384 => Self::Sha384(sha2::Sha384::deserialize(state.try_into().ok()?).ok()?),
+            HashAlg::Sha256 => {
+                Self::Sha256(sha2::Sha256::deserialize(state.try_into().ok()?).ok()?)
+            }
+            HashAlg::Sha384 => {
+                Self::Sha384(sha2::Sha384::deserialize(state.try_into().ok()?).ok()?)
+            }
         })
     }
 }
