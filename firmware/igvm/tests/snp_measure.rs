@@ -211,15 +211,23 @@ fn rivet_snp_image_digest_matches_a_replay_through_sev_snp_measure() {
     let dir = common::scratch("replay");
     let script = dir.join("replay.py");
     std::fs::write(&script, REPLAY).unwrap();
-    let kernel = common::kernel();
-    for (fw_path, vcpus, sig) in [
-        (common::OVMF_2M, 1, cpu_signature(23, 1, 2)),
-        (common::OVMF, 3, cpu_signature(25, 17, 0)),
-    ] {
+    // The synthetic kernel always; the real one too when a build names it
+    // (RIVET_KERNEL_ELF=target/x86_64-unknown-none/debug/rivet-kernel).
+    let mut kernels = vec![common::kernel()];
+    if let Ok(path) = std::env::var("RIVET_KERNEL_ELF") {
+        kernels.push(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")));
+    }
+    let cases = kernels.iter().flat_map(|k| {
+        [
+            (k, common::OVMF_2M, 1, cpu_signature(23, 1, 2)),
+            (k, common::OVMF, 3, cpu_signature(25, 17, 0)),
+        ]
+    });
+    for (kernel, fw_path, vcpus, sig) in cases {
         let mut opts = Options::new(Platform::Snp);
         opts.vcpus = vcpus;
         opts.vcpu_signature = sig;
-        let image = build(&kernel, &common::read(fw_path), &opts).expect("build");
+        let image = build(kernel, &common::read(fw_path), &opts).expect("build");
         let Some(Measurement::Snp(ours)) = image.measurement else {
             panic!("an SNP image has an SNP measurement");
         };
