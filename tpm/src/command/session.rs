@@ -672,4 +672,99 @@ mod tests {
             .u16(0x0B);
         assert_eq!(run(&mut tpm, 0, &cmd).0, 0x2C4);
     }
+
+    /// What Linux (6.10+) does for its in-kernel sessions: an ECC P-256
+    /// primary in the null hierarchy, a session salted to it with AES-128-CFB,
+    /// then a command whose first parameter goes in encrypted and whose first
+    /// response parameter comes back encrypted (TPM2_Hash: both are TPM2B).
+    #[test]
+    fn linux_null_primary_salted_session_encrypts_both_ways() {
+        use crate::alg::asym_enc::ecdh_keygen;
+        use crate::alg::kdf::{KdfRng, kdfe};
+        use crate::alg::keys::{EccCurve, EccPoint, EccPublicKey};
+        use crate::alg::sym::{SymMode, aes_decrypt, aes_encrypt};
+        let mut tpm = started();
+        let mut public = Vec::new();
+        for v in [0x0023u16, 0x000B] {
+            public.extend_from_slice(&v.to_be_bytes());
+        }
+        public.extend_from_slice(&0x0003_0072u32.to_be_bytes());
+        for v in [0u16, 0x0006, 128, 0x0043, 0x0010, 0x0003, 0x0010, 0, 0] {
+            public.extend_from_slice(&v.to_be_bytes());
+        }
+        let create = Cmd::new(0x131)
+            .h(0x4000_0007)
+            .pw(b"")
+            .u16(4)
+            .u32(0)
+            .tpm2b(&public)
+            .u16(0)
+            .u32(0);
+        let r = tpm.execute(0, &create.bytes());
+        assert_eq!(rc_of(&r), 0, "{r:02x?}");
+        let key = u32::from_be_bytes([r[10], r[11], r[12], r[13]]);
+        let x = r[44..76].to_vec();
+        let y = r[78..110].to_vec();
+        let peer =
+            EccPublicKey::from_point(EccCurve::NistP256, &EccPoint { x: x.clone(), y }).unwrap();
+        let mut rng = KdfRng::new(SHA256, b"linux", b"salt", b"", b"");
+        let (z, eph) = ecdh_keygen(&mut rng, &peer).unwrap();
+        let salt = kdfe(SHA256, &z.x, b"SECRET", &eph.x, &x, 256).unwrap();
+        let mut secret = Vec::new();
+        for c in [&eph.x, &eph.y] {
+            secret.extend_from_slice(&(c.len() as u16).to_be_bytes());
+            secret.extend_from_slice(c);
+        }
+        let nonce_caller = [9u8; 32];
+        let cmd = Cmd::new(0x176)
+            .h(key)
+            .h(0x4000_0007)
+            .tpm2b(&nonce_caller)
+            .tpm2b(&secret)
+            .u8(0)
+            .b(&[0x00, 0x06, 0x00, 0x80, 0x00, 0x43])
+            .u16(0x0B);
+        let r = tpm.execute(0, &cmd.bytes());
+        assert_eq!(rc_of(&r), 0, "{r:02x?}");
+        let h = u32::from_be_bytes([r[10], r[11], r[12], r[13]]);
+        let nonce_tpm = r[16..].to_vec();
+        let session_key = kdfa(SHA256, &salt, b"ATH", &nonce_tpm, &nonce_caller, 256).unwrap();
+        let cfb = |newer: &[u8], older: &[u8]| {
+            let kv = kdfa(SHA256, &session_key, b"CFB", newer, older, 256).unwrap();
+            (kv[..16].to_vec(), kv[16..].to_vec())
+        };
+        // TPM2_Hash("the kernel's data", SHA-256, TPM_RH_NULL), data encrypted.
+        let nonce_caller = alloc::vec![5u8; 32];
+        let data = b"the kernel's data";
+        let (k, iv) = cfb(&nonce_caller, &nonce_tpm);
+        let enc = aes_encrypt(SymMode::Cfb, &k, &iv, data).unwrap().data;
+        let mut params = (enc.len() as u16).to_be_bytes().to_vec();
+        params.extend_from_slice(&enc);
+        params.extend_from_slice(&0x000Bu16.to_be_bytes());
+        params.extend_from_slice(&0x4000_0007u32.to_be_bytes());
+        let hash = Hmac {
+            cc: 0x17D,
+            handles: &[],
+            names: &[],
+            params,
+            session: h,
+            key: session_key.clone(),
+            nonce_caller: nonce_caller.clone(),
+            nonce_tpm,
+            attrs: 0x61,
+        };
+        let (out, new_nonce) = hash.check_response(&tpm.execute(0, &hash.bytes(false)));
+        let (k, iv) = cfb(&new_nonce, &nonce_caller);
+        assert_eq!(&out[..2], &[0, 32]);
+        let digest = aes_decrypt(SymMode::Cfb, &k, &iv, &out[2..34])
+            .unwrap()
+            .data;
+        assert_eq!(digest, SHA256.digest(&[data]));
+        // A wrong HMAC under the salted session is refused (unbound: no DA).
+        let again = Hmac {
+            nonce_tpm: new_nonce,
+            ..hash.clone_ref()
+        };
+        assert_eq!(rc_of(&tpm.execute(0, &again.bytes(true))), 0x9A2);
+    }
 }
