@@ -604,4 +604,47 @@ mod tests {
         let _ = srk_public;
         assert_ne!(rc_of(&tpm.execute(0, &bytes)), 0);
     }
+
+    fn name_of(tpm: &mut Tpm<TestPlatform>, h: u32) -> Vec<u8> {
+        let r = tpm.execute(0, &Cmd::new(0x173).h(h).bytes());
+        assert_eq!(rc_of(&r), 0);
+        let (_, p) = tpm2b(&r, 10);
+        tpm2b(&r, p).0
+    }
+
+    /// PolicyDuplicationSelect pins the new parent: its nameHash is checked
+    /// against the Names of Duplicate's handles.
+    #[test]
+    fn duplication_select_pins_the_new_parent() {
+        let mut tpm = started();
+        let (_, a, _, _) = primary(&mut tpm, OWNER, b"", &srk_ecc());
+        let (_, b, _, _) = primary(&mut tpm, ENDORSEMENT, b"", &srk_ecc());
+        let b_name = name_of(&mut tpm, b);
+        let policy = HashAlg::Sha256.digest(&[&[0; 32], &0x188u32.to_be_bytes(), &b_name, &[0]]);
+        let (rc, private, public) = create(&mut tpm, a, &sensitive(b"", b""), &duplicable(&policy));
+        assert_eq!(rc, 0, "{rc:#x}");
+        let (_, key) = load(&mut tpm, a, &private, &public);
+        let key_name = name_of(&mut tpm, key);
+        let select = |tpm: &mut Tpm<TestPlatform>| {
+            let start = Cmd::new(0x176)
+                .h(NULL)
+                .h(NULL)
+                .tpm2b(&[7; 16])
+                .u16(0)
+                .u8(1)
+                .u16(0x10)
+                .u16(0x0B);
+            let r = tpm.execute(0, &start.bytes());
+            let s = u32::from_be_bytes(r[10..14].try_into().unwrap());
+            let sel = Cmd::new(0x188).h(s).tpm2b(&key_name).tpm2b(&b_name).u8(0);
+            assert_eq!(rc_of(&tpm.execute(0, &sel.bytes())), 0);
+            s
+        };
+        let s = select(&mut tpm);
+        let to_a = duplicate_cmd(key, a, b"", false);
+        assert_eq!(rc_of(&tpm.execute(0, &with_session(&to_a, s))), 0x99D);
+        let s = select(&mut tpm);
+        let to_b = duplicate_cmd(key, b, b"", false);
+        assert_eq!(rc_of(&tpm.execute(0, &with_session(&to_b, s))), 0);
+    }
 }
