@@ -332,7 +332,8 @@ pub fn authorize(
             let h = assoc.ok_or(Rc::session(rc::HANDLE, n))?;
             let e = entity(core, entry.cc, h).map_err(at)?;
             if e.no_auth
-                || crate::key::object_auth(core, entry.cc, h).is_some_and(|o| !o.auth_allowed)
+                || crate::key::object_auth_at(core, entry.cc, h, Some(i))
+                    .is_some_and(|o| !o.auth_allowed)
             {
                 return Err(Rc::new(rc::AUTH_UNAVAILABLE));
             }
@@ -463,7 +464,8 @@ pub fn authorize(
             }
             _ => {
                 if e.no_auth
-                    || crate::key::object_auth(core, entry.cc, h).is_some_and(|o| !o.auth_allowed)
+                    || crate::key::object_auth_at(core, entry.cc, h, Some(i))
+                        .is_some_and(|o| !o.auth_allowed)
                 {
                     return Err(Rc::new(rc::AUTH_UNAVAILABLE));
                 }

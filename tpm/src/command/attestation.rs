@@ -375,3 +375,35 @@ mod tests {
         let _: Vec<u8> = Vec::new();
     }
 }
+
+#[cfg(test)]
+mod role_tests {
+    use crate::command::object::tests::*;
+    use crate::testutil::{Cmd, rc_of, started};
+
+    /// Certify: objectHandle is ADMIN (a password works while adminWithPolicy
+    /// is CLEAR), signHandle is USER (a password needs userWithAuth).
+    #[test]
+    fn certify_checks_each_handle_by_its_role() {
+        let mut tpm = started();
+        // Signing keys without userWithAuth (0x...52 instead of 0x...72).
+        let (_, object, _, _) = primary(&mut tpm, OWNER, b"", &ecc_signer(0x0005_0032));
+        let (_, signer_no_user, _, _) = primary(&mut tpm, OWNER, b"", &ecc_signer(0x0005_0032));
+        let certify = |o: u32, s: u32| {
+            Cmd::new(0x148)
+                .h(o)
+                .h(s)
+                .pw(b"")
+                .pw(b"")
+                .tpm2b(b"")
+                .u16(0x10)
+        };
+        assert_eq!(
+            rc_of(&tpm.execute(0, &certify(object, signer_no_user).bytes())),
+            0x12F
+        );
+        flush(&mut tpm, signer_no_user);
+        let (_, signer, _, _) = primary(&mut tpm, OWNER, b"", &ecc_signer(AK_ATTRS));
+        assert_eq!(rc_of(&tpm.execute(0, &certify(object, signer).bytes())), 0);
+    }
+}
