@@ -647,4 +647,78 @@ mod tests {
         let to_b = duplicate_cmd(key, b, b"", false);
         assert_eq!(rc_of(&tpm.execute(0, &with_session(&to_b, s))), 0);
     }
+
+    /// Truncated and corrupted Duplicate, Import, Rewrap and part-3 policy
+    /// commands get well-formed responses, never a panic.
+    #[test]
+    fn mangled_part3_commands_do_not_panic() {
+        let mut tpm = started();
+        let (_, a, _, _) = primary(&mut tpm, OWNER, b"", &srk_ecc());
+        let (_, private, public) = create(
+            &mut tpm,
+            a,
+            &sensitive(b"", b""),
+            &duplicable(&dup_policy()),
+        );
+        let (_, key) = load(&mut tpm, a, &private, &public);
+        let (_, _, dup, seed) = run_duplicate(&mut tpm, key, a, b"", true);
+        let s = dup_session(&mut tpm);
+        let cmds = [
+            duplicate_cmd(key, a, b"", true).bytes(),
+            import_cmd(a, &[1; 16], &public, &dup, &seed).bytes(),
+            Cmd::new(REWRAP)
+                .h(a)
+                .h(a)
+                .pw(b"")
+                .tpm2b(&dup)
+                .tpm2b(&[0; 34])
+                .tpm2b(&seed)
+                .bytes(),
+            Cmd::new(0x160)
+                .h(key)
+                .h(s)
+                .tpm2b(b"")
+                .tpm2b(b"")
+                .tpm2b(b"")
+                .u32(0)
+                .u16(0x18)
+                .u16(0x0B)
+                .tpm2b(&[1; 32])
+                .tpm2b(&[2; 32])
+                .bytes(),
+            Cmd::new(0x172)
+                .h(s)
+                .tpm2b(&[0; 8])
+                .tpm2b(b"")
+                .tpm2b(b"")
+                .tpm2b(&[0; 34])
+                .u16(0x8025)
+                .u32(OWNER)
+                .tpm2b(&[0; 48])
+                .bytes(),
+            Cmd::new(0x16D).h(s).tpm2b(&[0; 8]).u16(0).u16(3).bytes(),
+            Cmd::new(0x188)
+                .h(s)
+                .tpm2b(&[1; 34])
+                .tpm2b(&[2; 34])
+                .u8(1)
+                .bytes(),
+            Cmd::new(0x170).h(s).tpm2b(&[3; 32]).bytes(),
+        ];
+        let mut seed_state = 0x2545_F491u32;
+        for bytes in &cmds {
+            for n in 0..bytes.len() {
+                rc_of(&tpm.execute(0, &bytes[..n]));
+            }
+            for _ in 0..200 {
+                let mut b = bytes.clone();
+                seed_state ^= seed_state << 13;
+                seed_state ^= seed_state >> 17;
+                seed_state ^= seed_state << 5;
+                let i = seed_state as usize % b.len();
+                b[i] ^= (seed_state >> 24) as u8 | 1;
+                rc_of(&tpm.execute(0, &b));
+            }
+        }
+    }
 }
