@@ -300,8 +300,9 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
         (pt::MAX_COMMAND_SIZE, 4096),
         (pt::MAX_RESPONSE_SIZE, 4096),
         (pt::MAX_DIGEST, 48),
-        (pt::MAX_OBJECT_CONTEXT, 0),
-        (pt::MAX_SESSION_CONTEXT, 0),
+        // TPMS_CONTEXT: sequence, savedHandle, hierarchy, TPM2B_CONTEXT_DATA (command/context.rs).
+        (pt::MAX_OBJECT_CONTEXT, super::context::MAX_CONTEXT_SIZE),
+        (pt::MAX_SESSION_CONTEXT, super::context::MAX_CONTEXT_SIZE),
         (pt::PS_FAMILY_INDICATOR, 1),
         (pt::PS_LEVEL, 0),
         (pt::PS_REVISION, 0x105),

@@ -31,6 +31,8 @@ const SAVED_TRANSIENT: u32 = 0x8000_0000;
 const SAVED_ST_CLEAR: u32 = 0x8000_0002;
 /// Largest TPM2B_CONTEXT_DATA accepted.
 const MAX_CONTEXT_DATA: usize = 2048;
+/// Largest TPMS_CONTEXT (TPM_PT_MAX_OBJECT_CONTEXT / TPM_PT_MAX_SESSION_CONTEXT).
+pub const MAX_CONTEXT_SIZE: u32 = 8 + 4 + 4 + 2 + MAX_CONTEXT_DATA as u32;
 
 struct ContextKeys {
     sym: Zeroizing<Vec<u8>>,
