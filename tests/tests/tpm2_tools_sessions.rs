@@ -83,6 +83,7 @@ on_both_backends!(
     ek_ak_credential_activation,
     duplicate_and_import_into_another_parent,
     dictionary_attack_lockout_and_reset,
+    policy_nv_counter_timer_and_a_policy_only_index,
 );
 
 /// Salted HMAC sessions (RSA and ECC tpmKey) authorize the owner; a session
@@ -921,4 +922,181 @@ fn dictionary_attack_lockout_and_reset(backend: Backend) {
     run(tools, &["changeauth", "-c", "l", "lockpw"]);
     fail_with(tools, 0x98e, &["dictionarylockout", "-c", "-p", "wrongpw"]);
     fail_with(tools, 0x921, &["dictionarylockout", "-c", "-p", "lockpw"]);
+}
+
+/// A secret sealed to PolicyNV (an NV value equal to an operand) unseals
+/// until the value changes; PolicyCounterTimer holds for a small Clock
+/// bound; an index with only POLICYREAD/POLICYWRITE refuses passwords and
+/// takes a PolicySecret(owner) session.
+fn policy_nv_counter_timer_and_a_policy_only_index(backend: Backend) {
+    let setup = setup(backend);
+    let tools = &setup.tools;
+    run(
+        tools,
+        &["createprimary", "-C", "o", "-G", "ecc", "-c", "prim.ctx"],
+    );
+    run(
+        tools,
+        &[
+            "nvdefine",
+            "0x1500041",
+            "-C",
+            "o",
+            "-s",
+            "4",
+            "-a",
+            "ownerread|ownerwrite",
+        ],
+    );
+    tools.write("v1", &[0, 0, 0, 1]);
+    tools.write("v2", &[0, 0, 0, 2]);
+    run(tools, &["nvwrite", "0x1500041", "-C", "o", "-i", "v1"]);
+    run(tools, &["startauthsession", "-S", "trial.ctx"]);
+    run(
+        tools,
+        &[
+            "policynv",
+            "-S",
+            "trial.ctx",
+            "-i",
+            "v1",
+            "-C",
+            "o",
+            "-L",
+            "nv.policy",
+            "0x1500041",
+            "eq",
+        ],
+    );
+    tools.ok(&["flushcontext", "trial.ctx"]);
+    tools.write("secret", b"while NV says 1");
+    run(
+        tools,
+        &[
+            "create",
+            "-C",
+            "prim.ctx",
+            "-L",
+            "nv.policy",
+            "-a",
+            "fixedtpm|fixedparent",
+            "-i",
+            "secret",
+            "-u",
+            "nv.pub",
+            "-r",
+            "nv.priv",
+        ],
+    );
+    let unseal = || {
+        run(
+            tools,
+            &["startauthsession", "--policy-session", "-S", "s.ctx"],
+        );
+        let ok = tools
+            .output(&[
+                "policynv",
+                "-S",
+                "s.ctx",
+                "-i",
+                "v1",
+                "-C",
+                "o",
+                "0x1500041",
+                "eq",
+            ])
+            .status
+            .success()
+            && {
+                tools.ok(&[
+                    "load", "-C", "prim.ctx", "-u", "nv.pub", "-r", "nv.priv", "-c", "nv.ctx",
+                ]);
+                tools
+                    .output(&["unseal", "-c", "nv.ctx", "-p", "session:s.ctx", "-o", "out"])
+                    .status
+                    .success()
+            };
+        tools.ok(&["flushcontext", "-t"]);
+        tools.ok(&["flushcontext", "s.ctx"]);
+        ok
+    };
+    assert!(unseal());
+    assert_eq!(tools.read("out"), b"while NV says 1");
+    run(tools, &["nvwrite", "0x1500041", "-C", "o", "-i", "v2"]);
+    assert!(!unseal(), "PolicyNV after the value changed");
+
+    // Clock is far below 2^40 ms right after startup.
+    run(
+        tools,
+        &["startauthsession", "--policy-session", "-S", "t.ctx"],
+    );
+    run(
+        tools,
+        &[
+            "policycountertimer",
+            "-S",
+            "t.ctx",
+            "--ult",
+            "clock=1099511627776",
+        ],
+    );
+    fail(
+        tools,
+        &[
+            "policycountertimer",
+            "-S",
+            "t.ctx",
+            "--ugt",
+            "clock=1099511627776",
+        ],
+    );
+    tools.ok(&["flushcontext", "t.ctx"]);
+
+    // A policy-only index: PolicySecret(owner) reads and writes it.
+    run(tools, &["startauthsession", "-S", "trial.ctx"]);
+    run(
+        tools,
+        &[
+            "policysecret",
+            "-S",
+            "trial.ctx",
+            "-c",
+            "o",
+            "-L",
+            "owner.policy",
+        ],
+    );
+    tools.ok(&["flushcontext", "trial.ctx"]);
+    run(
+        tools,
+        &[
+            "nvdefine",
+            "0x1500042",
+            "-C",
+            "o",
+            "-s",
+            "4",
+            "-a",
+            "policyread|policywrite",
+            "-L",
+            "owner.policy",
+        ],
+    );
+    fail_with(
+        tools,
+        0x12f,
+        &["nvwrite", "0x1500042", "-C", "0x1500042", "-i", "v2"],
+    );
+    for (tool, extra) in [("nvwrite", ["-i", "v2"]), ("nvread", ["-o", "got"])] {
+        run(
+            tools,
+            &["startauthsession", "--policy-session", "-S", "s.ctx"],
+        );
+        run(tools, &["policysecret", "-S", "s.ctx", "-c", "o"]);
+        let mut args = vec![tool, "0x1500042", "-C", "0x1500042", "-P", "session:s.ctx"];
+        args.extend(extra);
+        run(tools, &args);
+        tools.ok(&["flushcontext", "s.ctx"]);
+    }
+    assert_eq!(tools.read("got"), [0, 0, 0, 2]);
 }
