@@ -84,6 +84,7 @@ on_both_backends!(
     duplicate_and_import_into_another_parent,
     dictionary_attack_lockout_and_reset,
     policy_nv_counter_timer_and_a_policy_only_index,
+    policy_signed_by_an_external_key,
 );
 
 /// Salted HMAC sessions (RSA and ECC tpmKey) authorize the owner; a session
@@ -1099,4 +1100,153 @@ fn policy_nv_counter_timer_and_a_policy_only_index(backend: Backend) {
         tools.ok(&["flushcontext", "s.ctx"]);
     }
     assert_eq!(tools.read("got"), [0, 0, 0, 2]);
+}
+
+/// PolicySigned: an external RSA key signs aHash = SHA-256(nonceTPM ‖
+/// expiration ‖ cpHashA ‖ policyRef), here with everything empty and
+/// expiration 0 (four zero bytes); a secret sealed to that policy unseals;
+/// a signature by another key does not satisfy it.
+fn policy_signed_by_an_external_key(backend: Backend) {
+    let setup = setup(backend);
+    let tools = &setup.tools;
+    openssl(tools, &["genrsa", "-out", "signer.pem", "2048"]);
+    openssl(
+        tools,
+        &[
+            "rsa",
+            "-in",
+            "signer.pem",
+            "-pubout",
+            "-out",
+            "signer.pub.pem",
+        ],
+    );
+    openssl(tools, &["genrsa", "-out", "other.pem", "2048"]);
+    tools.write("zero", &[0, 0, 0, 0]);
+    openssl(
+        tools,
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "signer.pem",
+            "-out",
+            "good.sig",
+            "zero",
+        ],
+    );
+    openssl(
+        tools,
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "other.pem",
+            "-out",
+            "bad.sig",
+            "zero",
+        ],
+    );
+    let load = [
+        "loadexternal",
+        "-G",
+        "rsa",
+        "-C",
+        "o",
+        "-u",
+        "signer.pub.pem",
+        "-c",
+        "signer.ctx",
+    ];
+    run(
+        tools,
+        &["createprimary", "-C", "o", "-G", "ecc", "-c", "prim.ctx"],
+    );
+    tools.ok(&load);
+    run(tools, &["startauthsession", "-S", "trial.ctx"]);
+    run(
+        tools,
+        &[
+            "policysigned",
+            "-S",
+            "trial.ctx",
+            "-g",
+            "sha256",
+            "-s",
+            "good.sig",
+            "-f",
+            "rsassa",
+            "-c",
+            "signer.ctx",
+            "-L",
+            "signed.policy",
+        ],
+    );
+    tools.ok(&["flushcontext", "trial.ctx"]);
+    tools.write("secret", b"released by a signature");
+    run(
+        tools,
+        &[
+            "create",
+            "-C",
+            "prim.ctx",
+            "-L",
+            "signed.policy",
+            "-a",
+            "fixedtpm|fixedparent",
+            "-i",
+            "secret",
+            "-u",
+            "s.pub",
+            "-r",
+            "s.priv",
+        ],
+    );
+    let unseal = |sig: &str| {
+        tools.ok(&load);
+        run(
+            tools,
+            &["startauthsession", "--policy-session", "-S", "s.ctx"],
+        );
+        let ok = tools
+            .output(&[
+                "policysigned",
+                "-S",
+                "s.ctx",
+                "-g",
+                "sha256",
+                "-s",
+                sig,
+                "-f",
+                "rsassa",
+                "-c",
+                "signer.ctx",
+            ])
+            .status
+            .success()
+            && {
+                tools.ok(&["flushcontext", "-t"]);
+                tools.ok(&[
+                    "load", "-C", "prim.ctx", "-u", "s.pub", "-r", "s.priv", "-c", "obj.ctx",
+                ]);
+                tools
+                    .output(&[
+                        "unseal",
+                        "-c",
+                        "obj.ctx",
+                        "-p",
+                        "session:s.ctx",
+                        "-o",
+                        "out",
+                    ])
+                    .status
+                    .success()
+            };
+        tools.ok(&["flushcontext", "-t"]);
+        tools.ok(&["flushcontext", "s.ctx"]);
+        ok
+    };
+    assert!(!unseal("bad.sig"), "another key's signature");
+    assert!(unseal("good.sig"));
+    assert_eq!(tools.read("out"), b"released by a signature");
 }
