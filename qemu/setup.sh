@@ -10,6 +10,8 @@ if [ "$what" = test ]; then
     # Peer tools, the reference TPM the engine is compared with, and g++ for
     # the fuzzer's libFuzzer runtime.
     packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpms-dev dbus g++)
+    # OVMF for the IGVM builder's tests.
+    packages+=(ovmf)
 fi
 
 missing=()
@@ -34,6 +36,12 @@ fi
 for c in rustfmt clippy; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"
 done
+
+# The independent SEV-SNP launch-digest computation the IGVM tests compare with.
+if [ "$what" = test ] && ! python3 -c "import sevsnpmeasure" >/dev/null 2>&1; then
+    echo "setup: installing sev-snp-measure" >&2
+    python3 -m pip install --quiet sev-snp-measure==0.0.13
+fi
 
 if [ "$what" = test ] && ! cargo fuzz --version >/dev/null 2>&1; then
     echo "setup: installing cargo-fuzz" >&2

@@ -61,6 +61,8 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// How to build a bare-metal image: the kernel, or the test guest firmware.
 #[derive(Clone, Debug)]
 pub struct KernelBuild {
@@ -99,9 +101,10 @@ impl KernelBuild {
         }
     }
 
-    /// Builds the image and returns its path. Each feature set gets its own
-    /// target directory, so builds of different images never overwrite each
-    /// other, even when tests run them at the same time.
+    /// Builds the image and returns its path: a copy under
+    /// `target/kernel/images/<package>-<features>[-release]`, so images of
+    /// different feature sets never overwrite each other, even when tests
+    /// build them at the same time.
     pub fn build(&self) -> Result<PathBuf, RunnerError> {
         let root = workspace_root();
         let mut flavour = if self.features.is_empty() {
@@ -109,13 +112,16 @@ impl KernelBuild {
         } else {
             self.features.join("-")
         };
-        if self.package != "rivet-kernel" {
-            flavour = format!("{}-{flavour}", self.package);
-        }
+        flavour = format!("{}-{flavour}", self.package);
         if self.release {
             flavour.push_str("-release");
         }
-        let target_dir = root.join("target").join(format!("kernel-{flavour}"));
+        // One target directory for every image, so the engine and the crypto
+        // crates are compiled once per profile; builds run one at a time and
+        // each image is copied out under its own name before the next build
+        // can overwrite the binary.
+        let target_dir = root.join("target").join("kernel");
+        let _one_at_a_time = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(&root)
@@ -150,10 +156,16 @@ impl KernelBuild {
             ));
         }
         let profile = if self.release { "release" } else { "debug" };
-        Ok(target_dir
+        let built = target_dir
             .join(KERNEL_TARGET)
             .join(profile)
-            .join(&self.package))
+            .join(&self.package);
+        let images = target_dir.join("images");
+        let image = images.join(&flavour);
+        std::fs::create_dir_all(&images)
+            .and_then(|()| std::fs::copy(&built, &image))
+            .map_err(|e| RunnerError::Build(format!("copying {}: {e}", built.display())))?;
+        Ok(image)
     }
 }
 
