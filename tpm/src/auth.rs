@@ -415,6 +415,15 @@ pub fn authorize(
                 if p.cp_hash.as_ref().is_some_and(|c| !ct_eq(c, &cp)) {
                     return Err(Rc::session(rc::POLICY_FAIL, n));
                 }
+                if let Some(want) = &p.template_hash
+                    && !template_matches(alg, entry.cc, params, want)
+                {
+                    return Err(Rc::session(rc::POLICY_FAIL, n));
+                }
+                // No physical-presence signal reaches the engine: never asserted.
+                if p.pp_required {
+                    return Err(Rc::new(rc::PP));
+                }
                 if let Some(want) = &p.name_hash {
                     let names: Vec<Vec<u8>> = handles.iter().map(|x| name(core, *x)).collect();
                     let parts: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
@@ -485,6 +494,19 @@ pub fn authorize(
         }
     }
     Ok(())
+}
+
+/// PolicyTemplate: H(inPublic's TPMT_PUBLIC) of Create, CreatePrimary or
+/// CreateLoaded (their second parameter, after TPM2B_SENSITIVE_CREATE).
+fn template_matches(alg: HashAlg, code: u32, params: &[u8], want: &[u8]) -> bool {
+    if !matches!(code, cc::CREATE | cc::CREATE_PRIMARY | cc::CREATE_LOADED) {
+        return false;
+    }
+    let mut r = Reader::new(params);
+    let template = r
+        .tpm2b(usize::from(u16::MAX))
+        .and_then(|_| r.tpm2b(usize::from(u16::MAX)));
+    template.is_ok_and(|t| ct_eq(&alg.digest(&[t]), want))
 }
 
 fn verify_hmac(core: &Core, s: &AuthCommand, auth: &[u8], cp: &[u8], extra: &[Vec<u8>]) -> bool {

@@ -23,6 +23,7 @@ pub const EXPIRED: u32 = 0x0A3;
 pub const CPHASH: u32 = 0x151;
 pub const PCR_CHANGED: u32 = 0x128;
 pub const POLICY: u32 = 0x126;
+pub const PP: u32 = 0x090;
 pub const POLICY_CC: u32 = 0x0A4;
 pub const COMMAND_SIZE: u32 = 0x142;
 pub const COMMAND_CODE: u32 = 0x143;

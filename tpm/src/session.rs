@@ -57,6 +57,10 @@ pub struct PolicyState {
     /// PolicyNameHash / PolicyDuplicationSelect: H(Name1 ‖ Name2 ‖ …) of the
     /// handles the session may be used with.
     pub name_hash: Option<Vec<u8>>,
+    /// PolicyTemplate: H(TPMT_PUBLIC) the created object's template must have.
+    pub template_hash: Option<Vec<u8>>,
+    /// PolicyPhysicalPresence: physical presence must be asserted.
+    pub pp_required: bool,
 }
 
 pub struct Session {
@@ -229,13 +233,16 @@ impl Session {
             Some(false) => 1,
             Some(true) => 2,
         });
-        match &p.name_hash {
-            None => w.u8(0),
-            Some(c) => {
-                w.u8(1);
-                w.tpm2b(c);
+        for h in [&p.name_hash, &p.template_hash] {
+            match h {
+                None => w.u8(0),
+                Some(c) => {
+                    w.u8(1);
+                    w.tpm2b(c);
+                }
             }
         }
+        w.u8(u8::from(p.pp_required));
         w.buf
     }
 
@@ -299,6 +306,12 @@ impl Session {
             } else {
                 None
             },
+            template_hash: if r.yes_no()? {
+                Some(r.tpm2b(crate::spec::MAX_DIGEST)?.to_vec())
+            } else {
+                None
+            },
+            pp_required: r.yes_no()?,
         };
         r.finish()?;
         Ok(Self {
@@ -445,6 +458,8 @@ mod tests {
                 timeout: Some(99),
                 nv_written: Some(true),
                 name_hash: Some(alloc::vec![6; 32]),
+                template_hash: Some(alloc::vec![7; 32]),
+                pp_required: true,
             },
         }
     }

@@ -117,6 +117,8 @@ pub mod cc {
     pub const POLICY_COUNTER_TIMER: u32 = 0x16D;
     pub const POLICY_AUTHORIZE_NV: u32 = 0x192;
     pub const POLICY_DUPLICATION_SELECT: u32 = 0x188;
+    pub const POLICY_PHYSICAL_PRESENCE: u32 = 0x187;
+    pub const POLICY_TEMPLATE: u32 = 0x190;
 }
 
 pub mod rh {

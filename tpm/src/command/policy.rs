@@ -261,7 +261,7 @@ pub fn cp_hash(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     if cp.len() != s.hash.size() {
         return Err(Rc::param(rc::SIZE, 1));
     }
-    if s.policy.name_hash.is_some() {
+    if s.policy.name_hash.is_some() || s.policy.template_hash.is_some() {
         return Err(Rc::new(rc::CPHASH));
     }
     if s.policy.cp_hash.as_ref().is_some_and(|c| *c != cp) {
@@ -356,9 +356,11 @@ pub fn or(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     Ok(())
 }
 
-/// Neither a cpHash nor a nameHash may be set twice or together (TPM_RC_CPHASH).
+/// Neither a cpHash, a nameHash nor a templateHash may be set twice or
+/// together (TPM_RC_CPHASH).
 fn no_hash_yet(s: &Session) -> CmdResult<()> {
-    if s.policy.cp_hash.is_some() || s.policy.name_hash.is_some() {
+    let p = &s.policy;
+    if p.cp_hash.is_some() || p.name_hash.is_some() || p.template_hash.is_some() {
         return Err(Rc::new(rc::CPHASH));
     }
     Ok(())
@@ -375,6 +377,35 @@ pub fn name_hash(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     no_hash_yet(s)?;
     s.extend_policy(&[&cc::POLICY_NAME_HASH.to_be_bytes(), &nh]);
     s.policy.name_hash = Some(nh);
+    Ok(())
+}
+
+/// PolicyTemplate: the session may only create an object from a template
+/// whose TPMT_PUBLIC hashes to `templateHash`.
+pub fn template(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let th = call.params.tpm2b(MAX_DIGEST).p(1)?.to_vec();
+    call.done()?;
+    let s = session(cx, call)?;
+    if th.len() != s.hash.size() {
+        return Err(Rc::param(rc::SIZE, 1));
+    }
+    if s.policy.template_hash.as_ref().is_some_and(|t| *t != th) {
+        return Err(Rc::param(rc::VALUE, 1));
+    }
+    if s.policy.cp_hash.is_some() || s.policy.name_hash.is_some() {
+        return Err(Rc::new(rc::CPHASH));
+    }
+    s.extend_policy(&[&cc::POLICY_TEMPLATE.to_be_bytes(), &th]);
+    s.policy.template_hash = Some(th);
+    Ok(())
+}
+
+/// PolicyPhysicalPresence: the authorization needs physical presence.
+pub fn physical_presence(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    call.done()?;
+    let s = session(cx, call)?;
+    s.extend_policy(&[&cc::POLICY_PHYSICAL_PRESENCE.to_be_bytes()]);
+    s.policy.pp_required = true;
     Ok(())
 }
 
@@ -1369,5 +1400,69 @@ mod tests {
         assert_eq!(run(&mut tpm, 0, &replay(s3, &IDX.to_be_bytes())).0, 0x5E0);
         tpm.platform_mut().now += 11_000;
         assert_eq!(run(&mut tpm, 0, &replay(s3, &OWNER.to_be_bytes())).0, 0x1E3);
+    }
+
+    /// PolicyTemplate restricts Create to one template; PolicyPhysicalPresence
+    /// can never be satisfied (no physical-presence signal): TPM_RC_PP.
+    #[test]
+    fn template_and_physical_presence() {
+        use crate::command::object::tests::{AK_ATTRS, SIGN_ATTRS, ecc_signer, primary, srk_ecc};
+        let mut tpm = started();
+        let child = ecc_signer(SIGN_ATTRS);
+        let th = SHA256.digest(&[&child]);
+        let policy = ext(&[0; 32], &[&0x190u32.to_be_bytes(), &th]);
+        // The storage primary's template with that authPolicy.
+        let mut parent = srk_ecc();
+        parent.splice(8..10, [&[0u8, 32][..], &policy].concat());
+        let (rc, srk, _, _) = primary(&mut tpm, OWNER, b"", &parent);
+        assert_eq!(rc, 0, "{rc:#x}");
+        let create = |tpm: &mut Tpm<TestPlatform>, s: u32, template: &[u8]| {
+            let cmd = Cmd::new(0x153)
+                .h(srk)
+                .pw(b"")
+                .tpm2b(&[0, 0, 0, 0])
+                .tpm2b(template)
+                .tpm2b(b"")
+                .u32(0);
+            let mut b = cmd.bytes();
+            b[18..22].copy_from_slice(&s.to_be_bytes());
+            b[24] = 0;
+            rc_of(&tpm.execute(0, &b))
+        };
+        let t = start(&mut tpm, 1);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x190).h(t).tpm2b(&th[..31])).0,
+            0x1D5
+        );
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x190).h(t).tpm2b(&th)).0, 0);
+        assert_eq!(digest(&mut tpm, t), policy);
+        assert_eq!(
+            run(&mut tpm, 0, &Cmd::new(0x16E).h(t).tpm2b(&[0; 32])).0,
+            0x151
+        );
+        assert_eq!(create(&mut tpm, t, &ecc_signer(AK_ATTRS)), 0x99D);
+        assert_eq!(create(&mut tpm, t, &child), 0);
+        // PolicyPhysicalPresence.
+        let p = start(&mut tpm, 1);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x187).h(p)).0, 0);
+        assert_eq!(
+            digest(&mut tpm, p),
+            ext(&[0; 32], &[&0x187u32.to_be_bytes()])
+        );
+        let mut pp_parent = srk_ecc();
+        let pp_policy = ext(&[0; 32], &[&0x187u32.to_be_bytes()]);
+        pp_parent.splice(8..10, [&[0u8, 32][..], &pp_policy].concat());
+        let (rc, pp_srk, _, _) = primary(&mut tpm, OWNER, b"", &pp_parent);
+        assert_eq!(rc, 0, "{rc:#x}");
+        let cmd = Cmd::new(0x153)
+            .h(pp_srk)
+            .pw(b"")
+            .tpm2b(&[0, 0, 0, 0])
+            .tpm2b(&child)
+            .tpm2b(b"")
+            .u32(0);
+        let mut b = cmd.bytes();
+        b[18..22].copy_from_slice(&p.to_be_bytes());
+        assert_eq!(rc_of(&tpm.execute(0, &b)), 0x090);
     }
 }
