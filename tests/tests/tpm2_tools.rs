@@ -4,6 +4,8 @@
 //! reference run shows the scenario itself expects what a real TPM does.
 
 use rivet_tests::hex;
+use rivet_tests::on_both_backends;
+use rivet_tests::scenario::{Setup, setup};
 use rivet_tests::server::{Backend, TpmServer};
 use rivet_tests::tools::{Tpm2, field, pcr};
 use sha1::Sha1;
@@ -15,36 +17,6 @@ const TPM_RC_BAD_AUTH: u32 = 0x9a2;
 const TPM_RC_DISABLED: u32 = 0x120;
 /// TPM_RC_AUTH_FAIL for session 1 (tpm2-tools authorizes NV reads with an HMAC session).
 const TPM_RC_AUTH_FAIL_SESSION_1: u32 = 0x98e;
-
-/// A fresh server with its own state file, already through Startup(CLEAR).
-struct Setup {
-    server: TpmServer,
-    tools: Tpm2,
-    _dir: tempfile::TempDir,
-}
-
-fn setup(backend: Backend) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TpmServer::start(backend, &dir.path().join("tpm.state"));
-    let tools = Tpm2::new(server.tcti());
-    tools.ok(&["startup", "-c"]);
-    Setup {
-        server,
-        tools,
-        _dir: dir,
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod rivet {
-            $(#[test] fn $scenario() { super::$scenario(super::Backend::Rivet) })*
-        }
-        mod reference {
-            $(#[test] fn $scenario() { super::$scenario(super::Backend::Reference) })*
-        }
-    };
-}
 
 on_both_backends!(
     random_and_hash,
@@ -63,7 +35,7 @@ fn random_and_hash(backend: Backend) {
     let Setup {
         tools,
         server: _server,
-        _dir,
+        state_dir: _dir,
     } = setup(backend);
     let a = tools.ok(&["getrandom", "32", "--hex"]);
     let b = tools.ok(&["getrandom", "32", "--hex"]);
@@ -97,7 +69,7 @@ fn pcr_read_extend_event_reset(backend: Backend) {
     let Setup {
         tools,
         server: _server,
-        _dir,
+        state_dir: _dir,
     } = setup(backend);
     let out = tools.ok(&["pcrread", "sha1:0,16+sha256:0,16,23"]);
     for (bank, len) in [("sha1", 20), ("sha256", 32)] {
@@ -146,7 +118,7 @@ fn pcr_allocate(backend: Backend) {
     let Setup {
         server,
         tools,
-        _dir,
+        state_dir: _dir,
     } = setup(backend);
     let banks = tools.ok(&["getcap", "pcrs"]);
     assert!(banks.contains("sha1: [ 0, 1, 2"), "{banks}");
@@ -179,7 +151,7 @@ fn nv_ordinary_index(backend: Backend) {
     let Setup {
         tools,
         server: _server,
-        _dir,
+        state_dir: _dir,
     } = setup(backend);
     tools.ok(&[
         "nvdefine",
@@ -257,7 +229,7 @@ fn nv_counter_extend_and_bits(backend: Backend) {
     let Setup {
         tools,
         server: _server,
-        _dir,
+        state_dir: _dir,
     } = setup(backend);
     let read_u64 = |index: &str| {
         tools.ok(&["nvread", index, "-C", "o", "-s", "8", "-o", "v"]);
@@ -330,7 +302,7 @@ fn nv_locks(backend: Backend) {
     let Setup {
         server,
         tools,
-        _dir,
+        state_dir: _dir,
     } = setup(backend);
     let index = "0x1500030";
     tools.ok(&[
@@ -393,7 +365,7 @@ fn every_capability_group(backend: Backend) {
     let Setup {
         tools,
         server: _server,
-        _dir,
+        state_dir: _dir,
     } = setup(backend);
     let groups = tools.ok(&["getcap", "-l"]);
     let groups: Vec<&str> = groups
@@ -482,7 +454,7 @@ fn changeauth_and_clear(backend: Backend) {
     let Setup {
         tools,
         server: _server,
-        _dir,
+        state_dir: _dir,
     } = setup(backend);
     tools.ok(&["changeauth", "-c", "owner", "ownerpass"]);
     tools.ok(&["changeauth", "-c", "endorsement", "endorsepass"]);
@@ -646,7 +618,7 @@ fn keys_signatures_and_a_pcr_policy(backend: Backend) {
     let Setup {
         tools: bare,
         server: _server,
-        _dir,
+        state_dir: _dir,
     } = setup(backend);
     // Without a resource manager, objects a tool loads stay loaded: flush
     // the transient objects after every step, as a resource manager would.

@@ -5,53 +5,10 @@
 //! restart. As in `tpm2_tools.rs`, every scenario runs against the Rivet
 //! engine and against the reference TPM behind the same server code.
 
+use rivet_tests::on_both_backends;
+use rivet_tests::scenario::{fail, run, setup};
 use rivet_tests::server::{Backend, TpmServer};
 use rivet_tests::tools::Tpm2;
-
-struct Setup {
-    _server: TpmServer,
-    tools: Tpm2,
-    _dir: tempfile::TempDir,
-}
-
-fn setup(backend: Backend) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TpmServer::start(backend, &dir.path().join("tpm.state"));
-    let tools = Tpm2::new(server.tcti());
-    tools.ok(&["startup", "-c"]);
-    Setup {
-        _server: server,
-        tools,
-        _dir: dir,
-    }
-}
-
-/// Runs a tool that must succeed, then flushes the transient objects it
-/// left loaded (without a resource manager every context file a tool
-/// reads is loaded again, and a TPM holds only a few objects at once).
-fn run(tools: &Tpm2, args: &[&str]) -> String {
-    let out = tools.ok(args);
-    tools.ok(&["flushcontext", "-t"]);
-    out
-}
-
-/// Runs a tool that must fail, then flushes as `run` does.
-fn fail(tools: &Tpm2, args: &[&str]) -> String {
-    let err = tools.fails(args);
-    tools.ok(&["flushcontext", "-t"]);
-    err
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod rivet {
-            $(#[test] fn $scenario() { super::$scenario(super::Backend::Rivet) })*
-        }
-        mod reference {
-            $(#[test] fn $scenario() { super::$scenario(super::Backend::Reference) })*
-        }
-    };
-}
 
 on_both_backends!(
     primary_keys_are_deterministic,

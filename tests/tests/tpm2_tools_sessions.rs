@@ -8,48 +8,10 @@
 
 use std::process::Command;
 
-use rivet_tests::server::{Backend, TpmServer};
+use rivet_tests::on_both_backends;
+use rivet_tests::scenario::{fail, fail_with, run, setup};
+use rivet_tests::server::Backend;
 use rivet_tests::tools::Tpm2;
-
-struct Setup {
-    _server: TpmServer,
-    tools: Tpm2,
-    _dir: tempfile::TempDir,
-}
-
-fn setup(backend: Backend) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TpmServer::start(backend, &dir.path().join("tpm.state"));
-    let tools = Tpm2::new(server.tcti());
-    tools.ok(&["startup", "-c"]);
-    Setup {
-        _server: server,
-        tools,
-        _dir: dir,
-    }
-}
-
-/// Runs a tool that must succeed, then flushes the transient objects it
-/// left loaded (without a resource manager every context file a tool
-/// reads is loaded again, and a TPM holds only a few objects at once).
-fn run(tools: &Tpm2, args: &[&str]) -> String {
-    let out = tools.ok(args);
-    tools.ok(&["flushcontext", "-t"]);
-    out
-}
-
-/// Runs a tool that must fail, then flushes as `run` does.
-fn fail(tools: &Tpm2, args: &[&str]) -> String {
-    let err = tools.fails(args);
-    tools.ok(&["flushcontext", "-t"]);
-    err
-}
-
-/// Runs a tool that must fail with `rc`, then flushes as `run` does.
-fn fail_with(tools: &Tpm2, rc: u32, args: &[&str]) {
-    tools.fails_with(rc, args);
-    tools.ok(&["flushcontext", "-t"]);
-}
 
 fn openssl(tools: &Tpm2, args: &[&str]) {
     let out = Command::new("openssl")
@@ -62,17 +24,6 @@ fn openssl(tools: &Tpm2, args: &[&str]) {
         "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod rivet {
-            $(#[test] fn $scenario() { super::$scenario(super::Backend::Rivet) })*
-        }
-        mod reference {
-            $(#[test] fn $scenario() { super::$scenario(super::Backend::Reference) })*
-        }
-    };
 }
 
 on_both_backends!(
