@@ -30,6 +30,8 @@ mod spec;
 mod state;
 
 #[cfg(test)]
+mod fuzzseeds;
+#[cfg(test)]
 mod testutil;
 
 use alloc::vec::Vec;
