@@ -32,6 +32,8 @@ pub struct AuthArea {
     pub decrypt: Option<usize>,
     /// Index of the session that encrypts the first response parameter.
     pub encrypt: Option<usize>,
+    /// Index of the audit session.
+    pub audit: Option<usize>,
 }
 
 fn number(i: usize) -> u8 {
@@ -97,9 +99,27 @@ pub fn parse_sessions(loaded: &Sessions, entry: &Entry, area: &[u8]) -> CmdResul
                 }
                 out.encrypt = Some(i);
             }
-            // Audit sessions are not implemented yet.
-            if attributes & (sa::AUDIT | sa::AUDIT_EXCLUSIVE | sa::AUDIT_RESET) != 0 {
+            // auditExclusive and auditReset need audit (Part 2 TPMA_SESSION).
+            if attributes & sa::AUDIT == 0
+                && attributes & (sa::AUDIT_EXCLUSIVE | sa::AUDIT_RESET) != 0
+            {
                 return Err(Rc::session(rc::ATTRIBUTES, n));
+            }
+            if attributes & sa::AUDIT != 0 {
+                // One audit session per command, and never a policy session.
+                if out.audit.is_some() || kind == ht::POLICY_SESSION {
+                    return Err(Rc::session(rc::ATTRIBUTES, n));
+                }
+                // Unless this is its first use as an audit session or a reset,
+                // auditExclusive asks that the session still be exclusive.
+                if attributes & sa::AUDIT_RESET == 0
+                    && s.audit
+                    && attributes & sa::AUDIT_EXCLUSIVE != 0
+                    && loaded.exclusive_audit != Some(handle)
+                {
+                    return Err(Rc::new(rc::EXCLUSIVE));
+                }
+                out.audit = Some(i);
             }
         }
         out.sessions.push(AuthCommand {
@@ -294,7 +314,7 @@ fn auth_failure(core: &mut Core, handle: u32, e: &Entity) -> Rc {
 }
 
 /// cpHash := H(commandCode ‖ Name1 ‖ … ‖ parameters).
-fn cp_hash(core: &Core, alg: HashAlg, code: u32, handles: &[u32], params: &[u8]) -> Vec<u8> {
+pub fn cp_hash(core: &Core, alg: HashAlg, code: u32, handles: &[u32], params: &[u8]) -> Vec<u8> {
     let names: Vec<Vec<u8>> = handles.iter().map(|h| name(core, *h)).collect();
     let mut parts: Vec<&[u8]> = Vec::new();
     let code = code.to_be_bytes();
@@ -612,6 +632,64 @@ pub fn encrypt_parameter(
     session
         .crypt(&auth, &session.nonce_tpm, &cmd.nonce, data, true)
         .map_err(|e| Rc::session(e.base, n))
+}
+
+/// The audit session's cpHash, computed before the command runs (Names can
+/// change with it).
+pub fn audit_cp_hash(
+    core: &Core,
+    entry: &Entry,
+    handles: &[u32],
+    area: &AuthArea,
+    params: &[u8],
+) -> Option<Vec<u8>> {
+    let i = area.audit?;
+    let s = core.vol.sessions.get(area.sessions.get(i)?.handle)?;
+    Some(cp_hash(core, s.hash, entry.cc, handles, params))
+}
+
+/// After a successful command (Part 1 §19.6.14): the audit session's digest
+/// becomes H(auditDigest ‖ cpHash ‖ rpHash), starting from zeros on its
+/// first use as an audit session or on auditReset, which also make it the
+/// exclusive audit session; any command it does not audit ends exclusivity.
+/// The response reports auditExclusive as the session's state after the
+/// command, and auditReset CLEAR.
+pub fn update_audit(
+    core: &mut Core,
+    entry: &Entry,
+    area: &mut AuthArea,
+    cp: Option<&[u8]>,
+    params: &[u8],
+) {
+    let (Some(i), Some(cp)) = (area.audit, cp) else {
+        core.vol.sessions.exclusive_audit = None;
+        return;
+    };
+    let Some(cmd) = area.sessions.get_mut(i) else {
+        core.vol.sessions.exclusive_audit = None;
+        return;
+    };
+    let handle = cmd.handle;
+    let was_exclusive = core.vol.sessions.exclusive_audit == Some(handle);
+    let Some(s) = core.vol.sessions.get_mut(handle) else {
+        core.vol.sessions.exclusive_audit = None;
+        return;
+    };
+    let restart = !s.audit || cmd.attributes & sa::AUDIT_RESET != 0;
+    if restart {
+        s.audit = true;
+        s.audit_digest = alloc::vec![0; s.hash.size()];
+    }
+    let rp = s
+        .hash
+        .digest(&[&rc::SUCCESS.to_be_bytes(), &entry.cc.to_be_bytes(), params]);
+    s.audit_digest = s.hash.digest(&[&s.audit_digest, cp, &rp]);
+    let exclusive = restart || was_exclusive;
+    core.vol.sessions.exclusive_audit = exclusive.then_some(handle);
+    cmd.attributes &= !(sa::AUDIT_EXCLUSIVE | sa::AUDIT_RESET);
+    if exclusive {
+        cmd.attributes |= sa::AUDIT_EXCLUSIVE;
+    }
 }
 
 /// The response authorization area: per session nonceTPM, attributes and

@@ -40,6 +40,8 @@ pub enum HandleKind {
     Entity,
     /// TPMI_SH_POLICY: a loaded policy (or trial) session.
     PolicySession,
+    /// TPMI_SH_HMAC: a loaded HMAC session.
+    HmacSession,
     /// TPMI_RH_HIERARCHY+: owner, endorsement, platform or null.
     HierarchyOrNull,
     /// TPMI_DH_PARENT+: a hierarchy (or null) or an object.
@@ -141,6 +143,7 @@ pub static TABLE: &[Entry] = &[
     enc(dec(e(cc::CERTIFY_CREATION, &[K::ObjectOrNull, K::Object], 1, attestation::certify_creation))),
     enc(dec(e(cc::DUPLICATE, &[K::Object, K::ObjectOrNull], 1, duplication::duplicate))),
     enc(dec(e(cc::GET_TIME, &[K::Endorsement, K::ObjectOrNull], 2, attestation::get_time))),
+    enc(dec(e(cc::GET_SESSION_AUDIT_DIGEST, &[K::Endorsement, K::ObjectOrNull, K::HmacSession], 2, attestation::get_session_audit_digest))),
     enc(e(cc::NV_READ, &[K::NvAuth, K::NvIndex], 1, nvc::read)),
     nvw(e(cc::NV_READ_LOCK, &[K::NvAuth, K::NvIndex], 1, nvc::read_lock)),
     enc(dec(e(cc::OBJECT_CHANGE_AUTH, &[K::Object, K::Object], 1, object::object_change_auth))),
@@ -266,7 +269,11 @@ pub fn execute(
     };
     match run(&mut cx, command) {
         Ok(resp) => resp,
-        Err(e) => error_response(st::NO_SESSIONS, e.code()),
+        Err(e) => {
+            // A command the exclusive audit session did not audit.
+            cx.core.vol.sessions.exclusive_audit = None;
+            error_response(st::NO_SESSIONS, e.code())
+        }
     }
 }
 
@@ -332,6 +339,7 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
     } else if entry.auth > 0 {
         return Err(Rc::new(rc::AUTH_MISSING));
     }
+    let audit_cp = auth::audit_cp_hash(cx.core, entry, &handles, &area, r.rest());
     let mut params = r.rest().to_vec();
     auth::decrypt_parameter(cx.core, entry, &handles, &area, &mut params)?;
 
@@ -368,6 +376,13 @@ fn run(cx: &mut Ctx, command: &[u8]) -> CmdResult<Vec<u8>> {
         }
     }
     auth::encrypt_parameter(cx.core, entry, &call.handles, &area, &mut call.out.buf)?;
+    auth::update_audit(
+        cx.core,
+        entry,
+        &mut area,
+        audit_cp.as_deref(),
+        &call.out.buf,
+    );
     let session_area = auth::response_area(cx.core, entry, &call.handles, &area, &call.out.buf);
     for s in &area.sessions {
         if s.attributes & spec::sa::CONTINUE_SESSION == 0 && s.handle != rh::PW {
@@ -433,6 +448,15 @@ fn check_handle(core: &Core, kind: HandleKind, h: u32) -> CmdResult<()> {
             return check_handle(core, K::HierarchyOrNull, h);
         }
         K::Parent => return check_handle(core, K::Object, h),
+        K::HmacSession => {
+            return if spec::handle_type(h) != ht::HMAC_SESSION {
+                Err(Rc::new(rc::VALUE))
+            } else if core.vol.sessions.get(h).is_some() {
+                Ok(())
+            } else {
+                Err(Rc::new(rc::REFERENCE_H0))
+            };
+        }
         K::PolicySession => {
             return if spec::handle_type(h) != ht::POLICY_SESSION {
                 Err(Rc::new(rc::VALUE))

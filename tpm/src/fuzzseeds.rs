@@ -201,7 +201,8 @@ const SYM_NULL: [u8; 2] = [0x00, 0x10];
 const PCR_SEL: [u8; 10] = [0, 0, 0, 1, 0, 0x0B, 3, 3, 0, 0];
 
 /// HMAC session: authorizations with correct HMACs (empty, then non-empty
-/// authValue), parameter encryption both ways, ContextSave/Load, Flush.
+/// authValue), parameter encryption both ways, audit and
+/// GetSessionAuditDigest, ContextSave/Load, Flush.
 fn session_hmac() -> Vec<u8> {
     let mut seed = Seed::new();
     let mut s = seed.start(NULL, 0, &AES128_CFB);
@@ -217,6 +218,14 @@ fn session_hmac() -> Vec<u8> {
     );
     // GetRandom with an encrypted response, the session authorizing nothing.
     seed.hmac(0x17B, &[], None, &mut s, 0x41, &16u16.to_be_bytes(), 0);
+    // Audited too (audit, auditExclusive), then the signed report of it
+    // (GetSessionAuditDigest with TPM_RH_NULL as the signer).
+    seed.hmac(0x17B, &[], None, &mut s, 0xC3, &16u16.to_be_bytes(), 0);
+    let pw = [0x40, 0, 0, 9, 0, 0, 0, 0, 0];
+    let area = [pw, pw].concat();
+    let mut p = tpm2b(b"q");
+    p.extend_from_slice(&SYM_NULL);
+    seed.send(cmd(0x14D, &[ENDORSEMENT, NULL, s.handle], Some(&area), &p));
     // Back to an empty owner auth, HMAC keyed by "owner".
     seed.hmac(
         0x129,

@@ -14,6 +14,7 @@ pub const INITIALIZE: u32 = 0x100;
 pub const FAILURE: u32 = 0x101;
 pub const SEQUENCE: u32 = 0x103;
 pub const DISABLED: u32 = 0x120;
+pub const EXCLUSIVE: u32 = 0x121;
 pub const AUTH_TYPE: u32 = 0x124;
 pub const AUTH_MISSING: u32 = 0x125;
 pub const PCR: u32 = 0x127;

@@ -78,6 +78,9 @@ pub struct Session {
     pub lockout_bound: bool,
     pub policy_digest: Vec<u8>,
     pub policy: PolicyState,
+    /// Used as an audit session (isAudit), with its session audit digest.
+    pub audit: bool,
+    pub audit_digest: Vec<u8>,
 }
 
 impl Drop for Session {
@@ -243,6 +246,8 @@ impl Session {
             }
         }
         w.u8(u8::from(p.pp_required));
+        w.u8(u8::from(self.audit));
+        w.tpm2b(&self.audit_digest);
         w.buf
     }
 
@@ -313,6 +318,8 @@ impl Session {
             },
             pp_required: r.yes_no()?,
         };
+        let audit = r.yes_no()?;
+        let audit_digest = r.tpm2b(crate::spec::MAX_DIGEST)?.to_vec();
         r.finish()?;
         Ok(Self {
             policy,
@@ -326,6 +333,8 @@ impl Session {
             da_bound,
             lockout_bound,
             policy_digest,
+            audit,
+            audit_digest,
         })
     }
 }
@@ -337,6 +346,8 @@ pub struct Sessions {
     slots: Vec<Session>,
     saved: Vec<(u32, u64)>,
     next_sequence: u64,
+    /// The exclusive audit session (g_exclusiveAuditSession), if any.
+    pub exclusive_audit: Option<u32>,
 }
 
 impl Sessions {
@@ -348,6 +359,9 @@ impl Sessions {
     }
     /// Flush a loaded or saved session.
     pub fn remove(&mut self, h: u32) -> Option<()> {
+        if self.exclusive_audit == Some(h) {
+            self.exclusive_audit = None;
+        }
         if let Some(i) = self.slots.iter().position(|s| s.handle == h) {
             self.slots.remove(i);
             return Some(());
@@ -461,6 +475,8 @@ mod tests {
                 template_hash: Some(alloc::vec![7; 32]),
                 pp_required: true,
             },
+            audit: true,
+            audit_digest: alloc::vec![8; 32],
         }
     }
 

@@ -11,6 +11,7 @@ pub mod st {
     pub const ATTEST_CERTIFY: u16 = 0x8017;
     pub const ATTEST_QUOTE: u16 = 0x8018;
     pub const ATTEST_TIME: u16 = 0x8019;
+    pub const ATTEST_SESSION_AUDIT: u16 = 0x8016;
     pub const ATTEST_CREATION: u16 = 0x801A;
     pub const CREATION: u16 = 0x8021;
     pub const VERIFIED: u16 = 0x8022;
@@ -74,6 +75,7 @@ pub mod cc {
     pub const CERTIFY: u32 = 0x148;
     pub const CERTIFY_CREATION: u32 = 0x14A;
     pub const GET_TIME: u32 = 0x14C;
+    pub const GET_SESSION_AUDIT_DIGEST: u32 = 0x14D;
     pub const OBJECT_CHANGE_AUTH: u32 = 0x150;
     pub const CREATE: u32 = 0x153;
     pub const ECDH_ZGEN: u32 = 0x154;

@@ -226,6 +226,42 @@ pub fn get_time(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
     attest(cx, call, &signer, st::ATTEST_TIME, &extra, &info.buf)
 }
 
+/// GetSessionAuditDigest: TPMS_SESSION_AUDIT_INFO (exclusiveSession,
+/// sessionDigest) of an audit session, signed like Quote.
+pub fn get_session_audit_digest(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
+    let extra = call.params.tpm2b(MAX_DATA).p(1)?.to_vec();
+    let requested = read_sig_scheme(&mut call.params).p(2)?;
+    call.done()?;
+    let handle = call.handle(2);
+    let (exclusive, digest) = {
+        let s = cx
+            .core
+            .vol
+            .sessions
+            .get(handle)
+            .ok_or(Rc::handle(rc::HANDLE, 3))?;
+        if !s.audit {
+            return Err(Rc::handle(rc::TYPE, 3));
+        }
+        (
+            cx.core.vol.sessions.exclusive_audit == Some(handle),
+            s.audit_digest.clone(),
+        )
+    };
+    let signer = Signer::new(cx, call.handle(1), requested, 2, 2)?;
+    let mut info = Writer::new();
+    info.u8(u8::from(exclusive));
+    info.tpm2b(&digest);
+    attest(
+        cx,
+        call,
+        &signer,
+        st::ATTEST_SESSION_AUDIT,
+        &extra,
+        &info.buf,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use alloc::vec::Vec;

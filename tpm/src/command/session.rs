@@ -143,6 +143,8 @@ pub fn start_auth_session(cx: &mut Ctx, call: &mut Call) -> CmdResult<()> {
         lockout_bound,
         policy_digest: vec![0; hash.size()],
         policy: crate::session::PolicyState::default(),
+        audit: false,
+        audit_digest: Vec::new(),
     };
     call.out_handle = Some(cx.core.vol.sessions.insert(session)?);
     call.out.tpm2b(&nonce_tpm);
@@ -548,7 +550,7 @@ mod tests {
             rc_of(&tpm.execute(0, &build(&[area(xor, 0x21)], 0x17B, &get_random))),
             0x982
         );
-        // The same session twice; audit is not supported yet.
+        // The same session twice.
         assert_eq!(
             rc_of(&tpm.execute(
                 0,
@@ -556,10 +558,18 @@ mod tests {
             )),
             0xA8B
         );
+        // Audit is accepted (the HMAC here is wrong); auditExclusive or
+        // auditReset without audit is not.
         assert_eq!(
             rc_of(&tpm.execute(0, &build(&[area(xor, 0x81)], 0x17B, &get_random))),
-            0x982
+            0x9A2
         );
+        for attrs in [0x03, 0x05] {
+            assert_eq!(
+                rc_of(&tpm.execute(0, &build(&[area(xor, attrs)], 0x17B, &get_random))),
+                0x982
+            );
+        }
         // A wrong HMAC on an unbound encrypt-only session: no DA consequence.
         assert_eq!(
             rc_of(&tpm.execute(0, &build(&[area(xor, 0x41)], 0x17B, &get_random))),
@@ -766,5 +776,180 @@ mod tests {
             ..hash.clone_ref()
         };
         assert_eq!(rc_of(&tpm.execute(0, &again.bytes(true))), 0x9A2);
+    }
+
+    /// Send `cmd` (continueSession|audit plus `extra` attributes); returns
+    /// the response parameters and the attributes the TPM answered with, and
+    /// rolls the nonce.
+    fn audited(tpm: &mut Tpm<TestPlatform>, cmd: &mut Hmac, extra: u8) -> (Vec<u8>, u8) {
+        cmd.attrs = 0x81 | extra;
+        let resp = tpm.execute(0, &cmd.bytes(false));
+        let (params, nonce) = cmd.check_response(&resp);
+        cmd.nonce_tpm = nonce;
+        (params, resp[resp.len() - 35])
+    }
+
+    /// cpHash and rpHash of an audited command, computed independently.
+    fn cp_rp(cc: u32, names: &[Vec<u8>], params: &[u8], out: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut cp: Vec<&[u8]> = Vec::new();
+        let code = cc.to_be_bytes();
+        cp.push(&code);
+        cp.extend(names.iter().map(Vec::as_slice));
+        cp.push(params);
+        (
+            SHA256.digest(&cp),
+            SHA256.digest(&[&[0, 0, 0, 0], &code, out]),
+        )
+    }
+
+    fn session_audit_digest(
+        tpm: &mut Tpm<TestPlatform>,
+        key: u32,
+        session: u32,
+    ) -> (u32, Vec<u8>, Vec<u8>) {
+        let cmd = Cmd::new(0x14D)
+            .h(0x4000_000B)
+            .h(key)
+            .h(session)
+            .pw(b"")
+            .pw(b"")
+            .tpm2b(b"q")
+            .u16(0x10);
+        let (rc, _, body) =
+            crate::command::object::tests::split(&tpm.execute(0, &cmd.bytes()), false);
+        if rc != 0 {
+            return (rc, Vec::new(), Vec::new());
+        }
+        let (attest, pos) = crate::command::object::tests::tpm2b(&body, 0);
+        (0, attest, body[pos..].to_vec())
+    }
+
+    #[test]
+    fn audit_session_digest_and_signed_report() {
+        use crate::command::object::tests::{AK_ATTRS, ecc_signer, primary};
+        let mut tpm = started();
+        let (rc, ak, _, _) = primary(&mut tpm, 0x4000_000B, b"", &ecc_signer(AK_ATTRS));
+        assert_eq!(rc, 0);
+        let (_, h, nonce_tpm) = start(&mut tpm, 0x4000_0007, 0, &[0, 0x10], &[7; 16]);
+        // Not yet an audit session: TPM_RC_TYPE for sessionHandle (handle 3).
+        assert_eq!(session_audit_digest(&mut tpm, ak, h).0, 0x38A);
+        // 1: HierarchyChangeAuth(owner) authorized and audited by the session.
+        let names = [OWNER.to_be_bytes().to_vec()];
+        let cmd = Hmac {
+            cc: 0x129,
+            handles: &[OWNER],
+            names: &names,
+            params: alloc::vec![0, 2, b'p', b'w'],
+            session: h,
+            key: Vec::new(),
+            nonce_caller: alloc::vec![1; 16],
+            nonce_tpm,
+            attrs: 0x81,
+        };
+        let resp = tpm.execute(0, &cmd.bytes(false));
+        // The response HMAC already uses the new authValue.
+        let (p1, n1) = Hmac {
+            key: b"pw".to_vec(),
+            ..cmd.clone_ref()
+        }
+        .check_response(&resp);
+        // First use as an audit session: it is exclusive.
+        assert_eq!(resp[resp.len() - 35], 0x83);
+        let (cp1, rp1) = cp_rp(0x129, &names, &cmd.params, &p1);
+        let d1 = SHA256.digest(&[&[0; 32], &cp1, &rp1]);
+        // 2: GetRandom, the session auditing without authorizing.
+        let mut get = Hmac {
+            cc: 0x17B,
+            handles: &[],
+            names: &[],
+            params: alloc::vec![0, 8],
+            session: h,
+            key: Vec::new(),
+            nonce_caller: alloc::vec![2; 16],
+            nonce_tpm: n1,
+            attrs: 0x81,
+        };
+        let (p2, attrs) = audited(&mut tpm, &mut get, 0x02);
+        assert_eq!(attrs, 0x83);
+        let (cp2, rp2) = cp_rp(0x17B, &[], &get.params, &p2);
+        let d2 = SHA256.digest(&[&d1, &cp2, &rp2]);
+        // The signed report carries that digest and the exclusive flag.
+        let (rc, attest, sig) = session_audit_digest(&mut tpm, ak, h);
+        assert_eq!(rc, 0, "{rc:#x}");
+        assert_eq!(&attest[..6], &[0xFF, 0x54, 0x43, 0x47, 0x80, 0x16]);
+        let mut tail = alloc::vec![1, 0, 32];
+        tail.extend_from_slice(&d2);
+        assert_eq!(&attest[attest.len() - 35..], tail.as_slice());
+        let digest = SHA256.digest(&[&attest]);
+        let verify = Cmd::new(0x177).h(ak).tpm2b(&digest).b(&sig);
+        assert_eq!(rc_of(&tpm.execute(0, &verify.bytes())), 0);
+        let mut bad = sig.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let verify = Cmd::new(0x177).h(ak).tpm2b(&digest).b(&bad);
+        assert_ne!(rc_of(&tpm.execute(0, &verify.bytes())), 0);
+        // GetSessionAuditDigest was not audited by it: no longer exclusive.
+        let (_, attest, _) = session_audit_digest(&mut tpm, ak, h);
+        assert_eq!(attest[attest.len() - 35], 0);
+        // auditExclusive on a session that is not exclusive: TPM_RC_EXCLUSIVE.
+        get.attrs = 0x83;
+        assert_eq!(rc_of(&tpm.execute(0, &get.bytes(false))), 0x121);
+        // Audited again without auditExclusive: extends, stays non-exclusive.
+        let (p3, attrs) = audited(&mut tpm, &mut get, 0);
+        assert_eq!(attrs, 0x81);
+        let (cp3, rp3) = cp_rp(0x17B, &[], &get.params, &p3);
+        let d3 = SHA256.digest(&[&d2, &cp3, &rp3]);
+        let (_, attest, _) = session_audit_digest(&mut tpm, ak, h);
+        assert_eq!(&attest[attest.len() - 32..], d3.as_slice());
+        // auditReset restarts the digest from zeros and makes it exclusive.
+        let (p4, attrs) = audited(&mut tpm, &mut get, 0x06);
+        assert_eq!(attrs, 0x83);
+        let (cp4, rp4) = cp_rp(0x17B, &[], &get.params, &p4);
+        let d4 = SHA256.digest(&[&[0; 32], &cp4, &rp4]);
+        let (_, attest, _) = session_audit_digest(&mut tpm, ak, h);
+        assert_eq!(attest[attest.len() - 35], 1);
+        assert_eq!(&attest[attest.len() - 32..], d4.as_slice());
+        // The audit state survives ContextSave/ContextLoad.
+        let (rc, ctx) = run(&mut tpm, 0, &Cmd::new(0x162).h(h));
+        assert_eq!(rc, 0);
+        assert_eq!(run(&mut tpm, 0, &Cmd::new(0x161).b(&ctx)).0, 0);
+        let (_, attest, _) = session_audit_digest(&mut tpm, ak, h);
+        assert_eq!(&attest[attest.len() - 32..], d4.as_slice());
+    }
+
+    #[test]
+    fn audit_session_wrong_uses() {
+        let mut tpm = started();
+        let (_, policy, _) = start(&mut tpm, 0x4000_0007, 1, &[0, 0x10], &[7; 16]);
+        let (_, a, _) = start(&mut tpm, 0x4000_0007, 0, &[0, 0x10], &[7; 16]);
+        let (_, b, _) = start(&mut tpm, 0x4000_0007, 0, &[0, 0x10], &[7; 16]);
+        let area = |h: u32, attrs: u8| {
+            let mut v = h.to_be_bytes().to_vec();
+            v.extend_from_slice(&[0, 16]);
+            v.extend_from_slice(&[9; 16]);
+            v.push(attrs);
+            v.extend_from_slice(&[0, 0]);
+            v
+        };
+        let build = |areas: &[Vec<u8>]| {
+            let all: Vec<u8> = areas.concat();
+            let mut c = alloc::vec![0x80, 0x02, 0, 0, 0, 0, 0, 0, 0x01, 0x7B];
+            c.extend_from_slice(&(all.len() as u32).to_be_bytes());
+            c.extend_from_slice(&all);
+            c.extend_from_slice(&[0, 8]);
+            let n = (c.len() as u32).to_be_bytes();
+            c[2..6].copy_from_slice(&n);
+            c
+        };
+        // Audit on a policy session: TPM_RC_ATTRIBUTES for session 1.
+        assert_eq!(rc_of(&tpm.execute(0, &build(&[area(policy, 0x81)]))), 0x982);
+        // Two audit sessions: TPM_RC_ATTRIBUTES for session 2.
+        assert_eq!(
+            rc_of(&tpm.execute(0, &build(&[area(a, 0x81), area(b, 0x81)]))),
+            0xA82
+        );
+        // GetSessionAuditDigest of a policy session: TPM_RC_VALUE (handle 3).
+        assert_eq!(session_audit_digest(&mut tpm, 0x4000_0007, policy).0, 0x384);
+        assert_eq!(session_audit_digest(&mut tpm, 0x4000_0007, a).0, 0x38A);
     }
 }
