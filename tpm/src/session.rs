@@ -339,6 +339,12 @@ impl Session {
     }
 }
 
+/// TPM_PT_CONTEXT_GAP_MAX: how far the context counter may run ahead of the
+/// oldest saved session before ContextSave must refuse (Part 1, "Context
+/// Management": the gap is what lets a TPM keep only the low bits of each
+/// saved session's counter).
+pub const CONTEXT_GAP_MAX: u64 = 0xFFFF;
+
 /// Loaded sessions, and the handles of active sessions whose context was
 /// saved (each with the sequence number of its latest save).
 #[derive(Default)]
@@ -402,6 +408,13 @@ impl Sessions {
             .iter()
             .position(|s| s.handle == h)
             .ok_or(Rc::new(rc::HANDLE))?;
+        // The oldest saved session must be loaded (or flushed) before the
+        // counter may run further ahead of it.
+        if let Some(oldest) = self.saved.iter().map(|(_, q)| *q).min()
+            && self.next_sequence.wrapping_sub(oldest) >= CONTEXT_GAP_MAX
+        {
+            return Err(Rc::new(rc::CONTEXT_GAP));
+        }
         let blob = self.slots.remove(i).to_bytes();
         let sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(1);
@@ -510,5 +523,27 @@ mod tests {
         );
         assert_eq!(s.remove(a), Some(()));
         assert_eq!(s.active(), 2);
+    }
+
+    #[test]
+    fn context_gap_is_refused_until_the_oldest_session_loads() {
+        let mut s = Sessions::default();
+        let old = s.insert(session(Kind::Hmac)).unwrap();
+        let busy = s.insert(session(Kind::Hmac)).unwrap();
+        let (q_old, blob_old) = s.save(old).unwrap();
+        for _ in 0..CONTEXT_GAP_MAX - 1 {
+            let (q, blob) = s.save(busy).unwrap();
+            assert_eq!(s.load(q, &blob).unwrap(), busy);
+        }
+        assert_eq!(s.save(busy), Err(Rc::new(rc::CONTEXT_GAP)));
+        assert!(
+            s.get(busy).is_some(),
+            "a refused save leaves the session loaded"
+        );
+        assert_eq!(s.load(q_old, &blob_old).unwrap(), old);
+        assert!(
+            s.save(busy).is_ok(),
+            "with the oldest loaded the gap is gone"
+        );
     }
 }

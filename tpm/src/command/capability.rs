@@ -285,7 +285,7 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
         ),
         (pt::PCR_COUNT, 24),
         (pt::PCR_SELECT_MIN, 3),
-        (pt::CONTEXT_GAP_MAX, 0xFFFF),
+        (pt::CONTEXT_GAP_MAX, crate::session::CONTEXT_GAP_MAX as u32),
         (pt::NV_COUNTERS_MAX, 0),
         (pt::NV_INDEX_MAX, 2048),
         (pt::MEMORY, 0x6),
