@@ -458,6 +458,36 @@ fn quote(info: &Info, t: &mut Tally) {
     );
 }
 
+/// Asks for an attestation (all services, or one service and manifest
+/// version), checks the answer's lengths, and prints the manifest and the
+/// report as evidence under `names`.
+fn attest_and_print(
+    info: &Info,
+    t: &mut Tally,
+    check: &str,
+    service: Option<([u8; 16], u32)>,
+    names: (&str, &str),
+) -> Regs {
+    let req = attest_request(32, (4096, 4096, 4096), service);
+    let id = if service.is_some() { 1 } else { 0 };
+    let r = call(info, ATTEST, id, req);
+    let ok = r.rax == SUCCESS && r.r8 == 0x4A0 && r.rcx >= 24 && r.rcx <= 4096;
+    t.check(check, ok, format_args!("{r:x?}"));
+    if ok {
+        print(format_args!(
+            "guest: evidence {}={}\n",
+            names.0,
+            Hex(&attest_page(MANIFEST)[..r.rcx as usize])
+        ));
+        print(format_args!(
+            "guest: evidence {}={}\n",
+            names.1,
+            Hex(&attest_page(REPORT)[..0x4A0])
+        ));
+    }
+    r
+}
+
 fn attestation(info: &Info, t: &mut Tally) {
     // A nonce a verifier could have chosen: here derived from the TSC.
     let nonce = attest_page(NONCE);
@@ -465,83 +495,34 @@ fn attestation(info: &Info, t: &mut Tally) {
     for (i, b) in nonce[..32].iter_mut().enumerate() {
         *b = (seed >> (8 * (i % 8))) as u8 ^ (i as u8).wrapping_mul(37);
     }
-    let req = attest_request(32, (4096, 4096, 4096), None);
-    let r = svsm::call(
-        info.caa,
-        ATTEST,
-        0,
-        Regs {
-            rcx: req,
-            ..Regs::default()
-        },
-        true,
+    print(format_args!(
+        "guest: evidence nonce={}\n",
+        Hex(&attest_page(NONCE)[..32])
+    ));
+    // All services; then the vTPM alone with manifest version 0 (the EK
+    // public area) and version 1 (both EKs and both AKs made at boot).
+    let r = attest_and_print(
+        info,
+        t,
+        "attest_services",
+        None,
+        ("services_manifest", "report"),
     );
-    let ok = r.rax == SUCCESS && r.r8 == 0x4A0 && r.rcx >= 24 && r.rcx <= 4096;
-    t.check("attest_services", ok, format_args!("{r:x?}"));
-    if ok {
-        print(format_args!(
-            "guest: evidence nonce={}\n",
-            Hex(&attest_page(NONCE)[..32])
-        ));
-        print(format_args!(
-            "guest: evidence services_manifest={}\n",
-            Hex(&attest_page(MANIFEST)[..r.rcx as usize])
-        ));
-        print(format_args!(
-            "guest: evidence report={}\n",
-            Hex(&attest_page(REPORT)[..0x4A0])
-        ));
-        print(format_args!("guest: evidence certs_len={}\n", r.rdx));
-    }
-    // The vTPM alone: its manifest (version 0) is the EK public area.
-    let req = attest_request(32, (4096, 4096, 4096), Some((VTPM_GUID, 0)));
-    let r = svsm::call(
-        info.caa,
-        ATTEST,
-        1,
-        Regs {
-            rcx: req,
-            ..Regs::default()
-        },
-        true,
+    print(format_args!("guest: evidence certs_len={}\n", r.rdx));
+    attest_and_print(
+        info,
+        t,
+        "attest_single_service_vtpm",
+        Some((VTPM_GUID, 0)),
+        ("vtpm_manifest", "vtpm_report"),
     );
-    let ok = r.rax == SUCCESS && r.r8 == 0x4A0 && r.rcx > 0 && r.rcx <= 4096;
-    t.check("attest_single_service_vtpm", ok, format_args!("{r:x?}"));
-    if ok {
-        print(format_args!(
-            "guest: evidence vtpm_manifest={}\n",
-            Hex(&attest_page(MANIFEST)[..r.rcx as usize])
-        ));
-        print(format_args!(
-            "guest: evidence vtpm_report={}\n",
-            Hex(&attest_page(REPORT)[..0x4A0])
-        ));
-    }
-
-    // Manifest version 1: both EKs and both AKs the SVSM made at boot.
-    let req = attest_request(32, (4096, 4096, 4096), Some((VTPM_GUID, 1)));
-    let r = svsm::call(
-        info.caa,
-        ATTEST,
-        1,
-        Regs {
-            rcx: req,
-            ..Regs::default()
-        },
-        true,
+    attest_and_print(
+        info,
+        t,
+        "attest_single_service_vtpm_v1",
+        Some((VTPM_GUID, 1)),
+        ("vtpm_manifest_v1", "vtpm_report_v1"),
     );
-    let ok = r.rax == SUCCESS && r.r8 == 0x4A0 && r.rcx > 0 && r.rcx <= 4096;
-    t.check("attest_single_service_vtpm_v1", ok, format_args!("{r:x?}"));
-    if ok {
-        print(format_args!(
-            "guest: evidence vtpm_manifest_v1={}\n",
-            Hex(&attest_page(MANIFEST)[..r.rcx as usize])
-        ));
-        print(format_args!(
-            "guest: evidence vtpm_report_v1={}\n",
-            Hex(&attest_page(REPORT)[..0x4A0])
-        ));
-    }
 
     let req = attest_request(32, (0x100, 4096, 4096), None);
     let r = svsm::call(
