@@ -5,7 +5,7 @@
 
 use alloc::vec::Vec;
 
-use rivet_tpm::{Platform, PlatformError, Tpm};
+use rivet_tpm::{Platform, PlatformError, Tpm, client};
 
 use crate::cpu::instr::{cpuid, rdrand, rdseed};
 use crate::cpu::time;
@@ -168,96 +168,19 @@ impl core::fmt::Display for VtpmError {
     }
 }
 
-/// The EK templates' authPolicy: PolicySecret(TPM_RH_ENDORSEMENT), SHA-256.
-const EK_POLICY: [u8; 32] = [
-    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC, 0x8D, 0x46, 0xA5, 0xD7, 0x24,
-    0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52, 0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA,
-];
-/// fixedTPM | fixedParent | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt.
-const EK_ATTRIBUTES: u32 = 0x0003_00B2;
-
-/// TPMT_PUBLIC of the TCG EK Credential Profile template L-1 (RSA 2048).
-pub fn ek_template_rsa() -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&0x0001u16.to_be_bytes()); // TPM_ALG_RSA
-    t.extend_from_slice(&0x000Bu16.to_be_bytes()); // nameAlg SHA-256
-    t.extend_from_slice(&EK_ATTRIBUTES.to_be_bytes());
-    t.extend_from_slice(&32u16.to_be_bytes());
-    t.extend_from_slice(&EK_POLICY);
-    t.extend_from_slice(&[0x00, 0x06, 0x00, 0x80, 0x00, 0x43]); // AES-128-CFB
-    t.extend_from_slice(&0x0010u16.to_be_bytes()); // scheme NULL
-    t.extend_from_slice(&2048u16.to_be_bytes());
-    t.extend_from_slice(&0u32.to_be_bytes()); // exponent: default
-    t.extend_from_slice(&256u16.to_be_bytes());
-    t.extend_from_slice(&[0; 256]);
-    t
-}
-
-/// fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign.
-const AK_ATTRIBUTES: u32 = 0x0005_0072;
-
-/// TPMT_PUBLIC of the ECC P-256 attestation key (ECDSA, SHA-256).
-pub fn ak_template_ecc() -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&0x0023u16.to_be_bytes());
-    t.extend_from_slice(&0x000Bu16.to_be_bytes());
-    t.extend_from_slice(&AK_ATTRIBUTES.to_be_bytes());
-    t.extend_from_slice(&0u16.to_be_bytes()); // no policy
-    t.extend_from_slice(&0x0010u16.to_be_bytes()); // symmetric NULL
-    t.extend_from_slice(&[0x00, 0x18, 0x00, 0x0B]); // ECDSA, SHA-256
-    t.extend_from_slice(&0x0003u16.to_be_bytes()); // NIST P-256
-    t.extend_from_slice(&0x0010u16.to_be_bytes()); // kdf NULL
-    t.extend_from_slice(&[0, 0, 0, 0]); // empty unique
-    t
-}
-
-/// TPMT_PUBLIC of the RSA-2048 attestation key (RSASSA, SHA-256).
-pub fn ak_template_rsa() -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&0x0001u16.to_be_bytes());
-    t.extend_from_slice(&0x000Bu16.to_be_bytes());
-    t.extend_from_slice(&AK_ATTRIBUTES.to_be_bytes());
-    t.extend_from_slice(&0u16.to_be_bytes());
-    t.extend_from_slice(&0x0010u16.to_be_bytes());
-    t.extend_from_slice(&[0x00, 0x14, 0x00, 0x0B]); // RSASSA, SHA-256
-    t.extend_from_slice(&2048u16.to_be_bytes());
-    t.extend_from_slice(&0u32.to_be_bytes());
-    t.extend_from_slice(&0u16.to_be_bytes()); // empty unique
-    t
-}
-
-/// TPMT_PUBLIC of the TCG EK Credential Profile template L-2 (ECC NIST P-256).
-pub fn ek_template_ecc() -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&0x0023u16.to_be_bytes()); // TPM_ALG_ECC
-    t.extend_from_slice(&0x000Bu16.to_be_bytes());
-    t.extend_from_slice(&EK_ATTRIBUTES.to_be_bytes());
-    t.extend_from_slice(&32u16.to_be_bytes());
-    t.extend_from_slice(&EK_POLICY);
-    t.extend_from_slice(&[0x00, 0x06, 0x00, 0x80, 0x00, 0x43]);
-    t.extend_from_slice(&0x0010u16.to_be_bytes()); // scheme NULL
-    t.extend_from_slice(&0x0003u16.to_be_bytes()); // NIST P-256
-    t.extend_from_slice(&0x0010u16.to_be_bytes()); // kdf NULL
-    t.extend_from_slice(&32u16.to_be_bytes());
-    t.extend_from_slice(&[0; 32]);
-    t.extend_from_slice(&32u16.to_be_bytes());
-    t.extend_from_slice(&[0; 32]);
-    t
-}
-
-fn command(tag: u16, code: u32, body: &[u8]) -> Vec<u8> {
-    let mut c = Vec::with_capacity(10 + body.len());
-    c.extend_from_slice(&tag.to_be_bytes());
-    c.extend_from_slice(&((10 + body.len()) as u32).to_be_bytes());
-    c.extend_from_slice(&code.to_be_bytes());
-    c.extend_from_slice(body);
-    c
-}
-
-fn response_code(r: &[u8]) -> u32 {
-    r.get(6..10)
-        .and_then(|b| b.try_into().ok())
-        .map_or(u32::MAX, u32::from_be_bytes)
+/// Runs one command built by `rivet_tpm::client`; a response other than
+/// success is the named command's error.
+fn run(
+    tpm: &mut Tpm<KernelTpmPlatform>,
+    what: &'static str,
+    command: &[u8],
+) -> Result<Vec<u8>, VtpmError> {
+    let r = tpm.execute(0, command);
+    match client::response_code(&r) {
+        Some(0) => Ok(r),
+        Some(rc) => Err(VtpmError::Command(what, rc)),
+        None => Err(VtpmError::Malformed(what)),
+    }
 }
 
 /// CreatePrimary in the endorsement hierarchy: returns (handle, TPMT_PUBLIC).
@@ -265,63 +188,17 @@ fn create_primary(
     tpm: &mut Tpm<KernelTpmPlatform>,
     template: &[u8],
 ) -> Result<(u32, Vec<u8>), VtpmError> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&0x4000_000Bu32.to_be_bytes()); // TPM_RH_ENDORSEMENT
-    body.extend_from_slice(&9u32.to_be_bytes()); // password session, empty
-    body.extend_from_slice(&0x4000_0009u32.to_be_bytes());
-    body.extend_from_slice(&[0, 0, 0, 0, 0]);
-    body.extend_from_slice(&4u16.to_be_bytes()); // inSensitive: empty auth and data
-    body.extend_from_slice(&[0, 0, 0, 0]);
-    body.extend_from_slice(&(template.len() as u16).to_be_bytes());
-    body.extend_from_slice(template);
-    body.extend_from_slice(&0u16.to_be_bytes()); // outsideInfo
-    body.extend_from_slice(&0u32.to_be_bytes()); // creationPCR: none
-    let r = tpm.execute(0, &command(0x8002, 0x131, &body));
-    match response_code(&r) {
-        0 => {}
-        rc => return Err(VtpmError::Command("CreatePrimary", rc)),
-    }
-    // header, handle, parameterSize, TPM2B_PUBLIC outPublic
-    let handle = r.get(10..14).ok_or(VtpmError::Malformed("CreatePrimary"))?;
-    let handle = u32::from_be_bytes(
-        handle
-            .try_into()
-            .map_err(|_| VtpmError::Malformed("CreatePrimary"))?,
-    );
-    let size = r.get(18..20).ok_or(VtpmError::Malformed("CreatePrimary"))?;
-    let size = usize::from(u16::from_be_bytes([size[0], size[1]]));
-    let public = r
-        .get(20..20 + size)
-        .ok_or(VtpmError::Malformed("CreatePrimary"))?;
-    Ok((handle, public.to_vec()))
-}
-
-/// EvictControl(TPM_RH_OWNER): makes `object` persistent at `persistent`.
-fn evict_control(
-    tpm: &mut Tpm<KernelTpmPlatform>,
-    object: u32,
-    persistent: u32,
-) -> Result<(), VtpmError> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&0x4000_0001u32.to_be_bytes()); // TPM_RH_OWNER
-    body.extend_from_slice(&object.to_be_bytes());
-    body.extend_from_slice(&9u32.to_be_bytes());
-    body.extend_from_slice(&0x4000_0009u32.to_be_bytes());
-    body.extend_from_slice(&[0, 0, 0, 0, 0]);
-    body.extend_from_slice(&persistent.to_be_bytes());
-    let r = tpm.execute(0, &command(0x8002, 0x120, &body));
-    match response_code(&r) {
-        0 => Ok(()),
-        rc => Err(VtpmError::Command("EvictControl", rc)),
-    }
+    let r = run(
+        tpm,
+        "CreatePrimary",
+        &client::create_primary(client::ENDORSEMENT, template),
+    )?;
+    let primary = client::parse_create_primary(&r).ok_or(VtpmError::Malformed("CreatePrimary"))?;
+    Ok((primary.handle, primary.public))
 }
 
 fn flush(tpm: &mut Tpm<KernelTpmPlatform>, handle: u32) -> Result<(), VtpmError> {
-    let r = tpm.execute(0, &command(0x8001, 0x165, &handle.to_be_bytes()));
-    match response_code(&r) {
-        0 => Ok(()),
-        rc => Err(VtpmError::Command("FlushContext", rc)),
-    }
+    run(tpm, "FlushContext", &client::flush_context(handle)).map(drop)
 }
 
 impl Vtpm {
@@ -329,28 +206,15 @@ impl Vtpm {
     /// inside the SVSM, without the guest round trip; returns TSC ticks. The
     /// AK is flushed again, so the guest finds the TPM as before.
     pub fn bench_quotes(&mut self, n: u32) -> Result<u64, VtpmError> {
-        let template = ak_template_ecc();
-        let (handle, _) = create_primary(&mut self.tpm, &template)?;
-        let mut body = handle.to_be_bytes().to_vec();
-        body.extend_from_slice(&9u32.to_be_bytes());
-        body.extend_from_slice(&0x4000_0009u32.to_be_bytes());
-        body.extend_from_slice(&[0, 0, 0, 0, 0]);
-        body.extend_from_slice(&32u16.to_be_bytes());
-        body.extend_from_slice(&[7; 32]);
-        body.extend_from_slice(&[0x00, 0x10, 0, 0, 0, 1, 0x00, 0x0B, 3, 0xFF, 0x03, 0]);
-        let quote = command(0x8002, 0x158, &body);
+        let (handle, _) = create_primary(&mut self.tpm, &client::ak_ecc_p256_template())?;
+        // SHA-256 (0x000B) PCRs 0-9, as the guest quotes them.
+        let quote = client::quote(handle, &[7; 32], &[(0x000B, 0x3FF)]);
         // One untimed Quote first: under TCG the first run of any code pays
         // for its translation (the guest's timed Quotes follow one too).
-        let r = self.tpm.execute(0, &quote);
-        if response_code(&r) != 0 {
-            return Err(VtpmError::Command("Quote", response_code(&r)));
-        }
+        run(&mut self.tpm, "Quote", &quote)?;
         let start = crate::cpu::instr::rdtsc();
         for _ in 0..n {
-            let r = self.tpm.execute(0, &quote);
-            if response_code(&r) != 0 {
-                return Err(VtpmError::Command("Quote", response_code(&r)));
-            }
+            run(&mut self.tpm, "Quote", &quote)?;
         }
         let ticks = crate::cpu::instr::rdtsc() - start;
         flush(&mut self.tpm, handle)?;
@@ -365,13 +229,17 @@ impl Vtpm {
 /// as on any TPM its firmware already started.
 pub fn manufacture() -> Result<Vtpm, VtpmError> {
     let mut tpm = Tpm::manufacture(KernelTpmPlatform::new()).map_err(VtpmError::Manufacture)?;
-    let r = tpm.execute(0, &command(0x8001, 0x144, &0u16.to_be_bytes()));
-    match response_code(&r) {
-        0 => {}
-        rc => return Err(VtpmError::Command("Startup", rc)),
-    }
+    // TPM2_Startup(CLEAR): no client builder for it, and it is 12 bytes.
+    run(
+        &mut tpm,
+        "Startup",
+        &[0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0],
+    )?;
     let mut eks = [Vec::new(), Vec::new()];
-    for (slot, template) in eks.iter_mut().zip([ek_template_rsa(), ek_template_ecc()]) {
+    for (slot, template) in eks.iter_mut().zip([
+        client::ek_rsa2048_template(),
+        client::ek_ecc_p256_template(),
+    ]) {
         let (handle, public) = create_primary(&mut tpm, &template)?;
         flush(&mut tpm, handle)?;
         *slot = public;
@@ -379,11 +247,15 @@ pub fn manufacture() -> Result<Vtpm, VtpmError> {
     let [ek_rsa, ek_ecc] = eks;
     let mut aks = [Vec::new(), Vec::new()];
     for (slot, (template, persistent)) in aks.iter_mut().zip([
-        (ak_template_ecc(), AK_ECC_HANDLE),
-        (ak_template_rsa(), AK_RSA_HANDLE),
+        (client::ak_ecc_p256_template(), AK_ECC_HANDLE),
+        (client::ak_rsa2048_template(), AK_RSA_HANDLE),
     ]) {
         let (handle, public) = create_primary(&mut tpm, &template)?;
-        evict_control(&mut tpm, handle, persistent)?;
+        run(
+            &mut tpm,
+            "EvictControl",
+            &client::evict_control(handle, persistent),
+        )?;
         flush(&mut tpm, handle)?;
         *slot = public;
     }
