@@ -372,42 +372,23 @@ impl rivet_tpm::Platform for HostPlatform {
     }
 }
 
-fn cmd(tag: u16, code: u32, body: &[u8]) -> Vec<u8> {
-    let mut c = tag.to_be_bytes().to_vec();
-    c.extend_from_slice(&((10 + body.len()) as u32).to_be_bytes());
-    c.extend_from_slice(&code.to_be_bytes());
-    c.extend_from_slice(body);
-    c
-}
-
-const PW: [u8; 13] = [0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0, 0, 0];
-
 /// Seconds per Quote of the same AK and PCRs as the guest's, on the engine
 /// directly (same build profile as the kernel's engine).
 fn host_quote_seconds(quotes: u32) -> f64 {
+    use rivet_tpm::client;
     let mut tpm = rivet_tpm::Tpm::manufacture(HostPlatform(std::time::Instant::now())).unwrap();
-    let r = tpm.execute(0, &cmd(0x8001, 0x144, &[0, 0]));
-    assert_eq!(&r[6..10], &[0, 0, 0, 0], "Startup");
-    let template = unhex("0023000b00050072000000100018000b0003001000000000");
-    let mut body = 0x4000_000Bu32.to_be_bytes().to_vec();
-    body.extend_from_slice(&PW);
-    body.extend_from_slice(&[0, 4, 0, 0, 0, 0]);
-    body.extend_from_slice(&(template.len() as u16).to_be_bytes());
-    body.extend_from_slice(&template);
-    body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    let r = tpm.execute(0, &cmd(0x8002, 0x131, &body));
-    assert_eq!(&r[6..10], &[0, 0, 0, 0], "CreatePrimary AK");
-    let handle: [u8; 4] = r[10..14].try_into().unwrap();
-    let mut body = handle.to_vec();
-    body.extend_from_slice(&PW);
-    body.extend_from_slice(&[0, 32]);
-    body.extend_from_slice(&[7; 32]);
-    body.extend_from_slice(&[0x00, 0x10, 0, 0, 0, 1, 0x00, 0x0B, 3, 0xFF, 0x03, 0]);
-    let quote = cmd(0x8002, 0x158, &body);
+    let r = tpm.execute(0, &[0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0]);
+    assert_eq!(client::response_code(&r), Some(0), "Startup");
+    let r = tpm.execute(
+        0,
+        &client::create_primary(client::ENDORSEMENT, &client::ak_ecc_p256_template()),
+    );
+    let ak = client::parse_create_primary(&r).expect("CreatePrimary AK");
+    let quote = client::quote(ak.handle, &[7; 32], &[(0x000B, 0x3FF)]);
     let start = std::time::Instant::now();
     for _ in 0..quotes {
         let r = tpm.execute(0, &quote);
-        assert_eq!(&r[6..10], &[0, 0, 0, 0], "Quote");
+        assert_eq!(client::response_code(&r), Some(0), "Quote");
     }
     start.elapsed().as_secs_f64() / f64::from(quotes)
 }
