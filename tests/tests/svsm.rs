@@ -10,6 +10,8 @@ use p384::ecdsa::signature::hazmat::PrehashVerifier;
 use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 use rivet_qemu::evidence::{appraise_native, guest_evidence, loaded_read_only_image};
 use rivet_qemu::{Boot, Exit, KernelBuild};
+use rivet_tests::hex;
+use rivet_tests::tools::unhex;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// Every check the guest firmware must report as passed.
@@ -515,15 +517,4 @@ fn report_signature_ok(report: &[u8], vk: &VerifyingKey) -> bool {
     };
     vk.verify_prehash(&Sha384::digest(&report[..0x2A0]), &sig)
         .is_ok()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
