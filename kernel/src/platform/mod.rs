@@ -12,7 +12,9 @@
 
 #[cfg(target_os = "none")]
 pub mod native;
+pub mod snp;
 pub mod snp_report;
+pub mod tdp;
 
 use alloc::boxed::Box;
 

@@ -1,0 +1,1 @@
+//! The SNP secrets page: VMPCKs and the SVSM fields.
