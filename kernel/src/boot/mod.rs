@@ -6,4 +6,5 @@ pub mod elf;
 mod entry;
 #[cfg(target_os = "none")]
 mod init;
+pub mod launch_info;
 pub mod pvh;

@@ -203,6 +203,32 @@ impl BootInfo {
         &self.modules[..self.module_count]
     }
 
+    /// Boot information from an already validated memory map (sorted here),
+    /// with no command line and no modules; None if it holds no RAM or more
+    /// entries than the kernel tracks.
+    pub fn from_regions(regions: &[MemoryRegion]) -> Option<Self> {
+        if regions.len() > MAX_MEMMAP_ENTRIES {
+            return None;
+        }
+        let empty = MemoryRegion {
+            range: PhysRange::new(PhysAddr(0), PhysAddr(0)),
+            kind: MemoryKind::Reserved,
+        };
+        let mut info = BootInfo {
+            regions: [empty; MAX_MEMMAP_ENTRIES],
+            count: regions.len(),
+            cmdline: [0; MAX_CMDLINE],
+            cmdline_len: 0,
+            modules: [PhysRange::new(PhysAddr(0), PhysAddr(0)); MAX_MODULES],
+            module_count: 0,
+            rsdp: 0,
+        };
+        info.regions[..regions.len()].copy_from_slice(regions);
+        info.regions[..regions.len()].sort_unstable_by_key(|r| r.range.start);
+        let has_ram = info.ram().next().is_some();
+        has_ram.then_some(info)
+    }
+
     /// The kernel command line (lossy: invalid UTF-8 gives "").
     pub fn cmdline(&self) -> &str {
         core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
