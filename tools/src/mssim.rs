@@ -3,10 +3,13 @@
 //! power, NV and other platform signals. Big-endian throughout.
 //!
 //! The TPM behind it is any [`Device`]; the protocol code knows nothing about
-//! the engine, so the same server can front the reference TPM in tests.
+//! the engine, so the same server can front the reference TPM in tests. The
+//! same [`Server`] can also serve the swtpm control channel on a Unix socket
+//! ([`crate::swtpm`]); both front ends then drive one TPM.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixListener;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -72,20 +75,27 @@ pub fn error_response(rc: u32) -> Vec<u8> {
     r
 }
 
-struct Tpm<D> {
-    device: D,
-    powered: bool,
+/// The TPM and the platform state around it that every front end shares.
+pub(crate) struct Tpm<D> {
+    pub(crate) device: D,
+    /// `_TPM_Init` has run and the TPM accepts commands (mssim POWER_ON,
+    /// swtpm INIT); cleared by POWER_OFF and swtpm STOP.
+    pub(crate) powered: bool,
+    /// Locality of the commands on swtpm data channels (swtpm SET_LOCALITY).
+    pub(crate) locality: u8,
+    /// Largest command on swtpm data channels (swtpm SET_BUFFERSIZE).
+    pub(crate) buffer_size: u32,
 }
 
-struct Shared<D> {
+pub(crate) struct Shared<D> {
     tpm: Mutex<Tpm<D>>,
-    stop: mpsc::Sender<StopReason>,
+    pub(crate) stop: mpsc::Sender<StopReason>,
 }
 
 impl<D: Device> Shared<D> {
     /// A panic in one connection thread must not wedge the others: the
     /// device itself never panics on input, so the data is still usable.
-    fn lock(&self) -> MutexGuard<'_, Tpm<D>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Tpm<D>> {
         self.tpm.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -95,16 +105,20 @@ impl<D: Device> Shared<D> {
 pub enum StopReason {
     /// A client sent STOP.
     StopCommand,
+    /// A swtpm control client sent SHUTDOWN (as QEMU does when it exits).
+    ShutdownCommand,
     /// SIGINT or SIGTERM.
     Signal(i32),
 }
 
-/// A bound server: both listeners are open, nothing is served until [`run`].
+/// A bound server: its listeners are open, nothing is served until [`run`].
 ///
 /// [`run`]: Server::run
 pub struct Server {
-    command: TcpListener,
-    platform: TcpListener,
+    /// The mssim command and platform ports, if the server speaks mssim.
+    mssim: Option<(TcpListener, TcpListener)>,
+    /// The swtpm control channel, if the server speaks it.
+    ctrl: Option<UnixListener>,
 }
 
 impl Server {
@@ -120,7 +134,7 @@ impl Server {
             })?;
             let command = TcpListener::bind((host, port))?;
             let platform = TcpListener::bind((host, platform_port))?;
-            return Ok(Self { command, platform });
+            return Ok(Self::mssim(command, platform));
         }
         for _ in 0..64 {
             let command = TcpListener::bind((host, 0))?;
@@ -128,7 +142,7 @@ impl Server {
                 continue;
             };
             if let Ok(platform) = TcpListener::bind((host, next)) {
-                return Ok(Self { command, platform });
+                return Ok(Self::mssim(command, platform));
             }
         }
         Err(io::Error::new(
@@ -137,15 +151,49 @@ impl Server {
         ))
     }
 
+    fn mssim(command: TcpListener, platform: TcpListener) -> Self {
+        Self {
+            mssim: Some((command, platform)),
+            ctrl: None,
+        }
+    }
+
+    /// A server that speaks only the swtpm control channel on `ctrl`.
+    pub fn swtpm_only(ctrl: UnixListener) -> Self {
+        Self {
+            mssim: None,
+            ctrl: Some(ctrl),
+        }
+    }
+
+    /// Also serve the swtpm control channel on `ctrl`.
+    pub fn with_swtpm_ctrl(mut self, ctrl: UnixListener) -> Self {
+        self.ctrl = Some(ctrl);
+        self
+    }
+
+    fn no_mssim() -> io::Error {
+        io::Error::new(io::ErrorKind::NotConnected, "no mssim ports bound")
+    }
+
     pub fn command_addr(&self) -> io::Result<SocketAddr> {
-        self.command.local_addr()
+        self.mssim
+            .as_ref()
+            .ok_or_else(Self::no_mssim)?
+            .0
+            .local_addr()
     }
 
     pub fn platform_addr(&self) -> io::Result<SocketAddr> {
-        self.platform.local_addr()
+        self.mssim
+            .as_ref()
+            .ok_or_else(Self::no_mssim)?
+            .1
+            .local_addr()
     }
 
-    /// Serves until a client sends STOP or a SIGINT/SIGTERM arrives, then
+    /// Serves until a client sends STOP (mssim) or SHUTDOWN (swtpm) or a
+    /// SIGINT/SIGTERM arrives, then
     /// calls [`Device::shutdown`] (with the TPM locked, so no command is half
     /// done) and returns.
     pub fn run<D: Device>(self, device: D) -> io::Result<StopReason> {
@@ -154,6 +202,8 @@ impl Server {
             tpm: Mutex::new(Tpm {
                 device,
                 powered: false,
+                locality: 0,
+                buffer_size: MAX_BUFFER,
             }),
             stop,
         });
@@ -171,8 +221,13 @@ impl Server {
                 }
             });
         }
-        spawn_acceptor(self.command, Arc::clone(&shared), serve_command_port::<D>);
-        spawn_acceptor(self.platform, Arc::clone(&shared), serve_platform_port::<D>);
+        if let Some((command, platform)) = self.mssim {
+            spawn_acceptor(command, Arc::clone(&shared), serve_command_port::<D>);
+            spawn_acceptor(platform, Arc::clone(&shared), serve_platform_port::<D>);
+        }
+        if let Some(ctrl) = self.ctrl {
+            crate::swtpm::spawn_acceptor(ctrl, Arc::clone(&shared));
+        }
 
         let reason = stopped.recv().expect("the signal thread holds a sender");
         signal_handle.close();
