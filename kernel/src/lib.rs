@@ -9,6 +9,7 @@
 extern crate alloc;
 
 pub mod boot;
+pub mod certs;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]

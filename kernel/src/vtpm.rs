@@ -1,7 +1,9 @@
 //! The vTPM inside the SVSM: the engine from `rivet-tpm` on the kernel's
 //! entropy (RDSEED, else RDRAND; checked and retried, never weakened) and
 //! clock. State lives in SVSM memory for the life of the VM; this platform
-//! has no persistent store for it yet.
+//! has no persistent store for it yet. At boot it gets its EKs, persistent
+//! AKs, and (when the platform can make reports) the certificates of
+//! [`crate::certs`] in NV.
 
 use alloc::vec::Vec;
 
@@ -156,6 +158,8 @@ pub enum VtpmError {
     Command(&'static str, u32),
     /// A response did not parse.
     Malformed(&'static str),
+    /// The EK/AK certificates could not be made or stored.
+    Certificates(crate::certs::CertError),
 }
 
 impl core::fmt::Display for VtpmError {
@@ -164,6 +168,7 @@ impl core::fmt::Display for VtpmError {
             Self::Manufacture(e) => write!(f, "manufacture: {e}"),
             Self::Command(what, rc) => write!(f, "{what}: TPM_RC {rc:#x}"),
             Self::Malformed(what) => write!(f, "{what}: malformed response"),
+            Self::Certificates(e) => write!(f, "certificates: {e}"),
         }
     }
 }
@@ -222,10 +227,53 @@ impl Vtpm {
     }
 }
 
+/// Makes the per-boot binding key, gets a platform report binding it, and
+/// issues and stores the certificates of [`crate::certs`]. Ok(false): the
+/// platform makes no reports (e.g. no simulated key from the host), so there
+/// are no certificates; the binding key is dropped (zeroized) either way.
+fn provision_certificates(
+    tpm: &mut Tpm<KernelTpmPlatform>,
+    publics: [&[u8]; 4],
+) -> Result<bool, VtpmError> {
+    use crate::certs::{self, CertError};
+    use crate::platform::PlatformKind;
+    let Some(platform) = crate::platform::current() else {
+        return Ok(false);
+    };
+    let mut entropy = KernelTpmPlatform::new();
+    let key = certs::BindingKey::generate(|b| entropy.entropy(b).map_err(|_| CertError::Entropy))
+        .map_err(VtpmError::Certificates)?;
+    let mut report = alloc::vec![0u8; 4096];
+    let len = match platform.attestation_report(&key.report_data(), &mut report) {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("no platform report for the binding key ({e}): no EK/AK certificates");
+            return Ok(false);
+        }
+    };
+    report.truncate(len);
+    let format = match platform.kind() {
+        PlatformKind::Tdp => certs::FORMAT_TDX,
+        PlatformKind::Native | PlatformKind::Snp => certs::FORMAT_SNP,
+    };
+    let mut serial = [0u8; 16];
+    entropy
+        .entropy(&mut serial)
+        .map_err(|_| VtpmError::Certificates(CertError::Entropy))?;
+    let identity =
+        certs::read_identity(&mut |c| tpm.execute(0, c)).map_err(VtpmError::Certificates)?;
+    let issued = certs::issue(&key, format, &report, serial, publics, &identity)
+        .map_err(VtpmError::Certificates)?;
+    drop(key);
+    certs::write_to_nv(&issued, &mut |c| tpm.execute(0, c)).map_err(VtpmError::Certificates)?;
+    Ok(true)
+}
+
 /// Manufactures the TPM (fresh seeds from hardware entropy), starts it,
 /// creates the EKs from the default templates and the AKs (made persistent
 /// at [`AK_ECC_HANDLE`] and [`AK_RSA_HANDLE`]), so that the attestation
-/// manifest can carry them all. The guest's own TPM2_Startup then gets TPM_RC_INITIALIZE,
+/// manifest can carry them all, and provisions their certificates
+/// ([`provision_certificates`]). The guest's own TPM2_Startup then gets TPM_RC_INITIALIZE,
 /// as on any TPM its firmware already started.
 pub fn manufacture() -> Result<Vtpm, VtpmError> {
     let mut tpm = Tpm::manufacture(KernelTpmPlatform::new()).map_err(VtpmError::Manufacture)?;
@@ -260,6 +308,18 @@ pub fn manufacture() -> Result<Vtpm, VtpmError> {
         *slot = public;
     }
     let [ak_ecc, ak_rsa] = aks;
+    let started = time::now_ms();
+    if provision_certificates(&mut tpm, [&ek_rsa, &ek_ecc, &ak_ecc, &ak_rsa])? {
+        log::info!(
+            "binding key, report and EK/AK certificates in NV (0x{:08x}, 0x{:08x}, 0x{:08x}, 0x{:08x}, 0x{:08x}) in {} ms",
+            crate::certs::nv_index::EK_RSA_CERT,
+            crate::certs::nv_index::EK_ECC_CERT,
+            crate::certs::nv_index::AK_ECC_CERT,
+            crate::certs::nv_index::AK_RSA_CERT,
+            crate::certs::nv_index::BINDING_CERT,
+            time::now_ms() - started
+        );
+    }
     Ok(Vtpm {
         tpm,
         ek_rsa,

@@ -140,6 +140,107 @@ pub fn evict_control(object: u32, persistent: u32) -> Vec<u8> {
     command(0x120, &[OWNER, object], true, &persistent.to_be_bytes())
 }
 
+/// TPM_RH_PLATFORM.
+pub const PLATFORM: u32 = 0x4000_000C;
+
+/// TPM2_NV_DefineSpace by `auth` (a hierarchy, empty password) of an
+/// ordinary index with an empty authValue and policy, SHA-256 name.
+pub fn nv_define_space(auth: u32, index: u32, attributes: u32, size: u16) -> Vec<u8> {
+    let mut public = Vec::with_capacity(14);
+    public.extend_from_slice(&index.to_be_bytes());
+    public.extend_from_slice(&0x000Bu16.to_be_bytes());
+    public.extend_from_slice(&attributes.to_be_bytes());
+    tpm2b(&mut public, &[]);
+    public.extend_from_slice(&size.to_be_bytes());
+    let mut p = Vec::with_capacity(public.len() + 4);
+    tpm2b(&mut p, &[]);
+    tpm2b(&mut p, &public);
+    command(0x12A, &[auth], true, &p)
+}
+
+/// TPM2_NV_Write of `data` at `offset`, authorized by `auth` (empty password).
+pub fn nv_write(auth: u32, index: u32, offset: u16, data: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(data.len() + 4);
+    tpm2b(&mut p, data);
+    p.extend_from_slice(&offset.to_be_bytes());
+    command(0x137, &[auth, index], true, &p)
+}
+
+/// TPM2_NV_WriteLock, authorized by `auth` (empty password).
+pub fn nv_write_lock(auth: u32, index: u32) -> Vec<u8> {
+    command(0x138, &[auth, index], true, &[])
+}
+
+/// TPM2_NV_ReadPublic.
+pub fn nv_read_public(index: u32) -> Vec<u8> {
+    command(0x169, &[index], false, &[])
+}
+
+/// TPM2_NV_Read of `size` bytes at `offset`, authorized by `auth` (empty password).
+pub fn nv_read(auth: u32, index: u32, size: u16, offset: u16) -> Vec<u8> {
+    let mut p = Vec::with_capacity(4);
+    p.extend_from_slice(&size.to_be_bytes());
+    p.extend_from_slice(&offset.to_be_bytes());
+    command(0x14E, &[auth, index], true, &p)
+}
+
+/// TPM2_GetCapability(TPM_CAP_TPM_PROPERTIES, `first`, `count`).
+pub fn get_tpm_properties(first: u32, count: u32) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12);
+    p.extend_from_slice(&6u32.to_be_bytes());
+    p.extend_from_slice(&first.to_be_bytes());
+    p.extend_from_slice(&count.to_be_bytes());
+    command(0x17A, &[], false, &p)
+}
+
+/// A successful GetCapability(TPM_PROPERTIES) response: (property, value) pairs.
+pub fn parse_tpm_properties(resp: &[u8]) -> Option<Vec<(u32, u32)>> {
+    if response_code(resp)? != 0 {
+        return None;
+    }
+    let be32 = |at: usize| -> Option<u32> {
+        let b = resp.get(at..at + 4)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    // header, moreData, capability, TPML_TAGGED_TPM_PROPERTY count
+    if be32(11)? != 6 {
+        return None;
+    }
+    let count = usize::try_from(be32(15)?).ok()?;
+    (0..count)
+        .map(|i| Some((be32(19 + 8 * i)?, be32(23 + 8 * i)?)))
+        .collect()
+}
+
+/// A successful NV_ReadPublic response: (TPMS_NV_PUBLIC bytes, attributes, dataSize).
+pub fn parse_nv_read_public(resp: &[u8]) -> Option<(Vec<u8>, u32, u16)> {
+    if response_code(resp)? != 0 {
+        return None;
+    }
+    let mut pos = 10;
+    let public = take2b(resp, &mut pos)?;
+    // nvIndex, nameAlg, attributes, authPolicy, dataSize
+    let a = public.get(6..10)?;
+    let attributes = u32::from_be_bytes([a[0], a[1], a[2], a[3]]);
+    let mut at = 10;
+    take2b(public, &mut at)?;
+    let s = public.get(at..at + 2)?;
+    Some((
+        public.to_vec(),
+        attributes,
+        u16::from_be_bytes([s[0], s[1]]),
+    ))
+}
+
+/// A successful NV_Read response (sessions tag): the data.
+pub fn parse_nv_read(resp: &[u8]) -> Option<Vec<u8>> {
+    if response_code(resp)? != 0 {
+        return None;
+    }
+    let mut pos = 14; // header, parameterSize
+    Some(take2b(resp, &mut pos)?.to_vec())
+}
+
 /// What a CreatePrimary response carries that a client needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Primary {
@@ -235,5 +336,37 @@ mod tests {
             );
             tpm.execute(0, &flush_context(ak.handle));
         }
+    }
+
+    #[test]
+    fn nv_provisioning_flow_and_properties() {
+        let mut tpm = started();
+        // PPWRITE|WRITEDEFINE|PPREAD|OWNERREAD|AUTHREAD|NO_DA|PLATFORMCREATE
+        let attrs = 0x4207_2001;
+        let data: Vec<u8> = (0..1500u32).map(|i| i as u8).collect();
+        let index = 0x01C0_0002;
+        let ok = |r: &[u8]| assert_eq!(response_code(r), Some(0), "{r:02x?}");
+        ok(&tpm.execute(0, &nv_define_space(PLATFORM, index, attrs, 1500)));
+        for (i, chunk) in data.chunks(1024).enumerate() {
+            ok(&tpm.execute(0, &nv_write(PLATFORM, index, (i * 1024) as u16, chunk)));
+        }
+        ok(&tpm.execute(0, &nv_write_lock(PLATFORM, index)));
+        let (_, a, size) = parse_nv_read_public(&tpm.execute(0, &nv_read_public(index))).unwrap();
+        assert_eq!(size, 1500);
+        assert_eq!(a, attrs | 0x2000_0000 | 0x800, "written and write-locked");
+        let mut back = Vec::new();
+        for off in (0..1500u16).step_by(1024) {
+            let n = (1500 - off).min(1024);
+            back.extend(parse_nv_read(&tpm.execute(0, &nv_read(index, index, n, off))).unwrap());
+        }
+        assert_eq!(back, data);
+        // Locked: the platform cannot write again.
+        assert_ne!(
+            response_code(&tpm.execute(0, &nv_write(PLATFORM, index, 0, &[1]))),
+            Some(0)
+        );
+        let props = parse_tpm_properties(&tpm.execute(0, &get_tpm_properties(0x105, 2))).unwrap();
+        assert_eq!(props[0], (0x105, u32::from_be_bytes(*b"RVET")));
+        assert_eq!(props.len(), 2);
     }
 }
