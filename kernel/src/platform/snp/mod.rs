@@ -4,3 +4,6 @@
 
 pub mod guest_request;
 pub mod secrets;
+
+#[cfg(test)]
+mod psp_model;
