@@ -545,9 +545,10 @@ impl<T: GuestRequestTransport> GuestRequestChannel<T> {
                 Err(TransportError::ExitInfo2(VMM_ERR_BUSY)) => {
                     return Err(self.fail(GuestRequestError::Busy { attempts }));
                 }
-                // Anything else, INVALID_LEN and firmware errors included: the
-                // ciphertext is out and whether the firmware counted it is
-                // unknown; the key must go.
+                // Anything else, INVALID_LEN and firmware errors included
+                // (BUSY counts only as exactly 2 << 32, no firmware status, as
+                // Linux reads it): the ciphertext is out and whether the
+                // firmware counted it is unknown; the key must go.
                 Err(e) => return Err(self.fail(GuestRequestError::Transport(e))),
             }
         }

@@ -408,6 +408,8 @@ pub enum Action {
     Replay,
     /// Passes it on, then changes the response.
     Tamper(Tamperer),
+    /// Changes the request, then passes it on.
+    TamperRequest(Tamperer),
     /// Returns this page, without passing the request on.
     Canned(Box<[u8; PAGE_SIZE]>),
 }
@@ -494,6 +496,11 @@ impl GuestRequestTransport for Host {
                 let r = self.forward(request, response);
                 f(response);
                 r
+            }
+            Action::TamperRequest(mut f) => {
+                let mut changed = *request;
+                f(&mut changed);
+                self.forward(&changed, response)
             }
             Action::Canned(page) => {
                 *response = *page;
@@ -997,6 +1004,51 @@ mod tests {
             assert!(check(&err), "{name}: {err:?}");
             assert_dead(&mut ch);
         }
+    }
+
+    #[test]
+    fn the_psp_refuses_a_request_the_host_changed_and_the_channel_wipes() {
+        let cases: Vec<(&str, Tamperer)> = vec![
+            ("ciphertext bit", Box::new(|p| p[0x60 + 3] ^= 0x80)),
+            ("tag bit", Box::new(|p| p[0x0F] ^= 1)),
+            ("AAD: msg_sz", Box::new(|p| p[0x36] ^= 1)),
+            ("AAD: vmpck id", Box::new(|p| p[0x3C] = 1)),
+            ("AAD: reserved", Box::new(|p| p[0x5F] = 1)),
+            ("AAD: type", Box::new(|p| p[0x34] = msg_type::KEY_REQ)),
+            ("AAD: msg version", Box::new(|p| p[0x35] = 2)),
+            ("seqno", Box::new(|p| p[0x20] = 3)),
+            ("seqno zero", Box::new(|p| p[0x20] = 0)),
+            ("algo", Box::new(|p| p[0x30] = 2)),
+        ];
+        for (name, change) in cases {
+            let mut ch = channel(host().then(Action::TamperRequest(change)));
+            let err = ch.report(&DATA, 0).unwrap_err();
+            assert_eq!(
+                err,
+                GuestRequestError::Transport(TransportError::ExitInfo2(u64::from(FW_REJECT))),
+                "{name}"
+            );
+            assert_eq!(ch.transport().psp.answered, 0, "{name}");
+            assert_eq!(ch.transport().psp.last_seqno(0), 0, "{name}");
+            assert_dead(&mut ch);
+        }
+    }
+
+    #[test]
+    fn a_key_taken_from_the_secrets_page_drives_the_channel() {
+        use crate::platform::snp::secrets::{SECRETS_PAGE_SIZE, SecretsPage, wipe_vmpck_in_page};
+        let mut page = [0u8; SECRETS_PAGE_SIZE];
+        page[0..4].copy_from_slice(&3u32.to_le_bytes());
+        for (i, k) in KEYS.iter().enumerate() {
+            page[0x20 + 32 * i..0x40 + 32 * i].copy_from_slice(k);
+        }
+        let mut secrets = SecretsPage::copy_from(&page).unwrap();
+        let key = secrets.take_vmpck(0).unwrap();
+        wipe_vmpck_in_page(0, &mut page).unwrap();
+        assert!(page[0x20..0x40].iter().all(|b| *b == 0));
+        let mut ch = GuestRequestChannel::new(host(), key).unwrap();
+        let report = ch.report(&DATA, 0).unwrap();
+        assert!(verifies(&report, ch.transport().psp.vcek()));
     }
 
     /// The honest response page to the first report request.
