@@ -408,9 +408,10 @@ impl<T: GuestRequestTransport> GuestRequestChannel<T> {
     }
 
     /// Continues a count someone else started with this key: `last_seqno` is
-    /// the last sequence number used (the last response's).
+    /// the last sequence number used (the last response's). The count only
+    /// ever moves forward: going back would reuse an IV.
     pub fn starting_after(mut self, last_seqno: u64) -> Self {
-        self.last_seqno = last_seqno;
+        self.last_seqno = self.last_seqno.max(last_seqno);
         self
     }
 

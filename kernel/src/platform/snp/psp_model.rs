@@ -720,6 +720,16 @@ mod tests {
     }
 
     #[test]
+    fn the_count_never_moves_back() {
+        let mut ch = channel(host());
+        ch.report(&DATA, 0).unwrap();
+        let mut ch = ch.starting_after(0);
+        assert_eq!(ch.last_seqno(), 2);
+        ch.report(&DATA, 0).unwrap();
+        assert_eq!(seqno_of(&ch.transport().requests[1]), 3);
+    }
+
+    #[test]
     fn the_sequence_space_runs_out_without_sending() {
         let mut ch = channel(host()).starting_after(u64::MAX - 1);
         assert_eq!(
