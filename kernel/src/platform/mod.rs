@@ -143,6 +143,12 @@ pub trait Platform: Sync {
         out: &mut [u8],
     ) -> Result<usize, PlatformError>;
 
+    /// Length of every report [`Platform::attestation_report`] makes (the
+    /// SNP layout's by default; a TDREPORT is 1024 bytes).
+    fn attestation_report_len(&self) -> usize {
+        snp_report::REPORT_LEN
+    }
+
     /// The certificates a verifier needs for this platform's reports; None
     /// when the platform cannot make reports at all.
     fn attestation_certificates(&self) -> Option<&[u8]>;
@@ -174,7 +180,7 @@ impl crate::protocols::attest::ReportProvider for PlatformReports {
         &mut self,
         report_data: &[u8; 64],
     ) -> Result<alloc::vec::Vec<u8>, crate::protocols::SvsmError> {
-        let mut out = alloc::vec![0u8; snp_report::REPORT_LEN];
+        let mut out = alloc::vec![0u8; self.0.attestation_report_len()];
         match self.0.attestation_report(report_data, &mut out) {
             Ok(n) => {
                 out.truncate(n);
@@ -188,7 +194,7 @@ impl crate::protocols::attest::ReportProvider for PlatformReports {
     }
 
     fn report_len(&self) -> usize {
-        snp_report::REPORT_LEN
+        self.0.attestation_report_len()
     }
 
     fn certificates(&self) -> &[u8] {

@@ -1,0 +1,940 @@
+//! Host tests of the tdp platform against the TDX module model.
+
+use std::boxed::Box;
+use std::vec;
+use std::vec::Vec;
+
+use sha2::{Digest, Sha384, Sha512};
+
+use super::l2::{L2State, REFUSED, gpr};
+use super::mem::{self, AcceptStats, L1Memory, MemError};
+use super::model::{Exit, Handle, Model};
+use super::report::{self, ReportError, ReportPage, TdReport};
+use super::tdcall::{self, TdxError, VmIndex, attr, field, leaf, status, vmcall};
+use super::*;
+use crate::boot::pvh::BootInfo;
+use crate::mm::{PhysAddr, PhysRange};
+use crate::platform::{GuestExit, GuestRegisters, Platform, PlatformError, PlatformReports};
+use crate::protocols::fake::EchoTpm;
+use crate::protocols::{CallArea, Svsm, protocol, result, take_pending_call};
+
+const MIB: u64 = 1 << 20;
+
+fn r(start: u64, end: u64) -> PhysRange {
+    PhysRange::new(PhysAddr(start), PhysAddr(end))
+}
+
+// The test TD: RAM 1..8 MiB and 16..48 MiB, firmware in the top 4 MiB
+// below 4 GiB. The SVSM keeps 1..4 MiB; the L2 gets the rest.
+const RAM: [PhysRange; 2] = [
+    PhysRange::new(PhysAddr(MIB), PhysAddr(8 * MIB)),
+    PhysRange::new(PhysAddr(16 * MIB), PhysAddr(48 * MIB)),
+];
+const FW: PhysRange = PhysRange::new(PhysAddr(0xFFC0_0000), PhysAddr(0x1_0000_0000));
+const L1: [PhysRange; 1] = [PhysRange::new(PhysAddr(MIB), PhysAddr(4 * MIB))];
+const PAGES: L1Pages = L1Pages {
+    report: 0x20_0000,
+    l2_state: 0x20_1000,
+    vapic: 0x20_2000,
+};
+const RESET_COPY: u64 = 0x3F_F000;
+const CAA: u64 = 4 * MIB;
+const ENTRY: u64 = 0xFFFF_FFF0;
+
+fn launch() -> TdpLaunch<'static> {
+    TdpLaunch {
+        ram: &RAM,
+        l1: &L1,
+        firmware: FW,
+        firmware_entry: ENTRY,
+        reset_page_copy: RESET_COPY,
+        caa: CAA,
+    }
+}
+
+/// A model of the test TD as the hypervisor launched it: the SVSM's and
+/// the firmware's pages added (accepted), the firmware's last page the
+/// stub, the original kept at RESET_COPY.
+fn model() -> Model {
+    let mut all = RAM.to_vec();
+    all.push(FW);
+    let mut m = Model::new(&all);
+    m.accepted_2m.insert(2 * MIB);
+    m.small_chunks.insert(0); // 0..2 MiB: 4K pages, 1..2 MiB accepted
+    for p in (MIB..2 * MIB).step_by(4096) {
+        m.accepted_4k.insert(p);
+    }
+    for c in (FW.start.0..FW.end.0).step_by(2 * MIB as usize) {
+        m.accepted_2m.insert(c);
+    }
+    m.poke(FW.end.0 - 4096, &[0xCC; 4096]).unwrap();
+    m.poke(RESET_COPY, &[0xAB; 4096]).unwrap();
+    m.poke(FW.start.0, b"OVMF").unwrap();
+    m
+}
+
+fn platform(m: Model) -> (Handle, &'static Tdp<Handle>) {
+    let h = Handle::new(m);
+    let tdp = Tdp::new(h.clone(), h.clone(), &launch(), PAGES).expect("platform");
+    (h, Box::leak(Box::new(tdp)))
+}
+
+fn boot_info() -> BootInfo {
+    use crate::boot::pvh::{MemoryKind, MemoryRegion};
+    BootInfo::from_regions(&[MemoryRegion {
+        range: RAM[0],
+        kind: MemoryKind::Ram,
+    }])
+    .unwrap()
+}
+
+fn started(m: Model) -> (Handle, &'static Tdp<Handle>, GuestSetup) {
+    let (h, tdp) = platform(m);
+    let setup = tdp.start_guest(&boot_info()).expect("start_guest");
+    (h, tdp, setup)
+}
+
+fn tdcall_exit(set: Vec<(usize, u64)>, writes: Vec<(u64, Vec<u8>)>) -> Exit {
+    Exit {
+        reason: 77,
+        instr_len: 4,
+        set,
+        writes,
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------- accept
+
+#[test]
+fn accept_uses_2m_pages_and_falls_back_to_4k() {
+    let mut m = Handle::new(model());
+    m.get().small_chunks.insert(18 * MIB);
+    let s = mem::accept_range(&mut m, r(16 * MIB, 20 * MIB)).unwrap();
+    assert_eq!(
+        s,
+        AcceptStats {
+            accepted_2m: 1,
+            accepted_4k: 512,
+            already: 0,
+            fallbacks: 1,
+            busy_retries: 0
+        }
+    );
+    let g = m.get();
+    assert!((16 * MIB..20 * MIB).step_by(4096).all(|p| g.is_accepted(p)));
+    assert!(!g.is_accepted(20 * MIB));
+}
+
+#[test]
+fn accept_unaligned_edges_use_4k_pages() {
+    let mut m = Handle::new(model());
+    let s = mem::accept_range(&mut m, r(20 * MIB - 4096, 22 * MIB + 8192)).unwrap();
+    assert_eq!((s.accepted_2m, s.accepted_4k, s.fallbacks), (1, 3, 0));
+}
+
+#[test]
+fn accept_counts_already_accepted_and_retries_busy() {
+    let mut m = Handle::new(model());
+    let busy = (u64::from(status::OPERAND_BUSY) << 32) | 1;
+    m.get()
+        .inject
+        .extend([(leaf::MEM_PAGE_ACCEPT, busy), (leaf::MEM_PAGE_ACCEPT, busy)]);
+    // 2..4 MiB was accepted at launch (the SVSM's pages).
+    let s = mem::accept_range(&mut m, r(2 * MIB, 6 * MIB)).unwrap();
+    assert_eq!((s.already, s.accepted_2m, s.busy_retries), (1, 1, 2));
+    // A page accepted before keeps its contents (acceptance zeroes).
+    m.get().poke(5 * MIB, b"kept").unwrap();
+    mem::accept_range(&mut m, r(5 * MIB, 5 * MIB + 4096)).unwrap();
+    let mut b = [0u8; 4];
+    m.get().peek(5 * MIB, &mut b).unwrap();
+    assert_eq!(&b, b"kept");
+}
+
+#[test]
+fn accept_errors() {
+    let mut m = Handle::new(model());
+    let busy = (u64::from(status::OPERAND_BUSY) << 32) | 1;
+    for _ in 0..=mem::BUSY_RETRIES {
+        m.get().inject.push_back((leaf::MEM_PAGE_ACCEPT, busy));
+    }
+    assert_eq!(
+        mem::accept_range(&mut m, r(6 * MIB, 6 * MIB + 4096)),
+        Err(MemError::Tdx {
+            gpa: 6 * MIB,
+            error: TdxError::OperandBusy(1)
+        })
+    );
+    // Outside TD memory: the module's OPERAND_INVALID on RCX.
+    assert_eq!(
+        mem::accept_range(&mut m, r(10 * MIB, 10 * MIB + 4096)),
+        Err(MemError::Tdx {
+            gpa: 10 * MIB,
+            error: TdxError::OperandInvalid(1)
+        })
+    );
+    assert_eq!(
+        mem::accept_range(&mut m, r(6 * MIB + 1, 7 * MIB)),
+        Err(MemError::Unaligned(r(6 * MIB + 1, 7 * MIB)))
+    );
+    assert!(matches!(
+        mem::accept_range(&mut m, r(7 * MIB, 7 * MIB)),
+        Err(MemError::Unaligned(_))
+    ));
+    // A status the ABI does not define for this leaf is an error, not a
+    // success.
+    m.get()
+        .inject
+        .push_back((leaf::MEM_PAGE_ACCEPT, 0x0000_4242_0000_0000));
+    assert_eq!(
+        mem::accept_range(&mut m, r(7 * MIB, 7 * MIB + 4096)),
+        Err(MemError::Tdx {
+            gpa: 7 * MIB,
+            error: TdxError::Status(0x0000_4242_0000_0000)
+        })
+    );
+}
+
+// ---------------------------------------------------------------- grants
+
+#[test]
+fn grant_refuses_l1_memory_before_any_tdcall() {
+    let mut m = Handle::new(model());
+    let calls = m.get().calls.len();
+    let err = mem::grant_l2(
+        &mut m,
+        r(3 * MIB, 5 * MIB),
+        VmIndex::L2,
+        attr::RWX,
+        L1Memory(&L1),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        MemError::L1Memory {
+            asked: r(3 * MIB, 5 * MIB),
+            l1: L1[0]
+        }
+    );
+    assert_eq!(m.get().calls.len(), calls);
+    assert!(m.get().l2_attrs.is_empty());
+}
+
+#[test]
+fn grant_falls_back_to_4k_and_checks_the_answer() {
+    let mut m = Handle::new(model());
+    m.get().small_chunks.insert(16 * MIB);
+    let s = mem::grant_l2(
+        &mut m,
+        r(16 * MIB, 20 * MIB),
+        VmIndex::L2,
+        attr::RWX,
+        L1Memory(&L1),
+    )
+    .unwrap();
+    assert_eq!(s.fallbacks, 1);
+    let g = m.get();
+    assert!(
+        (16 * MIB..20 * MIB)
+            .step_by(4096)
+            .all(|p| g.l2_attr(p) == attr::RWX)
+    );
+    drop(g);
+    // Read back through ATTR.RD.
+    let (_, a) = tdcall::mem_page_attr_rd(&mut m, 17 * MIB).unwrap();
+    assert_eq!(a.vm(VmIndex::L2) & attr::RWX, attr::RWX);
+    assert_eq!(a.l1(), 0);
+    // W without R is refused by the module.
+    assert_eq!(
+        tdcall::mem_page_attr_wr(
+            &mut m,
+            20 * MIB,
+            tdcall::PageSize::Size4K,
+            VmIndex::L2,
+            attr::W,
+            attr::RWX
+        ),
+        Err(TdxError::Status(u64::from(status::PAGE_ATTR_INVALID) << 32))
+    );
+}
+
+#[test]
+fn start_guest_grants_the_l2_its_memory_and_never_the_l1s() {
+    let (h, tdp, setup) = started(model());
+    assert_eq!(setup.caa, CAA);
+    let g = h.get();
+    for l1 in L1 {
+        for p in (l1.start.0..l1.end.0).step_by(4096) {
+            assert_eq!(g.l2_attr(p), 0, "L1 page {p:#x} granted to the L2");
+        }
+    }
+    for l2 in tdp.l2_memory() {
+        for p in (l2.start.0..l2.end.0).step_by(4096) {
+            assert_eq!(g.l2_attr(p), attr::RWX, "L2 page {p:#x}");
+            assert!(g.is_accepted(p), "L2 page {p:#x} not accepted");
+        }
+    }
+    assert_eq!(
+        tdp.l2_memory(),
+        [r(4 * MIB, 8 * MIB), r(16 * MIB, 48 * MIB), FW]
+    );
+    // The firmware kept its contents (accepted at launch) and got its
+    // original reset page back.
+    let mut b = [0u8; 4096];
+    g.peek(FW.end.0 - 4096, &mut b).unwrap();
+    assert_eq!(b, [0xAB; 4096]);
+    let mut ovmf = [0u8; 4];
+    g.peek(FW.start.0, &mut ovmf).unwrap();
+    assert_eq!(&ovmf, b"OVMF");
+}
+
+#[test]
+fn start_guest_sets_up_the_l2_vmcs_and_reset_state() {
+    let (h, tdp, _setup) = started(model());
+    {
+        let g = h.get();
+        let f = |enc: u32| g.vp_fields.get(&field::l2_vmcs(1, enc)).copied();
+        assert_eq!(f(0x0802), Some(0xF000), "CS selector");
+        assert_eq!(f(0x6808), Some(0xFFFF_0000), "CS base");
+        assert_eq!(f(0x4802), Some(0xFFFF), "CS limit");
+        assert_eq!(f(0x4816), Some(0x9B), "CS access rights");
+        assert_eq!(f(0x6800), Some(0x30), "CR0: real mode");
+        assert_eq!(f(0x2012), Some(PAGES.vapic), "virtual-APIC page");
+        assert_eq!(f(0x4012), Some(0), "not IA-32e mode");
+        // Every L2 TDCALL, TDG.VP.VMCALL included, exits to the L1.
+        assert_eq!(g.vp_fields.get(&field::l2_ctls(1)).copied(), Some(0));
+        assert_eq!(field::l2_ctls(1), 0xA020_0003_0000_0051);
+        assert_eq!(field::NUM_L2_VMS, 0x9010_0001_0000_0005);
+    }
+    let mut regs = GuestRegisters::default();
+    assert_eq!(tdp.run_guest(0, &mut regs), Ok(GuestExit::Halt));
+    let first = h.get().entries[0];
+    assert_eq!((first.rip, first.rflags), (0xFFF0, 2));
+    // A second start is refused.
+    assert!(tdp.start_guest(&boot_info()).is_err());
+}
+
+// ---------------------------------------------------------------- reports
+
+#[test]
+fn report_carries_reportdata_and_parses_at_the_abi_offsets() {
+    let mut m = Handle::new(model());
+    let rd: [u8; 64] = core::array::from_fn(|i| i as u8 ^ 0x5C);
+    let raw = report::get_report(&mut m, ReportPage::new(PAGES.report).unwrap(), &rd).unwrap();
+    // The raw bytes at the ABI's offsets, independently of the parser.
+    assert_eq!(raw[0], 0x81);
+    assert_eq!(&raw[128..192], &rd);
+    let g = m.get();
+    assert_eq!(&raw[528..576], &g.mrtd);
+    for i in 0..4 {
+        assert_eq!(&raw[720 + 48 * i..768 + 48 * i], &g.rtmr[i]);
+    }
+    assert_eq!(g.mac(&raw), raw[224..256]);
+    let p = TdReport::parse(&raw).unwrap();
+    assert_eq!(p.report_data, rd);
+    assert_eq!(p.mrtd, g.mrtd);
+    assert_eq!(p.rtmr, g.rtmr);
+    assert_eq!(p.mac, g.mac(&raw));
+    assert_eq!(
+        p.tee_info_hash.as_slice(),
+        Sha384::digest(&raw[512..1024]).as_slice()
+    );
+    assert_eq!(
+        p.tee_tcb_info_hash.as_slice(),
+        Sha384::digest(&raw[256..495]).as_slice()
+    );
+    assert!(!p.debug());
+    // The REPORTDATA went through the L1 page the platform owns.
+    let mut seen = [0u8; 64];
+    g.peek(PAGES.report + 1024, &mut seen).unwrap();
+    assert_eq!(seen, rd);
+}
+
+#[test]
+fn parser_reads_a_hand_built_report() {
+    let mut b = vec![0u8; 1024];
+    b[0] = 0x81;
+    b[2] = 1;
+    b[128..192].copy_from_slice(&[0x42; 64]);
+    b[512] = 1; // DEBUG
+    b[528..576].copy_from_slice(&[0x4D; 48]);
+    for (i, at) in [720, 768, 816, 864].into_iter().enumerate() {
+        b[at..at + 48].copy_from_slice(&[0x10 + i as u8; 48]);
+    }
+    b[576..624].copy_from_slice(&[0xC1; 48]);
+    b[912..960].copy_from_slice(&[0x5E; 48]);
+    let p = TdReport::parse(&b).unwrap();
+    assert_eq!(p.version, 1);
+    assert_eq!(p.report_data, [0x42; 64]);
+    assert_eq!(p.mrtd, [0x4D; 48]);
+    assert_eq!(p.rtmr, [[0x10; 48], [0x11; 48], [0x12; 48], [0x13; 48]]);
+    assert_eq!(p.mrconfigid, [0xC1; 48]);
+    assert_eq!(p.servtd_hash, [0x5E; 48]);
+    assert!(p.debug());
+    b[0] = 0x00; // SGX
+    assert_eq!(TdReport::parse(&b), Err(ReportError::NotTdx(0)));
+    assert_eq!(TdReport::parse(&b[..1000]), Err(ReportError::Length(1000)));
+}
+
+#[test]
+fn report_errors_are_errors() {
+    let mut m = Handle::new(model());
+    let page = ReportPage::new(PAGES.report).unwrap();
+    m.get().corrupt_report_data = true;
+    assert_eq!(
+        report::get_report(&mut m, page, &[1; 64]),
+        Err(ReportError::ReportDataMismatch)
+    );
+    m.get().corrupt_report_data = false;
+    m.get().inject.push_back((
+        leaf::MR_REPORT,
+        (u64::from(status::OPERAND_INVALID) << 32) | 1,
+    ));
+    assert_eq!(
+        report::get_report(&mut m, page, &[1; 64]),
+        Err(ReportError::Tdx(TdxError::OperandInvalid(1)))
+    );
+    // A module that claims success but writes nothing.
+    m.get().inject.push_back((leaf::MR_REPORT, 0));
+    assert_eq!(
+        report::get_report(&mut m, page, &[1; 64]),
+        Err(ReportError::NotTdx(0))
+    );
+    assert!(ReportPage::new(PAGES.report + 64).is_none());
+    assert_eq!(
+        tdcall::mr_report(&mut m, PAGES.report + 512, PAGES.report + 1024),
+        Err(TdxError::BadArgument(
+            "TDREPORT or REPORTDATA buffer misaligned"
+        ))
+    );
+    // A page outside TD memory.
+    assert!(matches!(
+        report::get_report(&mut m, ReportPage(10 * MIB), &[1; 64]),
+        Err(ReportError::Tdx(TdxError::BadArgument(_)))
+    ));
+}
+
+#[test]
+fn platform_report_is_the_tdreport() {
+    let (h, tdp) = platform(model());
+    let mut out = [0u8; 1100];
+    assert_eq!(tdp.attestation_report(&[9; 64], &mut out), Ok(1024));
+    assert_eq!(&out[128..192], &[9; 64]);
+    assert_eq!(&out[528..576], &h.get().mrtd);
+    assert_eq!(
+        tdp.attestation_report(&[9; 64], &mut [0u8; 1000]),
+        Err(PlatformError::BufferTooSmall(1024))
+    );
+    assert_eq!(tdp.attestation_report_len(), 1024);
+}
+
+#[test]
+fn quote_through_the_host() {
+    let (h, tdp) = platform(model());
+    h.get().quote = Some(b"QUOTE-v4".to_vec());
+    let mut out = [0u8; 64];
+    let shared = r(3 * MIB, 3 * MIB + 2 * 4096);
+    assert_eq!(tdp.quote(&[3; 64], shared, &mut out), Ok(8));
+    assert_eq!(&out[..8], b"QUOTE-v4");
+    let g = h.get();
+    let bit = 1u64 << 47;
+    assert_eq!(g.map_gpa, [((3 * MIB) | bit, 8192), (3 * MIB, 8192)]);
+    // The host saw the TDREPORT after the 24-byte header.
+    let mut seen = [0u8; 64];
+    g.peek(3 * MIB + 24 + 128, &mut seen).unwrap();
+    assert_eq!(seen, [3; 64]);
+    drop(g);
+    // Only L1 memory may be shared.
+    assert!(
+        tdp.quote(&[3; 64], r(5 * MIB, 5 * MIB + 8192), &mut out)
+            .is_err()
+    );
+    // A host that never answers: the poll gives up.
+    h.get().quote = None;
+    let mut m = h.clone();
+    let mut polls = 0;
+    let rep = h.get().build_report(&[0; 64]);
+    assert_eq!(
+        report::get_quote(&mut m, 3 * MIB, bit, 8192, &rep, &mut out, || {
+            polls += 1;
+            polls < 3
+        }),
+        Err(ReportError::Quote("host did not answer in time"))
+    );
+    assert_eq!(polls, 3);
+}
+
+// ---------------------------------------------------------------- run loop
+
+/// The request loop of `requests.rs`, one exit at a time.
+fn serve_once(
+    tdp: &'static Tdp<Handle>,
+    setup: &mut GuestSetup,
+    svsm: &mut Svsm<EchoTpm>,
+    regs: &mut GuestRegisters,
+) -> GuestExit {
+    let exit = tdp.run_guest(0, regs).expect("run_guest");
+    if exit == GuestExit::SvsmCall
+        && take_pending_call(setup.memory.as_mut(), svsm.caa) == CallArea::Pending
+    {
+        svsm.handle(setup.memory.as_mut(), regs);
+    }
+    exit
+}
+
+fn last_entry(h: &Handle) -> L2State {
+    *h.get().entries.last().unwrap()
+}
+
+#[test]
+fn l2_svsm_call_reaches_the_dispatcher() {
+    let m = model();
+    let (h, tdp, mut setup) = started(m);
+    let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
+    // The L2 asks QUERY_PROTOCOL for the vTPM protocol, version 1.
+    h.get().exits.push_back(tdcall_exit(
+        vec![
+            (gpr::RAX, 6),
+            (gpr::RCX, (u64::from(protocol::VTPM) << 32) | 1),
+            (gpr::RBX, 0x1234),
+        ],
+        vec![(CAA, vec![1])],
+    ));
+    let mut regs = GuestRegisters::default();
+    assert_eq!(
+        serve_once(tdp, &mut setup, &mut svsm, &mut regs),
+        GuestExit::SvsmCall
+    );
+    assert_eq!(regs.rax, result::SUCCESS);
+    assert_eq!(regs.rcx, (1 << 32) | 1);
+    // Resuming hands the result to the L2 past its TDCALL.
+    assert_eq!(
+        serve_once(tdp, &mut setup, &mut svsm, &mut regs),
+        GuestExit::Halt
+    );
+    let e = last_entry(&h);
+    assert_eq!(e.gprs[gpr::RAX], result::SUCCESS);
+    assert_eq!(e.gprs[gpr::RCX], (1 << 32) | 1);
+    assert_eq!(e.gprs[gpr::RBX], 0x1234, "other L2 registers kept");
+    assert_eq!(e.rip, 0xFFF0 + 4);
+    let mut ca = [0u8; 1];
+    h.get().peek(CAA, &mut ca).unwrap();
+    assert_eq!(ca, [0], "call_pending cleared");
+    assert_eq!(h.get().l2_violations, Vec::<u64>::new());
+}
+
+#[test]
+fn l2_attestation_call_gets_a_tdreport_bound_to_its_nonce() {
+    let (h, tdp, mut setup) = started(model());
+    let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
+    svsm.attest = Some(Box::new(PlatformReports(tdp)));
+    let (req, nonce, manifest, report) = (
+        5 * MIB,
+        5 * MIB + 0x1000,
+        5 * MIB + 0x2000,
+        5 * MIB + 0x3000,
+    );
+    let mut q = vec![0u8; 0x40];
+    q[0..8].copy_from_slice(&report.to_le_bytes());
+    q[8..12].copy_from_slice(&4096u32.to_le_bytes());
+    q[0x10..0x18].copy_from_slice(&nonce.to_le_bytes());
+    q[0x18..0x1A].copy_from_slice(&32u16.to_le_bytes());
+    q[0x20..0x28].copy_from_slice(&manifest.to_le_bytes());
+    q[0x28..0x2C].copy_from_slice(&4096u32.to_le_bytes());
+    h.get().exits.push_back(tdcall_exit(
+        vec![
+            (gpr::RAX, u64::from(protocol::ATTEST) << 32),
+            (gpr::RCX, req),
+        ],
+        vec![(req, q), (nonce, vec![0x77; 32]), (CAA, vec![1])],
+    ));
+    let mut regs = GuestRegisters::default();
+    serve_once(tdp, &mut setup, &mut svsm, &mut regs);
+    assert_eq!(regs.rax, result::SUCCESS);
+    assert_eq!(regs.r8, 1024, "report length");
+    let g = h.get();
+    let mut mf = vec![0u8; regs.rcx as usize];
+    g.peek(manifest, &mut mf).unwrap();
+    let mut raw = [0u8; 1024];
+    g.peek(report, &mut raw).unwrap();
+    let p = TdReport::parse(&raw).unwrap();
+    let mut hsh = Sha512::new();
+    hsh.update([0x77; 32]);
+    hsh.update(&mf);
+    assert_eq!(p.report_data.as_slice(), hsh.finalize().as_slice());
+    assert_eq!(p.mrtd, g.mrtd);
+}
+
+#[test]
+fn l2_is_refused_every_tdcall_that_touches_l1_evidence() {
+    let (h, tdp, mut setup) = started(model());
+    let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
+    let forbidden = [
+        leaf::MR_REPORT,
+        leaf::MR_RTMR_EXTEND,
+        leaf::VM_RD,
+        leaf::VM_WR,
+        leaf::VP_RD,
+        leaf::VP_WR,
+        leaf::VP_ENTER,
+        leaf::MEM_PAGE_ACCEPT,
+        leaf::MEM_PAGE_ATTR_WR,
+        leaf::SERVTD_RD,
+        leaf::SERVTD_WR,
+        leaf::MR_VERIFYREPORT,
+        leaf::SYS_RD,
+        leaf::VP_VEINFO_GET,
+        leaf::VP_INVEPT,
+        (1 << 32) | leaf::MR_REPORT, // reserved bits set
+        0x1_0004,                    // MR.REPORT, version 1
+    ];
+    let calls_before = h.get().calls.len();
+    for &l in &forbidden {
+        h.get().exits.push_back(tdcall_exit(
+            vec![(gpr::RAX, l), (gpr::RCX, 5 * MIB), (gpr::RDX, 6 * MIB)],
+            vec![],
+        ));
+    }
+    let mut regs = GuestRegisters::default();
+    assert_eq!(
+        serve_once(tdp, &mut setup, &mut svsm, &mut regs),
+        GuestExit::Halt
+    );
+    let g = h.get();
+    // One entry per refused TDCALL, each resuming the L2 with the error.
+    let entries = &g.entries[g.entries.len() - forbidden.len()..];
+    for (e, &l) in entries.iter().zip(&forbidden) {
+        assert_eq!(e.gprs[gpr::RAX], REFUSED, "leaf {l:#x}");
+    }
+    assert_eq!(REFUSED, 0xC000_0100_0000_0000);
+    // The L1 made none of them on the L2's behalf: only VP.ENTERs.
+    assert!(g.calls[calls_before..].iter().all(|&c| c == leaf::VP_ENTER));
+    drop(g);
+    assert_eq!(tdp.loop_stats().refused_tdcalls, forbidden.len() as u64);
+}
+
+#[test]
+fn l2_tdvmcalls_io_and_cpuid_are_served_the_rest_refused() {
+    let (h, tdp, mut setup) = started(model());
+    let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
+    h.get().io_in_value = 0x60;
+    let vmc = |r11: u64, more: &[(usize, u64)]| {
+        let mut set = vec![(gpr::RAX, leaf::VP_VMCALL), (gpr::R10, 0), (gpr::R11, r11)];
+        set.extend_from_slice(more);
+        tdcall_exit(set, vec![])
+    };
+    let script = [
+        vmc(
+            vmcall::IO,
+            &[
+                (gpr::R12, 1),
+                (gpr::R13, 1),
+                (gpr::R14, 0x3F8),
+                (gpr::R15, u64::from(b'A')),
+            ],
+        ),
+        vmc(
+            vmcall::IO,
+            &[(gpr::R12, 1), (gpr::R13, 0), (gpr::R14, 0x3FD)],
+        ),
+        vmc(vmcall::CPUID, &[(gpr::R12, 0x4000_0000), (gpr::R13, 0)]),
+        vmc(vmcall::RDMSR, &[(gpr::R12, 0x10)]),
+        vmc(vmcall::GET_QUOTE, &[(gpr::R12, 5 * MIB), (gpr::R13, 4096)]),
+        vmc(vmcall::MAP_GPA, &[(gpr::R12, 5 * MIB), (gpr::R13, 4096)]),
+        vmc(
+            vmcall::IO,
+            &[(gpr::R12, 3), (gpr::R13, 1), (gpr::R14, 0x3F8)],
+        ),
+        tdcall_exit(vec![(gpr::RAX, 0), (gpr::R10, 1), (gpr::R11, 30)], vec![]),
+    ];
+    let n = script.len();
+    h.get().exits.extend(script);
+    let mut regs = GuestRegisters::default();
+    assert_eq!(
+        serve_once(tdp, &mut setup, &mut svsm, &mut regs),
+        GuestExit::Halt
+    );
+    let g = h.get();
+    let e = &g.entries[g.entries.len() - n..];
+    assert_eq!(e[0].gprs[gpr::R10], 0);
+    assert_eq!(e[0].gprs[gpr::RAX], 0);
+    assert_eq!((e[1].gprs[gpr::R10], e[1].gprs[gpr::R11]), (0, 0x60));
+    assert_eq!(
+        [e[2].gprs[gpr::R12], e[2].gprs[gpr::R13]],
+        [0x4000_1000, 0x2000]
+    );
+    for (i, what) in [
+        (3, "RDMSR"),
+        (4, "GetQuote"),
+        (5, "MapGPA"),
+        (6, "bad size"),
+        (7, "vendor call"),
+    ] {
+        assert_eq!(e[i].gprs[gpr::R10], vmcall::INVALID_OPERAND, "{what}");
+    }
+    // The host saw exactly the console OUT and the IN, nothing else.
+    assert_eq!(
+        g.io[g.io.len() - 2..],
+        [(0x3F8, 1, true, u64::from(b'A')), (0x3FD, 1, false, 0)]
+    );
+    assert!(g.map_gpa.is_empty());
+    drop(g);
+    assert_eq!(tdp.loop_stats().refused_vmcalls, 5);
+}
+
+#[test]
+fn l2_instruction_exits() {
+    let (h, tdp, mut setup) = started(model());
+    let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
+    h.get().io_in_value = 0xFFFF_FF21;
+    let exit = |reason: u32, qual: u64, len: u32, set: Vec<(usize, u64)>| Exit {
+        reason,
+        qual,
+        instr_len: len,
+        set,
+        ..Default::default()
+    };
+    h.get().exits.extend([
+        // OUT DX, AL to COM1.
+        exit(30, 0x3F8 << 16, 1, vec![(gpr::RAX, 0xAA42)]),
+        // IN AL, 0x61 (port in the qualification, immediate).
+        exit(
+            30,
+            (0x61 << 16) | 8 | 0x40,
+            2,
+            vec![(gpr::RAX, 0x1234_5600)],
+        ),
+        // CPUID leaf 1.
+        exit(10, 0, 2, vec![(gpr::RAX, 1), (gpr::RCX, 0)]),
+        // RDMSR: #GP.
+        exit(31, 0, 2, vec![]),
+    ]);
+    let mut regs = GuestRegisters::default();
+    assert_eq!(
+        serve_once(tdp, &mut setup, &mut svsm, &mut regs),
+        GuestExit::Halt
+    );
+    let g = h.get();
+    let e = &g.entries[g.entries.len() - 4..];
+    assert_eq!(
+        g.io[g.io.len() - 2..],
+        [(0x3F8, 1, true, 0x42), (0x61, 1, false, 0)]
+    );
+    assert_eq!(e[1].gprs[gpr::RAX], 0x1234_5621, "IN merges the low byte");
+    assert_eq!(e[2].gprs[gpr::RAX], 0x1001);
+    assert_eq!(e[2].gprs[gpr::RBX], 0x2000);
+    assert_eq!(e[2].rip, e[1].rip + 2);
+    // #GP(0) queued for the next entry, RIP not advanced.
+    let info = g.vp_fields.get(&field::l2_vmcs(1, 0x4016)).copied();
+    assert_eq!(info, Some(0x8000_0B0D));
+    assert_eq!(e[3].rip, e[2].rip);
+    drop(g);
+
+    // String I/O, EPT violations, unknown reasons: not handled, not a panic.
+    for (reason, qual) in [(30, (0x3F8 << 16) | 0x10), (48, 0x181), (0xFFFF, 7)] {
+        h.get().exits.push_back(exit(reason, qual, 1, vec![]));
+        assert_eq!(
+            tdp.run_guest(0, &mut regs),
+            Ok(GuestExit::Unhandled {
+                code: u64::from(reason),
+                info: qual
+            })
+        );
+    }
+    h.get().exits.push_back(exit(2, 0, 0, vec![]));
+    assert_eq!(tdp.run_guest(0, &mut regs), Ok(GuestExit::Shutdown));
+}
+
+#[test]
+fn garbage_from_the_module_is_an_error_not_a_panic() {
+    let (h, tdp, _setup) = started(model());
+    let mut regs = GuestRegisters::default();
+    type Case = Box<dyn Fn(&mut Model)>;
+    let cases: Vec<Case> = vec![
+        // An undefined warning status.
+        Box::new(|m| m.inject.push_back((leaf::VP_ENTER, 0x0000_4242_0000_004D))),
+        // An error status.
+        Box::new(|m| m.inject.push_back((leaf::VP_ENTER, 0xC000_0100_0000_0002))),
+        // A VM-entry failure.
+        Box::new(|m| m.inject.push_back((leaf::VP_ENTER, 0x8000_0021))),
+        // An L2 TDCALL exit with an impossible instruction length.
+        Box::new(|m| {
+            m.exits.push_back(Exit {
+                reason: 77,
+                instr_len: 0,
+                ..Default::default()
+            })
+        }),
+        Box::new(|m| {
+            m.exits.push_back(Exit {
+                reason: 30,
+                qual: 0x3F8 << 16,
+                instr_len: 99,
+                ..Default::default()
+            })
+        }),
+    ];
+    for case in &cases {
+        case(&mut h.get());
+        assert!(
+            matches!(tdp.run_guest(0, &mut regs), Err(PlatformError::Firmware(_))),
+            "garbage accepted"
+        );
+    }
+    // The host keeps resuming the L1 without entering the L2: still fine.
+    h.get().exits.extend((0..3).map(|_| Exit {
+        status: status::PENDING_INTERRUPT,
+        ..Default::default()
+    }));
+    assert_eq!(tdp.run_guest(0, &mut regs), Ok(GuestExit::Halt));
+    assert_eq!(tdp.loop_stats().resumes, 3);
+}
+
+#[test]
+fn module_garbage_at_construction() {
+    let mut m = model();
+    m.gpaw = 7;
+    let h = Handle::new(m);
+    assert_eq!(
+        Tdp::new(h.clone(), h.clone(), &launch(), PAGES).err(),
+        Some(PlatformError::Firmware(u64::MAX))
+    );
+    let mut m = model();
+    m.num_l2_vms = 0;
+    let h = Handle::new(m);
+    assert!(matches!(
+        Tdp::new(h.clone(), h, &launch(), PAGES),
+        Err(PlatformError::Unsupported(_))
+    ));
+    let mut m = model();
+    m.inject.push_back((leaf::VM_RD, 0xC000_0C00_0000_0000));
+    let h = Handle::new(m);
+    assert!(matches!(
+        Tdp::new(h.clone(), h, &launch(), PAGES),
+        Err(PlatformError::Firmware(_))
+    ));
+}
+
+#[test]
+fn layout_checks() {
+    let bad = |l: TdpLaunch<'_>, p: L1Pages| {
+        let h = Handle::new(model());
+        Tdp::new(h.clone(), h, &l, p).err()
+    };
+    let ok = launch();
+    // The Calling Area must be L2 memory.
+    assert!(bad(TdpLaunch { caa: 2 * MIB, ..ok }, PAGES).is_some());
+    // The SVSM's own pages must be L1 memory.
+    assert!(
+        bad(
+            ok,
+            L1Pages {
+                report: 5 * MIB,
+                ..PAGES
+            }
+        )
+        .is_some()
+    );
+    assert!(
+        bad(
+            ok,
+            L1Pages {
+                vapic: 0x20_2800,
+                ..PAGES
+            }
+        )
+        .is_some()
+    );
+    assert!(
+        bad(
+            TdpLaunch {
+                reset_page_copy: 6 * MIB,
+                ..ok
+            },
+            PAGES
+        )
+        .is_some()
+    );
+    // The firmware may not overlap the L1, and its entry lies inside it.
+    let l1 = [L1[0], r(0xFFF0_0000, 0xFFF1_0000)];
+    assert!(bad(TdpLaunch { l1: &l1, ..ok }, PAGES).is_some());
+    assert!(
+        bad(
+            TdpLaunch {
+                firmware_entry: 0x1000,
+                ..ok
+            },
+            PAGES
+        )
+        .is_some()
+    );
+    assert!(bad(ok, PAGES).is_none());
+}
+
+#[test]
+fn guest_view_and_pvalidate() {
+    let (h, tdp, mut setup) = started(model());
+    let g = setup.memory.as_mut();
+    assert!(g.is_guest_memory(5 * MIB, 4096));
+    assert!(!g.is_guest_memory(2 * MIB, 8), "L1 memory");
+    assert!(!g.is_guest_memory(8 * MIB - 4, 8), "past the end");
+    assert_eq!(
+        g.read(PAGES.report, &mut [0u8; 8]),
+        Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+    );
+    assert_eq!(
+        g.write(3 * MIB, b"x"),
+        Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+    );
+    // Validation accepts and grants; L1 pages are refused; invalidation too.
+    h.get().l2_attrs.remove(&(6 * MIB));
+    g.pvalidate(6 * MIB, false, true, false).unwrap();
+    assert_eq!(h.get().l2_attr(6 * MIB), attr::RWX);
+    assert_eq!(
+        g.pvalidate(2 * MIB, true, true, false),
+        Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+    );
+    assert_eq!(
+        g.pvalidate(6 * MIB, false, false, false),
+        Err(crate::protocols::SvsmError::INVALID_REQUEST)
+    );
+    // Invalidating: L1 pages go shared through MapGPA, L2 pages are refused.
+    assert!(tdp.invalidate_pages(r(5 * MIB, 5 * MIB + 4096)).is_err());
+    tdp.invalidate_pages(r(3 * MIB, 3 * MIB + 4096)).unwrap();
+    assert_eq!(h.get().map_gpa.last(), Some(&((3 * MIB) | (1 << 47), 4096)));
+}
+
+#[test]
+fn console_goes_through_tdvmcall_io() {
+    let (h, tdp) = platform(model());
+    tdp.console_write(b"hi");
+    let g = h.get();
+    assert_eq!(
+        g.io[g.io.len() - 2..],
+        [
+            (COM1, 1, true, u64::from(b'h')),
+            (COM1, 1, true, u64::from(b'i'))
+        ]
+    );
+    assert_eq!(tdp.kind(), crate::platform::PlatformKind::Tdp);
+}
+
+#[test]
+fn subtract_ranges() {
+    let mut out = [r(0, 0); 4];
+    let n = mem::subtract(r(0, 100), &[r(10, 20), r(15, 30), r(90, 200)], &mut out);
+    assert_eq!(&out[..n], &[r(0, 10), r(30, 90)]);
+    let n = mem::subtract(r(0, 100), &[r(0, 100)], &mut out);
+    assert_eq!(n, 0);
+    let n = mem::subtract(r(50, 60), &[], &mut out);
+    assert_eq!(&out[..n], &[r(50, 60)]);
+}
+
+#[test]
+fn vp_info_decoding() {
+    let mut h = Handle::new(model());
+    let info = tdcall::vp_info(&mut h).unwrap();
+    assert_eq!((info.gpaw, info.shared_bit()), (48, 1 << 47));
+    h.get().gpaw = 52;
+    assert_eq!(tdcall::vp_info(&mut h).unwrap().shared_bit(), 1 << 51);
+}
