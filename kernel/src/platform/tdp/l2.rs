@@ -132,7 +132,7 @@ pub mod vmcs {
     pub const DR7: u32 = 0x681A;
     /// Guest IA32_EFER.
     pub const EFER: u32 = 0x2806;
-    /// Guest activity state.
+    /// Guest activity state (read-only to the L1).
     pub const ACTIVITY_STATE: u32 = 0x4826;
     /// Guest interruptibility state.
     pub const INTERRUPTIBILITY: u32 = 0x4824;
@@ -147,6 +147,15 @@ pub mod vmcs {
 
     /// VM-entry control: IA-32e mode guest.
     pub const ENTRY_IA32E_MODE: u64 = 1 << 9;
+
+    /// Guest CR0 bits the L1 may write (PE, MP, EM, TS, ET, WP, AM, PG).
+    /// This and the next two masks follow Intel's TD-partitioning SVSM;
+    /// they are not checked on hardware.
+    pub const CR0_WRITABLE: u64 = 0x8005_001F;
+    /// Guest CR4 bits the L1 may write (VMXE and SMXE are the module's).
+    pub const CR4_WRITABLE: u64 = 0x03FF_1FBF;
+    /// Guest IA32_EFER bits the L1 may write (SCE, LME, LMA).
+    pub const EFER_WRITABLE: u64 = 0x501;
 }
 
 /// Segment order of the VMCS field groups.
@@ -156,7 +165,7 @@ const LDTR: u32 = 6;
 const TR: u32 = 7;
 
 /// How many VMCS writes [`reset_state`] returns.
-pub const RESET_WRITES: usize = SEGMENTS * 4 + 2 * 2 + 8;
+pub const RESET_WRITES: usize = SEGMENTS * 4 + 2 * 2 + 7;
 
 /// The x86 reset state for a guest whose first instruction is at the
 /// linear address `entry` (0xfffffff0 for OVMF): real mode, CS base
@@ -186,14 +195,15 @@ pub fn reset_state(entry: u64) -> ([(u32, u64, u64); RESET_WRITES], L2State) {
         put(vmcs::ES_BASE + 2 * table, 0, u64::MAX);
         put(vmcs::ES_LIMIT + 2 * table, 0xFFFF, 0xFFFF_FFFF);
     }
-    // CR0: ET | NE (PE = PG = 0: real mode, which needs unrestricted guest).
-    put(vmcs::CR0, 0x30, u64::MAX);
+    // Control registers: only the bits the L1 may write (the module keeps
+    // the VMX-fixed ones, e.g. CR0.NE and CR4.VMXE, and shadows them).
+    // CR0: ET (PE = PG = 0: real mode, which needs unrestricted guest).
+    put(vmcs::CR0, 0x10, vmcs::CR0_WRITABLE);
     put(vmcs::CR3, 0, u64::MAX);
-    put(vmcs::CR4, 0, u64::MAX);
+    put(vmcs::CR4, 0, vmcs::CR4_WRITABLE);
     put(vmcs::DR7, 0x400, u64::MAX);
-    put(vmcs::EFER, 0, u64::MAX);
+    put(vmcs::EFER, 0, vmcs::EFER_WRITABLE);
     put(vmcs::ENTRY_CONTROLS, 0, vmcs::ENTRY_IA32E_MODE);
-    put(vmcs::ACTIVITY_STATE, 0, 0xFFFF_FFFF);
     put(vmcs::INTERRUPTIBILITY, 0, 0xFFFF_FFFF);
     let state = L2State {
         rflags: 2,

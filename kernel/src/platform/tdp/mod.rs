@@ -586,6 +586,12 @@ mod boot_hw {
         let mut reach: Vec<PhysRange> = launch.ram.to_vec();
         reach.extend_from_slice(launch.l1);
         reach.push(launch.firmware);
+        if reach.len() > 16 {
+            log::warn!(
+                "{} memory ranges: the L1 reaches only the first 16",
+                reach.len()
+            );
+        }
         let frame = || {
             crate::mm::alloc_frame()
                 .map(|p| p.0)

@@ -446,6 +446,35 @@ impl Model {
         0
     }
 
+    fn answer(&mut self, a: &mut TdcallArgs, rax: u64) -> u64 {
+        a.rax = rax;
+        rax
+    }
+
+    /// L2 VMCS writes the module refuses: read-only fields, and masks
+    /// with bits the L1 may not write (the fields with partial masks).
+    fn check_vmcs_write(id: u64, mask: u64) -> Option<u64> {
+        use super::l2::vmcs;
+        let class = (id >> 56) & 0x3F;
+        if class != 36 {
+            return None;
+        }
+        let enc = id as u32;
+        let read_only = [0x4000, 0x400C, vmcs::ACTIVITY_STATE, 0x2000, 0x2002];
+        if read_only.contains(&enc) {
+            return Some(st(status::METADATA_FIELD_NOT_WRITABLE, 0));
+        }
+        let allowed = match enc {
+            vmcs::CR0 => vmcs::CR0_WRITABLE,
+            vmcs::CR4 => vmcs::CR4_WRITABLE,
+            vmcs::EFER => vmcs::EFER_WRITABLE,
+            vmcs::ENTRY_CONTROLS => vmcs::ENTRY_IA32E_MODE,
+            vmcs::VIRTUAL_APIC_PAGE => !0xFFF,
+            _ => u64::MAX,
+        };
+        (mask & !allowed != 0).then(|| st(0xC000_0C0A, 0)) // METADATA_WR_MASK_NOT_VALID
+    }
+
     fn tdcall(&mut self, a: &mut TdcallArgs) -> u64 {
         let leaf_no = a.rax & 0xFFFF;
         self.calls.push(leaf_no);
@@ -484,6 +513,9 @@ impl Model {
                 leaf::VP_WR => {
                     // WRITE_MASK_VALID is a flag, not part of the field.
                     let id = a.rdx & !field::WRITE_MASK_VALID;
+                    if let Some(rc) = Self::check_vmcs_write(id, a.r9) {
+                        return self.answer(a, rc);
+                    }
                     let old = self.vp_fields.get(&id).copied().unwrap_or(0);
                     self.vp_fields.insert(id, (old & !a.r9) | (a.r8 & a.r9));
                     a.r8 = old;

@@ -298,7 +298,8 @@ fn start_guest_sets_up_the_l2_vmcs_and_reset_state() {
         assert_eq!(f(0x6808), Some(0xFFFF_0000), "CS base");
         assert_eq!(f(0x4802), Some(0xFFFF), "CS limit");
         assert_eq!(f(0x4816), Some(0x9B), "CS access rights");
-        assert_eq!(f(0x6800), Some(0x30), "CR0: real mode");
+        assert_eq!(f(0x6800), Some(0x10), "CR0: real mode");
+        assert_eq!(f(0x4826), None, "activity state is not the L1's to write");
         assert_eq!(f(0x2012), Some(PAGES.vapic), "virtual-APIC page");
         assert_eq!(f(0x4012), Some(0), "not IA-32e mode");
         // Every L2 TDCALL, TDG.VP.VMCALL included, exits to the L1.
