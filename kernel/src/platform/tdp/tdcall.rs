@@ -190,6 +190,11 @@ pub trait TdxModule: Send + 'static {
     /// Executes TDCALL with `args` (RAX = leaf on input) and leaves the
     /// registers the module wrote in `args`. Returns RAX (the completion
     /// status).
+    ///
+    /// Contract (not enforced by the type system): a leaf whose operands
+    /// are GPAs the module writes (MR.REPORT, VP.ENTER) may only be given
+    /// pages the L1 set aside for the module (`L1Pages`); the wrappers in
+    /// this file are the only callers and `Tdp` passes them only those.
     fn tdcall(&mut self, args: &mut TdcallArgs) -> u64;
 
     /// CPUID as the L1 sees it (the TDX module virtualizes it).
@@ -907,7 +912,7 @@ pub mod hw {
     }
 
     /// One TDCALL with every register of `args`.
-    pub fn tdcall_raw(args: &mut TdcallArgs) -> u64 {
+    fn tdcall_raw(args: &mut TdcallArgs) -> u64 {
         // SAFETY: TDCALL (66 0F 01 CC) transfers to the TDX module, which
         // reads and writes only the registers listed here (RBX is saved and
         // restored around it because VP.ENTER zeroes it and LLVM reserves
