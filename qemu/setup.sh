@@ -10,8 +10,9 @@ if [ "$what" = test ]; then
     # Peer tools, the reference TPM the engine is compared with, and g++ for
     # the fuzzer's libFuzzer runtime.
     packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpms-dev dbus g++)
-    # OVMF for the IGVM builder's tests.
-    packages+=(ovmf)
+    # OVMF for the IGVM builder's tests and the Linux guest; busybox and cpio
+    # for the guest's initramfs (qemu/linux-initramfs.sh).
+    packages+=(ovmf busybox-static cpio)
 fi
 
 missing=()
@@ -36,6 +37,13 @@ fi
 for c in rustfmt clippy; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"
 done
+
+# The Linux guest of the OVMF tests (tests/tests/linux_guest.rs,
+# qemu/ovmf-linux.sh): Debian's cloud kernel, unpacked into a cache rather
+# than installed on this machine.
+if [ "$what" = test ]; then
+    qemu/fetch-linux-kernel.sh >/dev/null
+fi
 
 # The independent SEV-SNP launch-digest computation the IGVM tests compare with.
 if [ "$what" = test ] && ! python3 -c "import sevsnpmeasure" >/dev/null 2>&1; then

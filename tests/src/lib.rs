@@ -6,6 +6,7 @@
 
 pub mod abrmd;
 pub mod cmd;
+pub mod linux_guest;
 pub mod scenario;
 pub mod server;
 pub mod tools;
