@@ -13,7 +13,9 @@
 //!   TDG.VP.RD/WR, TDG.VP.ENTER, the SERVTD and SYS leaves and the rest — is
 //!   refused with TDX_OPERAND_INVALID in the L2's RAX, and the L2 resumes.
 //! - Port I/O and CPUID exits are forwarded to the host / answered with the
-//!   L1's CPUID; MSR exits get #GP(0); HLT and triple fault end the run.
+//!   L1's CPUID; MSR exits and TDCALL outside CPL 0 get #GP(0), VMCALL gets
+//!   #UD; HLT and triple fault end the run; anything else (EPT violations:
+//!   MMIO or a touch of L1 memory) is an unhandled exit.
 
 use super::tdcall::{
     self, L2ExitInfo, TdxError, TdxModule, VmIndex, VpEnterOutcome, exit_reason, field, leaf,
@@ -262,8 +264,10 @@ pub struct LoopStats {
     pub io_forwarded: u64,
     /// CPUIDs answered.
     pub cpuids: u64,
-    /// #GP injected (MSR accesses).
+    /// #GP injected (MSR accesses, TDCALL outside CPL 0).
     pub gp_injected: u64,
+    /// #UD injected (VMCALL).
+    pub ud_injected: u64,
 }
 
 /// The completion status an L2 gets for a TDCALL the L1 refuses:
@@ -325,6 +329,13 @@ fn handle_exit(
     stats: &mut LoopStats,
 ) -> Result<Option<GuestExit>, TdxError> {
     match info.basic() {
+        exit_reason::TDCALL if info.cpl != 0 => {
+            // Only the L2's kernel may call the SVSM or the module; a user
+            // program that gets here gets #GP as TDCALL outside CPL 0 would.
+            inject_exception(m, v.vm, 13, Some(0))?;
+            stats.gp_injected += 1;
+            Ok(None)
+        }
         exit_reason::TDCALL => {
             step_over(v, info)?;
             if call_pending(m, v.caa) {
@@ -358,8 +369,15 @@ fn handle_exit(
             Ok(None)
         }
         exit_reason::MSR_READ | exit_reason::MSR_WRITE => {
-            inject_gp(m, v.vm)?;
+            inject_exception(m, v.vm, 13, Some(0))?;
             stats.gp_injected += 1;
+            Ok(None)
+        }
+        exit_reason::VMCALL => {
+            // No hypercalls here (SVSM calls are TDCALLs): #UD, as on a CPU
+            // without a hypervisor.
+            inject_exception(m, v.vm, 6, None)?;
+            stats.ud_injected += 1;
             Ok(None)
         }
         exit_reason::HLT => {
@@ -531,11 +549,27 @@ fn cpuid(
     stats.cpuids += 1;
 }
 
-/// Queues #GP(0) for the next entry of `vm`.
-fn inject_gp(m: &mut dyn TdxModule, vm: VmIndex) -> Result<(), TdxError> {
-    // Valid, hardware exception, deliver error code, vector 13.
-    let info = (1u64 << 31) | (3 << 8) | (1 << 11) | 13;
-    vmcs_write(m, vm, vmcs::ENTRY_EXCEPTION_ERROR, 0, 0xFFFF_FFFF)?;
+/// Queues hardware exception `vector` (with `error_code` if it has one)
+/// for the next entry of `vm`; the L2's RIP stays on the faulting
+/// instruction.
+fn inject_exception(
+    m: &mut dyn TdxModule,
+    vm: VmIndex,
+    vector: u8,
+    error_code: Option<u32>,
+) -> Result<(), TdxError> {
+    // Valid (bit 31), type hardware exception (3, bits 10:8), vector.
+    let mut info = (1u64 << 31) | (3 << 8) | u64::from(vector);
+    if let Some(code) = error_code {
+        info |= 1 << 11; // deliver the error code
+        vmcs_write(
+            m,
+            vm,
+            vmcs::ENTRY_EXCEPTION_ERROR,
+            u64::from(code),
+            0xFFFF_FFFF,
+        )?;
+    }
     vmcs_write(m, vm, vmcs::ENTRY_INTR_INFO, info, 0xFFFF_FFFF)?;
     Ok(())
 }

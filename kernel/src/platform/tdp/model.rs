@@ -44,6 +44,8 @@ pub struct Exit {
     pub writes: Vec<(u64, Vec<u8>)>,
     /// Completion class instead of SUCCESS (e.g. PENDING_INTERRUPT).
     pub status: u32,
+    /// The L2's CPL at the exit.
+    pub cpl: u8,
 }
 
 /// The model's state.
@@ -400,7 +402,7 @@ impl Model {
         a.r9 = 0;
         a.r10 = 0;
         a.r11 = u64::from(exit.instr_len) << 32;
-        a.r12 = 0;
+        a.r12 = u64::from(exit.cpl);
         u64::from(exit.reason)
     }
 

@@ -731,6 +731,32 @@ fn l2_instruction_exits() {
     assert_eq!(e[3].rip, e[2].rip);
     drop(g);
 
+    // TDCALL from user mode, even with call_pending: #GP, no SVSM call.
+    // VMCALL: #UD.
+    h.get().exits.push_back(Exit {
+        cpl: 3,
+        ..tdcall_exit(vec![(gpr::RAX, 6)], vec![(CAA, vec![1])])
+    });
+    h.get().exits.push_back(exit(18, 0, 3, vec![]));
+    // Where the L2 stands now: past the HLT (1 byte) that ended the last run.
+    let rip = last_entry(&h).rip + 1;
+    assert_eq!(tdp.run_guest(0, &mut regs), Ok(GuestExit::Halt));
+    let g = h.get();
+    let e = &g.entries[g.entries.len() - 2..];
+    assert_eq!(e[0].rip, rip, "#GP leaves RIP on the TDCALL");
+    assert_eq!(e[1].rip, rip, "#UD leaves RIP on the VMCALL");
+    assert_eq!(
+        g.vp_fields.get(&field::l2_vmcs(1, 0x4016)).copied(),
+        Some(0x8000_0306),
+        "#UD queued last"
+    );
+    drop(g);
+    assert_eq!(tdp.loop_stats().gp_injected, 2);
+    assert_eq!(tdp.loop_stats().ud_injected, 1);
+    let mut ca = [0u8; 1];
+    h.get().peek(CAA, &mut ca).unwrap();
+    assert_eq!(ca, [1], "call_pending untouched: no SVSM call was made");
+
     // String I/O, EPT violations, unknown reasons: not handled, not a panic.
     for (reason, qual) in [(30, (0x3F8 << 16) | 0x10), (48, 0x181), (0xFFFF, 7)] {
         h.get().exits.push_back(exit(reason, qual, 1, vec![]));
