@@ -32,6 +32,13 @@ pub struct Evidence {
     pub ek_cert: Option<Vec<u8>>,
     /// AK certificate.
     pub ak_cert: Option<Vec<u8>>,
+    /// The vTPM's binding certificate (NV 0x01525600): self-signed, carries
+    /// the platform report that binds its key; signs the EK/AK certificates.
+    pub binding_cert: Option<Vec<u8>>,
+    /// EK certificates (NV 0x01C00002, 0x01C0000A), checked like `ek_cert`.
+    pub ek_certs: Vec<Vec<u8>>,
+    /// AK certificates (NV 0x01525601, 0x01525602), checked like `ak_cert`.
+    pub ak_certs: Vec<Vec<u8>>,
 }
 
 /// SEV-SNP platform evidence.
@@ -92,6 +99,12 @@ struct RawBundle {
     ek_cert: Option<Value>,
     #[serde(default)]
     ak_cert: Option<Value>,
+    #[serde(default)]
+    binding_cert: Option<Value>,
+    #[serde(default)]
+    ek_certs: Vec<Value>,
+    #[serde(default)]
+    ak_certs: Vec<Value>,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +274,17 @@ impl Evidence {
             event_log: d.opt(&raw.event_log, "event_log")?,
             ek_cert: d.opt(&raw.ek_cert, "ek_cert")?,
             ak_cert: d.opt(&raw.ak_cert, "ak_cert")?,
+            binding_cert: d.opt(&raw.binding_cert, "binding_cert")?,
+            ek_certs: raw
+                .ek_certs
+                .iter()
+                .map(|c| d.blob(c, "ek_certs"))
+                .collect::<Result<_, _>>()?,
+            ak_certs: raw
+                .ak_certs
+                .iter()
+                .map(|c| d.blob(c, "ak_certs"))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -314,10 +338,16 @@ impl Evidence {
             ("event_log", &self.event_log),
             ("ek_cert", &self.ek_cert),
             ("ak_cert", &self.ak_cert),
+            ("binding_cert", &self.binding_cert),
         ];
         for (k, v) in opt {
             if let Some(v) = v {
                 m.insert(k.into(), hex_blob(v));
+            }
+        }
+        for (k, v) in [("ek_certs", &self.ek_certs), ("ak_certs", &self.ak_certs)] {
+            if !v.is_empty() {
+                m.insert(k.into(), v.iter().map(|c| hex_blob(c)).collect());
             }
         }
         if let Some(q) = &self.tpm_quote {
@@ -374,6 +404,9 @@ mod tests {
             ak_public: Some(vec![10]),
             pcrs: Some(pcrs),
             event_log: Some(vec![11]),
+            binding_cert: Some(vec![12]),
+            ek_certs: vec![vec![13], vec![14]],
+            ak_certs: vec![vec![15]],
             ..Evidence::default()
         };
         let back = Evidence::from_json(&e.to_json().to_string(), None).unwrap();

@@ -1,6 +1,7 @@
 //! Rivet's verifier: appraises the evidence a Rivet vTPM produces (an SEV-SNP
 //! report with its AMD chain or a TDX quote, the REPORT_DATA binding of
-//! nonce and manifest, the AK's TPM quote, PCRs and event log) against a
+//! nonce and manifest, the AK's TPM quote, PCRs and event log, the EK/AK
+//! certificates and the report-carrying certificate they chain to) against a
 //! policy, and returns an EAR-style appraisal. Host-only; no unsafe.
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod simulated;
 pub mod snp;
 pub mod tdx;
 pub mod tpm;
+pub mod vtpm_certs;
 
 mod appraise_platform;
 mod appraise_tpm;
@@ -71,5 +73,6 @@ pub fn appraise(evidence: &Evidence, policy: &Policy) -> Appraisal {
     };
     appraise_platform::binding(&mut a, evidence, report_data);
     appraise_tpm::tpm(&mut a, evidence);
+    vtpm_certs::appraise(&mut a, evidence, policy, now);
     a
 }
