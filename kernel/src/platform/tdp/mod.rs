@@ -115,6 +115,9 @@ struct Inner<M> {
     m: M,
     vcpu: Option<L2Vcpu>,
     stats: LoopStats,
+    /// The new Calling Area of a core REMAP_CA call the request loop is
+    /// handling: adopted when the call succeeded.
+    remap: Option<u64>,
 }
 
 /// The TDX-partitioning platform over the module `M`.
@@ -249,6 +252,7 @@ impl<M: TdxModule> Tdp<M> {
                 m,
                 vcpu: None,
                 stats: LoopStats::default(),
+                remap: None,
             })),
             console: Mutex::new(console),
             layout: Arc::new(layout),
@@ -429,10 +433,24 @@ impl<M: TdxModule> Platform for Tdp<M> {
             return Err(PlatformError::Unsupported("more than one vCPU"));
         }
         let mut g = self.inner.lock();
-        let Inner { m, vcpu, stats } = &mut *g;
+        let Inner {
+            m,
+            vcpu,
+            stats,
+            remap,
+        } = &mut *g;
         let v = vcpu
             .as_mut()
             .ok_or(PlatformError::Unsupported("no guest started"))?;
+        // The loop tells SVSM calls from module TDCALLs by call_pending in
+        // the Calling Area, so it follows the guest's REMAP_CA: the
+        // dispatcher moved it if the call succeeded.
+        if let Some(new_caa) = remap.take()
+            && regs.rax == result::SUCCESS
+            && self.layout.in_l2(new_caa, 8)
+        {
+            v.caa = new_caa;
+        }
         let r = &mut v.state.gprs;
         r[gpr::RAX] = regs.rax;
         r[gpr::RCX] = regs.rcx;
@@ -441,6 +459,10 @@ impl<M: TdxModule> Platform for Tdp<M> {
         r[gpr::R9] = regs.r9;
         let exit = l2::run(m, v, stats).map_err(|e| tdx_err("L2 run loop", e))?;
         let r = &v.state.gprs;
+        if exit == GuestExit::SvsmCall && r[gpr::RAX] == 0 {
+            // Core protocol (0), call 0: SVSM_CORE_REMAP_CA to RCX.
+            *remap = Some(r[gpr::RCX]);
+        }
         regs.rax = r[gpr::RAX];
         regs.rcx = r[gpr::RCX];
         regs.rdx = r[gpr::RDX];

@@ -525,6 +525,44 @@ fn l2_svsm_call_reaches_the_dispatcher() {
 }
 
 #[test]
+fn remap_ca_moves_where_the_loop_looks_for_call_pending() {
+    let (h, tdp, mut setup) = started(model());
+    let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
+    let new_ca = 6 * MIB;
+    let query = (gpr::RCX, (u64::from(protocol::VTPM) << 32) | 1);
+    h.get().exits.extend([
+        // REMAP_CA to 6 MiB.
+        tdcall_exit(
+            vec![(gpr::RAX, 0), (gpr::RCX, new_ca)],
+            vec![(CAA, vec![1])],
+        ),
+        // QUERY_PROTOCOL with call_pending in the new area only.
+        tdcall_exit(vec![(gpr::RAX, 6), query], vec![(new_ca, vec![1])]),
+        // A failed REMAP_CA (to L1 memory) keeps the area.
+        tdcall_exit(
+            vec![(gpr::RAX, 0), (gpr::RCX, 2 * MIB)],
+            vec![(new_ca, vec![1])],
+        ),
+        tdcall_exit(vec![(gpr::RAX, 6), query], vec![(new_ca, vec![1])]),
+    ]);
+    let mut regs = GuestRegisters::default();
+    for (expect_rax, expect_rcx) in [
+        (result::SUCCESS, new_ca),
+        (result::SUCCESS, (1 << 32) | 1),
+        (result::INVALID_ADDRESS, 2 * MIB),
+        (result::SUCCESS, (1 << 32) | 1),
+    ] {
+        assert_eq!(
+            serve_once(tdp, &mut setup, &mut svsm, &mut regs),
+            GuestExit::SvsmCall
+        );
+        assert_eq!((regs.rax, regs.rcx), (expect_rax, expect_rcx));
+    }
+    assert_eq!(svsm.caa, new_ca);
+    assert_eq!(tdp.loop_stats().refused_tdcalls, 0);
+}
+
+#[test]
 fn l2_attestation_call_gets_a_tdreport_bound_to_its_nonce() {
     let (h, tdp, mut setup) = started(model());
     let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
