@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
 done
 state="${state:-target/ovmf-linux/$backend}"
 
-qemu/setup.sh test >&2
+qemu/setup.sh linux >&2
 kernel=$(qemu/fetch-linux-kernel.sh)
 mkdir -p "$state"
 state=$(cd "$state" && pwd)

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Installs what Rivet needs, only what is missing: the Rust target for the
-# kernel, and the Debian packages for running it (`run`) or for the whole
-# test suite (`test`, the default).
+# kernel, and the Debian packages for running it (`run`), for the Linux guest
+# of qemu/ovmf-linux.sh (`linux`) or for the whole test suite (`test`, the
+# default).
 set -euo pipefail
 
 what="${1:-test}"
 packages=(qemu-system-x86)
+# The Linux guest under OVMF: firmware, the initramfs's busybox and cpio,
+# tpm2-tools with the device TCTI, swtpm to compare with.
+linux_guest=(ovmf busybox-static cpio tpm2-tools libtss2-tcti-device0 swtpm)
+if [ "$what" = linux ]; then
+    packages+=("${linux_guest[@]}")
+fi
 if [ "$what" = test ]; then
     # Peer tools, the reference TPM the engine is compared with, and g++ for
     # the fuzzer's libFuzzer runtime.
     packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpms-dev dbus g++)
-    # OVMF for the IGVM builder's tests and the Linux guest; busybox and cpio
-    # for the guest's initramfs (qemu/linux-initramfs.sh).
-    packages+=(ovmf busybox-static cpio)
+    # OVMF for the IGVM builder's tests; the Linux guest's packages.
+    packages+=("${linux_guest[@]}")
 fi
 
 missing=()
@@ -41,8 +47,8 @@ done
 # The Linux guest of the OVMF tests (tests/tests/linux_guest.rs,
 # qemu/ovmf-linux.sh): Debian's cloud kernel, unpacked into a cache rather
 # than installed on this machine.
-if [ "$what" = test ]; then
-    qemu/fetch-linux-kernel.sh >/dev/null
+if [ "$what" = test ] || [ "$what" = linux ]; then
+    "$(dirname "$0")/fetch-linux-kernel.sh" >/dev/null
 fi
 
 # The independent SEV-SNP launch-digest computation the IGVM tests compare with.

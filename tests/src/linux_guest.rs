@@ -302,7 +302,7 @@ impl GuestVm<'_> {
 }
 
 /// One boot of `init-check`, parsed from its console lines.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct CheckedBoot {
     /// From QEMU's start (or the previous boot's RIVET-REBOOTING line) to
     /// RIVET-READY: firmware, kernel, up to the first userspace line.

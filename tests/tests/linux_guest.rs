@@ -175,6 +175,12 @@ fn check_backend(backend: TpmBackend, boots: &[CheckedBoot], nonces: &Nonces) {
     let first = &boots[0];
     verify_boot(first, &nonces.first, None).unwrap_or_else(|e| panic!("{backend:?}, boot 1: {e}"));
     let ak = first.blob("ak.pub").unwrap();
+    // The checks can fail: a wrong nonce, a PCR the log does not explain.
+    assert!(verify_boot(first, &nonces.second, None).is_err());
+    let mut forged = first.clone();
+    forged.pcrs.get_mut("sha256").unwrap().get_mut(&0).unwrap()[0] ^= 1;
+    let err = verify_boot(&forged, &nonces.first, None).unwrap_err();
+    assert!(err.contains("event log"), "{err}");
     for (n, boot) in boots.iter().enumerate().skip(1) {
         let which = format!("{backend:?}, boot {}", n + 1);
         verify_boot(boot, nonces.for_phase(&boot.phase), Some(ak))
