@@ -525,6 +525,33 @@ fn l2_svsm_call_reaches_the_dispatcher() {
 }
 
 #[test]
+fn l2_vtpm_command_round_trip() {
+    let (h, tdp, mut setup) = started(model());
+    let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
+    let page = 20 * MIB;
+    // SVSM_VTPM_CMD request: u32 cmd = 8, u8 locality, u32 size, command.
+    let mut req = vec![8, 0, 0, 0, 0, 3, 0, 0, 0];
+    req.extend_from_slice(b"abc");
+    h.get().exits.push_back(tdcall_exit(
+        vec![
+            (gpr::RAX, (u64::from(protocol::VTPM) << 32) | 1),
+            (gpr::RCX, page),
+        ],
+        vec![(page, req), (CAA, vec![1])],
+    ));
+    let mut regs = GuestRegisters::default();
+    assert_eq!(
+        serve_once(tdp, &mut setup, &mut svsm, &mut regs),
+        GuestExit::SvsmCall
+    );
+    assert_eq!(regs.rax, result::SUCCESS);
+    // Response: u32 size, then EchoTpm's marker, locality and the command.
+    let mut out = [0u8; 9];
+    h.get().peek(page, &mut out).unwrap();
+    assert_eq!(&out, b"\x05\0\0\0\xEE\0abc");
+}
+
+#[test]
 fn remap_ca_moves_where_the_loop_looks_for_call_pending() {
     let (h, tdp, mut setup) = started(model());
     let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
