@@ -203,13 +203,16 @@ impl<D: Device> Control<'_, D> {
 
     fn read_request<const N: usize>(&mut self) -> io::Result<[u8; N]> {
         let mut b = [0u8; N];
-        self.stream.read_exact(&mut b).map_err(|e| {
+        if let Err(e) = self.stream.read_exact(&mut b) {
             if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut {
-                protocol_error("truncated control command (timed out)".into())
-            } else {
-                e
+                // As swtpm does with a short request: BAD_PARAMETER.
+                let _ = self.reply(&[res::BAD_PARAMETER]);
+                return Err(protocol_error(
+                    "truncated control command (timed out)".into(),
+                ));
             }
-        })?;
+            return Err(e);
+        }
         Ok(b)
     }
 

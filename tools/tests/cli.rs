@@ -10,7 +10,7 @@ fn help_names_the_options() {
     let out = Command::new(SERVER).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for option in ["--port", "--state", "--host"] {
+    for option in ["--port", "--state", "--host", "--ctrl"] {
         assert!(
             help.contains(option),
             "{option} missing from --help:\n{help}"

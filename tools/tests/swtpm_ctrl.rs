@@ -319,3 +319,45 @@ fn bad_control_input_gets_errors_and_others_are_still_served() {
     assert_eq!(ctrl7.result(SHUTDOWN, &[]), 0);
     assert!(server.wait_exit().success());
 }
+
+#[test]
+fn a_stalled_half_command_times_out_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut ctrl = server.connect();
+    let mut data = ctrl.data_channel();
+    ctrl.qemu_startup(4096);
+    // The header promises 20 bytes; 12 come, then nothing.
+    let mut half = vec![0x80, 0x01, 0, 0, 0, 20, 0, 0, 0x01, 0x7B];
+    half.extend_from_slice(&[0, 8]);
+    data.write_all(&half).unwrap();
+    let started = Instant::now();
+    let mut header = [0; 10];
+    data.read_exact(&mut header).unwrap();
+    assert_eq!(word(&header, 6), 0x142);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The control connection is unaffected: a new data channel works.
+    let mut data2 = ctrl2_data(&server);
+    assert_eq!(rc(&transact(&mut data2, &STARTUP_CLEAR)), 0);
+    // And a half control command on a connection that stays open.
+    let mut stalled = server.connect();
+    stalled.stream.write_all(&INIT.to_be_bytes()).unwrap();
+    stalled.stream.write_all(&[0, 0]).unwrap();
+    let mut rest = Vec::new();
+    let _ = stalled.stream.read_to_end(&mut rest);
+    assert_eq!(
+        rest,
+        BAD_PARAMETER.to_be_bytes(),
+        "then the connection closes"
+    );
+    assert_eq!(ctrl.result(SET_LOCALITY, &[0, 0, 0, 0]), 0);
+}
+
+/// A data channel on a second control connection.
+fn ctrl2_data(server: &Server) -> UnixStream {
+    let mut ctrl = server.connect();
+    let data = ctrl.data_channel();
+    // The control connection may close; the data channel lives on.
+    drop(ctrl);
+    data
+}
