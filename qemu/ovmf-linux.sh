@@ -53,7 +53,11 @@ if [ "$backend" = rivet ]; then
     target="${CARGO_TARGET_DIR:-target}"
     "$target/$profile/rivet-tpm-server" --ctrl "$ctrl" --state "$state/tpm.state" > "$state/tpm.log" 2>&1 &
 else
-    mkdir -p "$state/swtpm"
+    if [ ! -d "$state/swtpm" ]; then
+        # The PCR banks Rivet's engine has (swtpm's default adds SHA-384/512).
+        mkdir -p "$state/swtpm"
+        swtpm_setup --tpm2 --pcr-banks sha1,sha256 --tpmstate "$state/swtpm" >&2
+    fi
     swtpm socket --tpm2 --ctrl type=unixio,path="$ctrl" --tpmstate dir="$state/swtpm" \
         --log file="$state/tpm.log" &
 fi

@@ -9,7 +9,7 @@ what="${1:-test}"
 packages=(qemu-system-x86)
 # The Linux guest under OVMF: firmware, the initramfs's busybox and cpio,
 # tpm2-tools with the device TCTI, swtpm to compare with.
-linux_guest=(ovmf busybox-static cpio tpm2-tools libtss2-tcti-device0 swtpm)
+linux_guest=(ovmf busybox-static cpio tpm2-tools libtss2-tcti-device0 swtpm swtpm-tools)
 if [ "$what" = linux ]; then
     packages+=("${linux_guest[@]}")
 fi

@@ -95,7 +95,24 @@ impl TpmProcess {
             }
             TpmBackend::Swtpm => {
                 let state = dir.join("swtpm");
-                std::fs::create_dir_all(&state).unwrap();
+                if !state.exists() {
+                    std::fs::create_dir_all(&state).unwrap();
+                    // Manufacture with the banks Rivet's engine has (swtpm's
+                    // own default adds SHA-384 and SHA-512), so that both
+                    // firmware runs extend and log the same banks.
+                    let out = Command::new("swtpm_setup")
+                        .args(["--tpm2", "--pcr-banks", "sha1,sha256", "--tpmstate"])
+                        .arg(&state)
+                        .stdin(Stdio::null())
+                        .output()
+                        .expect("swtpm_setup (qemu/setup.sh installs swtpm-tools)");
+                    assert!(
+                        out.status.success(),
+                        "swtpm_setup: {}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
                 let mut cmd = Command::new("swtpm");
                 cmd.args(["socket", "--tpm2", "--ctrl"])
                     .arg(format!("type=unixio,path={}", ctrl.display()))
