@@ -3,7 +3,8 @@
 //! mode on an identity map of the low 4 GiB, and the call into Rust.
 //!
 //! Nothing here touches memory outside the kernel image except the start-info
-//! pointer, which is passed on unread.
+//! pointer, which is passed on (an IGVM launch-info page on SNP is read for
+//! the CPUID page's C-bit position, see below).
 
 core::arch::global_asm!(
     r#"
@@ -26,7 +27,15 @@ boot_pdpt:
     .quad boot_pd + 0x1003
     .quad boot_pd + 0x2003
     .quad boot_pd + 0x3003
-    .fill 508, 8, 0
+    .quad boot_pd_shared + 0x3  /* 4 GiB: the SNP shared window (GHCB) */
+    .fill 507, 8, 0
+boot_pd_shared:
+    .quad boot_pt_shared + 0x3
+    .fill 511, 8, 0
+    .global boot_pt_shared
+boot_pt_shared:
+    /* Filled by the SNP platform (C-bit clear); empty otherwise. */
+    .fill 512, 8, 0
 boot_pd:
     /* 2048 present, writable 2 MiB pages: identity map of 0..4 GiB. */
     .set boot_page, 0
@@ -63,6 +72,43 @@ pvh_entry32:
     xor %eax, %eax
     rep stosb
 
+    /* IGVM launch on SEV-SNP (launch-info magic "RIVETLI\0", platform
+       1): the leaf entries of the boot map need the C-bit, or every data
+       access would be shared. Its position comes from the CPUID page the PSP
+       checked (Fn8000_001F EBX[5:0]); the CPUID instruction would raise a
+       #VC here. Page-table walks and instruction fetches are private anyway.
+       A PVH start info never matches, so native boot is unchanged. */
+    cmpl $0x45564952, (%esi)
+    jne 3f
+    cmpl $0x00494c54, 4(%esi)
+    jne 3f
+    cmpl $1, 0xc(%esi)
+    jne 3f
+    mov 0x50(%esi), %edx        /* the CPUID page (below 4 GiB) */
+    mov (%edx), %ecx            /* entries */
+    cmp $64, %ecx
+    ja 3f
+    add $16, %edx
+1:  test %ecx, %ecx
+    jz 3f
+    cmpl $0x8000001f, (%edx)
+    je 2f
+    add $0x30, %edx
+    dec %ecx
+    jmp 1b
+2:  mov 0x1c(%edx), %ecx        /* EBX out */
+    and $0x3f, %ecx
+    sub $32, %ecx
+    jb 3f
+    mov $1, %eax
+    shl %cl, %eax               /* the C-bit in an entry's upper half */
+    mov $boot_pd, %edi
+    mov $2048, %ecx
+4:  or %eax, 4(%edi)
+    add $8, %edi
+    dec %ecx
+    jnz 4b
+3:
     /* PAE, then the boot page tables. */
     mov %cr4, %eax
     or $0x20, %eax

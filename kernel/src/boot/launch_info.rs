@@ -421,9 +421,7 @@ pub fn parse_bytes(addr: u64, raw: &[u8; LAYOUT_SIZE]) -> Result<LaunchInfo, Lau
     let memory_map = if mm == 0 {
         None
     } else {
-        let end = mm
-            .checked_add(mm_size)
-            .ok_or(E::BadField("memory map"))?;
+        let end = mm.checked_add(mm_size).ok_or(E::BadField("memory map"))?;
         if mm_size < MEMORY_MAP_ENTRY_SIZE as u64 || !aligned(mm) {
             return Err(E::BadField("memory map"));
         }
@@ -686,7 +684,10 @@ pub(crate) mod tests {
         assert_eq!(regions.len(), 2);
         assert_eq!(regions[1].kind, RegionKind::Secrets);
         assert_eq!(
-            info.firmware_region(RegionKind::SecMem).unwrap().range.len(),
+            info.firmware_region(RegionKind::SecMem)
+                .unwrap()
+                .range
+                .len(),
             0x9000
         );
     }
@@ -719,7 +720,7 @@ pub(crate) mod tests {
                 LaunchInfoError::Platform(7),
             ),
             (
-                |p| put64(p, offset::SVSM_SIZE, u64::MAX & !0xfff),
+                |p| put64(p, offset::SVSM_SIZE, !0xfff),
                 LaunchInfoError::BadField("SVSM area"),
             ),
             (

@@ -153,6 +153,19 @@ pub mod vector {
     pub const DOUBLE_FAULT: u64 = 8;
     /// Page fault.
     pub const PAGE_FAULT: u64 = 14;
+    /// VMM communication exception (#VC, SEV-ES/SNP).
+    pub const VMM_COMMUNICATION: u64 = 29;
+}
+
+/// Handles a #VC: true if the instruction was emulated and RIP advanced.
+pub type VcHandler = fn(&mut ExceptionFrame) -> bool;
+
+static VC_HANDLER: spin::Once<VcHandler> = spin::Once::new();
+
+/// Installs the #VC handler (once; the SNP platform does it). Without one a
+/// #VC is fatal like any other exception.
+pub fn set_vc_handler(handler: VcHandler) {
+    VC_HANDLER.call_once(|| handler);
 }
 
 /// Mnemonic of an exception vector.
@@ -246,6 +259,12 @@ pub fn catch_fault(f: extern "C" fn(usize), arg: usize, stack_top: u64) -> Resul
 
 #[unsafe(no_mangle)]
 extern "C" fn exception_handler(frame: &mut ExceptionFrame) {
+    if frame.vector == vector::VMM_COMMUNICATION
+        && let Some(handler) = VC_HANDLER.get()
+        && handler(frame)
+    {
+        return;
+    }
     if frame.vector == vector::BREAKPOINT {
         BREAKPOINTS.fetch_add(1, Ordering::SeqCst);
         log::debug!("breakpoint at {:#x}", frame.rip.wrapping_sub(1));

@@ -141,8 +141,8 @@ fn pvalidate_one(guest: &mut dyn Guest, entry: u64) -> Result<(), SvsmError> {
 }
 
 /// CREATE_VCPU: RCX = VMSA, RDX = Calling Area, R8 = APIC id. The addresses
-/// are checked as the specification asks; this SVSM runs one vCPU per guest
-/// and does not create more.
+/// are checked as the specification asks, then the platform checks the VMSA
+/// and starts the vCPU (native runs one vCPU and refuses).
 fn create_vcpu(guest: &mut dyn Guest, regs: &GuestRegisters) -> Result<(), SvsmError> {
     let (vmsa, caa) = (regs.rcx, regs.rdx);
     for gpa in [vmsa, caa] {
@@ -153,15 +153,16 @@ fn create_vcpu(guest: &mut dyn Guest, regs: &GuestRegisters) -> Result<(), SvsmE
     if vmsa == caa {
         return Err(SvsmError::INVALID_ADDRESS);
     }
-    Err(SvsmError::UNSUPPORTED_CALL)
+    let apic_id = u32::try_from(regs.r8).map_err(|_| SvsmError::INVALID_PARAMETER)?;
+    guest.create_vcpu(vmsa, caa, apic_id)
 }
 
-/// DELETE_VCPU: RCX = a VMSA this SVSM created; it creates none.
+/// DELETE_VCPU: RCX = a VMSA created by CREATE_VCPU; the platform decides.
 fn delete_vcpu(guest: &mut dyn Guest, regs: &GuestRegisters) -> Result<(), SvsmError> {
     if !regs.rcx.is_multiple_of(PAGE) || !guest.is_guest_memory(regs.rcx, PAGE) {
         return Err(SvsmError::INVALID_ADDRESS);
     }
-    Err(SvsmError::INVALID_PARAMETER)
+    guest.delete_vcpu(regs.rcx)
 }
 
 #[cfg(test)]

@@ -90,6 +90,21 @@ pub trait Guest {
         valid: bool,
         ignore_cf: bool,
     ) -> Result<(), SvsmError>;
+
+    /// CREATE_VCPU after the address checks: the platform checks the VMSA
+    /// the guest handed over and starts the vCPU. Platforms that run one
+    /// vCPU refuse.
+    fn create_vcpu(&mut self, vmsa: u64, caa: u64, apic_id: u32) -> Result<(), SvsmError> {
+        let _ = (vmsa, caa, apic_id);
+        Err(SvsmError::UNSUPPORTED_CALL)
+    }
+
+    /// DELETE_VCPU after the address checks: the platform stops the vCPU
+    /// whose VMSA this is. Platforms that created none refuse.
+    fn delete_vcpu(&mut self, vmsa: u64) -> Result<(), SvsmError> {
+        let _ = vmsa;
+        Err(SvsmError::INVALID_PARAMETER)
+    }
 }
 
 /// The vTPM the protocol drives.

@@ -1,0 +1,508 @@
+//! The SNP hardware itself (bare metal only): the GHCB MSR and VMGEXIT,
+//! PVALIDATE and RMPADJUST, private and shared memory access, the early
+//! set-up (CPUID page, GHCB, #VC hook) and the `Snp` platform.
+//!
+//! None of this has run on SEV-SNP hardware (no machine here has SNP); the
+//! logic it calls is model-tested in `snp::tests`.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::{Mutex, Once};
+
+use super::ghcb::{self, GHCB_MSR, GhcbPage, Hypervisor};
+use super::guest_request::GuestRequestChannel;
+use super::rmp::{Rmp, RmpAttrs};
+use super::secrets::{self, SECRETS_PAGE_SIZE, SecretsPage, SvsmFields};
+use super::svsm::{GhcbTransport, Memory, SnpCore, SnpGuest, Unreachable};
+use super::vc::{CpuidTable, VcRegs};
+use crate::boot::launch_info::{LaunchInfo, RegionKind};
+use crate::boot::pvh::BootInfo;
+use crate::cpu::exceptions::ExceptionFrame;
+use crate::cpu::instr;
+use crate::mm::{LARGE_PAGE_SIZE, PAGE_SIZE, PhysRange};
+use crate::platform::{
+    ExitStatus, GuestExit, GuestRegisters, GuestSetup, Platform, PlatformError, PlatformKind,
+};
+
+/// Linear address of the shared window: the GHCB, then the guest-request
+/// request and response pages, mapped with the C-bit clear.
+pub const SHARED_WINDOW: u64 = 0x1_0000_0000;
+/// Pages in the shared window.
+pub const SHARED_PAGES: usize = 3;
+/// The console's ports (COM1).
+const CONSOLE_PORTS: core::ops::Range<u16> = 0x3F8..0x400;
+
+/// The GPAs behind the shared window.
+static SHARED_GPA: [AtomicU64; SHARED_PAGES] = [const { AtomicU64::new(0) }; SHARED_PAGES];
+/// The C-bit as a page-table bit (0 before `early_init`).
+static C_BIT: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "C" {
+    /// The entry code's page table for the shared window (boot::entry).
+    static mut boot_pt_shared: [u64; 512];
+}
+
+/// The SNP instructions and memory.
+pub struct HwSnp;
+
+impl Hypervisor for HwSnp {
+    fn read_msr(&mut self) -> u64 {
+        // SAFETY: the GHCB MSR exists on every SEV-ES/SNP guest; reading it
+        // has no side effect.
+        unsafe { instr::rdmsr(GHCB_MSR) }
+    }
+
+    fn write_msr(&mut self, value: u64) {
+        // SAFETY: writing the GHCB MSR only tells the hypervisor what the
+        // next VMGEXIT means; it changes no state of this kernel.
+        unsafe { instr::wrmsr(GHCB_MSR, value) }
+    }
+
+    fn vmgexit(&mut self, _ghcb: &mut GhcbPage) {
+        // SAFETY: VMGEXIT (REP VMMCALL) hands control to the hypervisor,
+        // which reads the GHCB MSR and the registered GHCB page (shared, in
+        // the window) and returns here; no register but the GHCB MSR and the
+        // shared page changes. The memory clobber orders the GHCB writes.
+        unsafe { core::arch::asm!("rep vmmcall", options(nostack)) }
+    }
+}
+
+impl Rmp for HwSnp {
+    fn pvalidate(&mut self, gpa: u64, huge: bool, validate: bool) -> (u32, bool) {
+        let rc: u64;
+        let cf: u8;
+        // SAFETY: PVALIDATE (F2 0F 01 FF: RAX = linear address, RCX = size,
+        // RDX = validate) changes only the RMP's validated bit of the page
+        // at `gpa`, which the kernel maps 1:1 with the C-bit. Callers never
+        // rescind a page the kernel itself uses.
+        unsafe {
+            core::arch::asm!(
+                ".byte 0xf2, 0x0f, 0x01, 0xff",
+                "setc {cf}",
+                cf = out(reg_byte) cf,
+                inout("rax") gpa => rc,
+                in("rcx") u64::from(huge),
+                in("rdx") u64::from(validate),
+                options(nostack),
+            )
+        };
+        (rc as u32, cf != 0)
+    }
+
+    fn rmpadjust(&mut self, gpa: u64, huge: bool, attrs: RmpAttrs) -> u32 {
+        let rc: u64;
+        // SAFETY: RMPADJUST (F3 0F 01 FE: RAX = linear address, RCX = size,
+        // RDX = attributes) changes a lower VMPL's permissions or the VMSA
+        // bit of the page at `gpa` (mapped 1:1); VMPL0's access is unchanged.
+        unsafe {
+            core::arch::asm!(
+                ".byte 0xf3, 0x0f, 0x01, 0xfe",
+                inout("rax") gpa => rc,
+                in("rcx") u64::from(huge),
+                in("rdx") attrs.encode(),
+                options(nostack),
+            )
+        };
+        rc as u32
+    }
+}
+
+fn shared_va(gpa: u64, len: usize) -> Option<u64> {
+    let page = gpa & !(PAGE_SIZE - 1);
+    if (gpa % PAGE_SIZE) as usize + len > PAGE_SIZE as usize {
+        return None;
+    }
+    SHARED_GPA
+        .iter()
+        .position(|g| g.load(Ordering::Relaxed) == page && page != 0)
+        .map(|i| SHARED_WINDOW + i as u64 * PAGE_SIZE + gpa % PAGE_SIZE)
+}
+
+impl Memory for HwSnp {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Unreachable> {
+        gpa.checked_add(buf.len() as u64)
+            .filter(|&e| e <= crate::boot::pvh::MAX_TRACKABLE_ADDR)
+            .ok_or(Unreachable(gpa))?;
+        // SAFETY: all RAM (up to the tracked limit) is identity-mapped with the C-bit;
+        // callers name validated pages (the SVSM's, or guest pages checked
+        // against guest RAM). The guest is stopped while the SVSM reads.
+        unsafe { core::ptr::copy_nonoverlapping(gpa as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), Unreachable> {
+        gpa.checked_add(data.len() as u64)
+            .filter(|&e| e <= crate::boot::pvh::MAX_TRACKABLE_ADDR)
+            .ok_or(Unreachable(gpa))?;
+        // SAFETY: as in `read`; writes go to guest pages or SVSM pages the
+        // caller owns (VMSA pages), never to kernel data structures.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), gpa as *mut u8, data.len()) };
+        Ok(())
+    }
+
+    fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Unreachable> {
+        let va = shared_va(gpa, buf.len()).ok_or(Unreachable(gpa))?;
+        // SAFETY: `va` lies in a shared-window page mapped (C-bit clear) to
+        // one of the kernel's shared pages; the range stays inside it.
+        unsafe { core::ptr::copy_nonoverlapping(va as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn write_shared(&mut self, gpa: u64, data: &[u8]) -> Result<(), Unreachable> {
+        let va = shared_va(gpa, data.len()).ok_or(Unreachable(gpa))?;
+        // SAFETY: as in `read_shared`.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), va as *mut u8, data.len()) };
+        Ok(())
+    }
+}
+
+/// The SVSM's SNP state, from `early_init` on.
+static CORE: Once<Mutex<SnpCore<HwSnp>>> = Once::new();
+
+/// The C-bit as a page-table flag (0 off SNP or before `early_init`).
+pub fn c_bit() -> u64 {
+    C_BIT.load(Ordering::Relaxed)
+}
+
+/// The shared window: (linear address, GPA) of each page.
+pub fn shared_pages() -> [(u64, u64); SHARED_PAGES] {
+    core::array::from_fn(|i| {
+        (
+            SHARED_WINDOW + i as u64 * PAGE_SIZE,
+            SHARED_GPA[i].load(Ordering::Relaxed),
+        )
+    })
+}
+
+/// Ends the VM through the MSR protocol (usable before anything else).
+pub fn terminate_now(reason: u8) -> ! {
+    let mut hv = HwSnp;
+    let mut scratch = GhcbPage::default();
+    loop {
+        ghcb::terminate_request(&mut hv, reason, &mut scratch);
+        instr::halt();
+    }
+}
+
+/// Before the console: the CPUID page, the shared pages (GHCB and the two
+/// guest-request pages, taken from the start of the SVSM's extra memory and
+/// given to the hypervisor), the GHCB registered, the #VC hook installed.
+/// Returns the first SVSM page after the shared ones.
+pub fn early_init(info: &LaunchInfo) -> Result<u64, &'static str> {
+    let cpuid_gpa = info.cpuid.ok_or("no CPUID page")?;
+    let mut page = [0u8; 4096];
+    HwSnp
+        .read(cpuid_gpa, &mut page)
+        .map_err(|_| "CPUID page unreachable")?;
+    let cpuid = CpuidTable::parse(&page).map_err(|_| "CPUID page has more than 64 entries")?;
+    let c_bit = cpuid.c_bit().ok_or("CPUID page lacks 0x8000_001F")?;
+    C_BIT.store(1 << c_bit, Ordering::Relaxed);
+
+    let first = info.launch_pages.end.0;
+    let after = first + SHARED_PAGES as u64 * PAGE_SIZE;
+    if after > info.svsm.end.0 {
+        return Err("no SVSM memory beyond the launch pages (build the image with --svsm-size)");
+    }
+    let mut scratch = GhcbPage::default();
+    for (i, slot) in SHARED_GPA.iter().enumerate() {
+        let gpa = first + i as u64 * PAGE_SIZE;
+        ghcb::page_state_msr(&mut HwSnp, gpa, ghcb::PageState::Shared, &mut scratch)
+            .map_err(|_| "the hypervisor refused to share the GHCB pages")?;
+        slot.store(gpa, Ordering::Relaxed);
+        // SAFETY: boot_pt_shared is the entry code's page table for the
+        // shared window (pdpt[4] → pd[0] → this table); nothing else uses
+        // it, and this runs once on the boot CPU before any other mapping.
+        unsafe {
+            let pt = &mut *core::ptr::addr_of_mut!(boot_pt_shared);
+            pt[i] = gpa | 0x3;
+        }
+        instr::invlpg(SHARED_WINDOW + i as u64 * PAGE_SIZE);
+    }
+    // SAFETY: the window's first page is mapped (above) to a page that only
+    // the GHCB uses from now on; the reference is the only one made.
+    let ghcb_page: &'static mut GhcbPage = unsafe { &mut *(SHARED_WINDOW as *mut GhcbPage) };
+    let mut core = SnpCore::new(
+        HwSnp,
+        ghcb_page,
+        cpuid,
+        info.guest_vmpl,
+        info.svsm,
+        Vec::new(),
+    );
+    core.register_ghcb(first)
+        .map_err(|_| "the hypervisor refused the GHCB")?;
+    CORE.call_once(|| Mutex::new(core));
+    crate::cpu::exceptions::set_vc_handler(vc_hook);
+    Ok(after)
+}
+
+/// Validates `range` as SVSM memory (before the frame allocator gets it).
+pub fn validate_early(range: PhysRange) -> Result<(), &'static str> {
+    let core = CORE.get().ok_or("SNP not initialised")?;
+    core.lock()
+        .validate(range)
+        .map_err(|_| "PVALIDATE of SVSM memory failed")
+}
+
+/// The #VC hook: CPUID, console port I/O, MSRs.
+fn vc_hook(frame: &mut ExceptionFrame) -> bool {
+    let Some(core) = CORE.get() else {
+        return false;
+    };
+    let Some(mut core) = core.try_lock() else {
+        // A #VC while the GHCB is in use: nothing safe is left to do.
+        terminate_now(0xFE)
+    };
+    let mut insn = [0u8; 15];
+    // SAFETY: the #VC came from kernel code (there is no other), so RIP
+    // points into the kernel's text, mapped readable; 15 bytes stay inside
+    // the image's mapped sections.
+    unsafe {
+        core::ptr::copy_nonoverlapping(frame.rip as *const u8, insn.as_mut_ptr(), insn.len())
+    };
+    let mut regs = VcRegs {
+        rax: frame.rax,
+        rbx: frame.rbx,
+        rcx: frame.rcx,
+        rdx: frame.rdx,
+    };
+    match core.handle_vc(frame.error_code, &insn, &mut regs, CONSOLE_PORTS) {
+        Ok(len) => {
+            frame.rax = regs.rax;
+            frame.rbx = regs.rbx;
+            frame.rcx = regs.rcx;
+            frame.rdx = regs.rdx;
+            frame.rip += len as u64;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// The SNP platform.
+pub struct Snp {
+    info: LaunchInfo,
+    channel: Mutex<Option<GuestRequestChannel<GhcbTransport<'static, HwSnp>>>>,
+}
+
+fn core() -> &'static Mutex<SnpCore<HwSnp>> {
+    match CORE.get() {
+        Some(c) => c,
+        None => terminate_now(0xFD),
+    }
+}
+
+impl Snp {
+    /// After the heap exists: the secrets page (VMPCK0 for the report
+    /// channel), the guest's RAM from the memory map.
+    pub fn create(info: &LaunchInfo, boot_info: &BootInfo) -> Result<Self, PlatformError> {
+        let secrets_gpa = info
+            .secrets
+            .ok_or(PlatformError::GuestImage("no secrets page"))?;
+        let mut page = Box::new([0u8; SECRETS_PAGE_SIZE]);
+        HwSnp
+            .read(secrets_gpa, &mut page[..])
+            .map_err(|_| PlatformError::GuestImage("secrets page unreachable"))?;
+        let mut secrets = SecretsPage::copy_from(&page).map_err(|e| {
+            log::error!("secrets page: {e}");
+            PlatformError::GuestImage("secrets page refused")
+        })?;
+        let vmpck0 = secrets
+            .take_vmpck(0)
+            .map_err(|_| PlatformError::GuestImage("no VMPCK0"))?;
+        // The channel holds the only copy of VMPCK0 from now on.
+        secrets::wipe_vmpck_in_page(0, &mut page)
+            .map_err(|_| PlatformError::GuestImage("secrets page"))?;
+        HwSnp
+            .write(secrets_gpa, &page[..])
+            .map_err(|_| PlatformError::GuestImage("secrets page unreachable"))?;
+        drop(secrets);
+        let shared = shared_pages();
+        let channel = GuestRequestChannel::new(
+            GhcbTransport {
+                core: core(),
+                pages: (shared[1].1, shared[2].1),
+            },
+            vmpck0,
+        )
+        .ok();
+        let svsm = info.svsm;
+        core().lock().guest_ram = boot_info
+            .ram()
+            .flat_map(|r| {
+                // RAM minus the SVSM area.
+                [
+                    PhysRange::new(r.start, r.end.min(svsm.start).max(r.start)),
+                    PhysRange::new(r.start.max(svsm.end).min(r.end), r.end),
+                ]
+            })
+            .filter(|r| !r.is_empty())
+            .collect();
+        Ok(Self {
+            info: *info,
+            channel: Mutex::new(channel),
+        })
+    }
+
+    fn region(&self, kind: RegionKind) -> Option<PhysRange> {
+        self.info.firmware_region(kind).map(|r| r.range)
+    }
+}
+
+fn firmware_error(e: super::svsm::SnpError) -> PlatformError {
+    log::error!("SNP: {e}");
+    PlatformError::Firmware(0)
+}
+
+impl Platform for Snp {
+    fn kind(&self) -> PlatformKind {
+        PlatformKind::Snp
+    }
+
+    fn console_write(&self, bytes: &[u8]) {
+        // Output while the SVSM holds the GHCB is dropped, not deadlocked.
+        if let Some(mut core) = core().try_lock() {
+            for &b in bytes {
+                if core.port_out8(CONSOLE_PORTS.start, b).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn validate_pages(&self, range: PhysRange) -> Result<(), PlatformError> {
+        let r = core().lock().validate(range);
+        r.map_err(firmware_error)
+    }
+
+    fn invalidate_pages(&self, range: PhysRange) -> Result<(), PlatformError> {
+        let r = core().lock().invalidate(range);
+        r.map_err(firmware_error)
+    }
+
+    fn run_guest(&self, vcpu: u32, regs: &mut GuestRegisters) -> Result<GuestExit, PlatformError> {
+        if vcpu != 0 {
+            return Err(PlatformError::Unsupported(
+                "running a vCPU other than the boot vCPU",
+            ));
+        }
+        let r = core().lock().run(regs);
+        r.map_err(firmware_error)
+    }
+
+    fn start_guest(&self, _boot_info: &BootInfo) -> Result<GuestSetup, PlatformError> {
+        let caa = self
+            .region(RegionKind::SvsmCaa)
+            .ok_or(PlatformError::GuestImage(
+                "the firmware names no SVSM Calling Area",
+            ))?
+            .start
+            .0;
+        let firmware = self
+            .info
+            .firmware
+            .ok_or(PlatformError::GuestImage("no guest firmware in the image"))?;
+        let context = self
+            .info
+            .guest_context
+            .ok_or(PlatformError::GuestImage("no guest context page"))?;
+        // The guest's view of the secrets page: its VMPCKs below its VMPL
+        // wiped, the SVSM fields filled; and its copy of the CPUID page.
+        let fields = SvsmFields {
+            base: self.info.svsm.start.0,
+            size: self.info.svsm.len(),
+            caa,
+            max_version: 1,
+            guest_vmpl: self.info.guest_vmpl,
+        };
+        let mut page = Box::new([0u8; SECRETS_PAGE_SIZE]);
+        let secrets_gpa = self
+            .info
+            .secrets
+            .ok_or(PlatformError::GuestImage("no secrets page"))?;
+        HwSnp
+            .read(secrets_gpa, &mut page[..])
+            .map_err(|_| PlatformError::GuestImage("secrets page unreachable"))?;
+        secrets::prepare_guest_page(&mut page, &fields)
+            .map_err(|_| PlatformError::GuestImage("guest secrets page"))?;
+        let mut c = core().lock();
+        if let Some(r) = self.region(RegionKind::Secrets) {
+            c.hw.write(r.start.0, &page[..])
+                .map_err(|_| PlatformError::GuestImage("secrets region"))?;
+        }
+        if let (Some(r), Some(cpuid)) = (self.region(RegionKind::Cpuid), self.info.cpuid) {
+            let mut p = [0u8; 4096];
+            c.hw.read(cpuid, &mut p)
+                .and_then(|()| c.hw.write(r.start.0, &p))
+                .map_err(|_| PlatformError::GuestImage("CPUID region"))?;
+        }
+        // The guest's VMPL gets its firmware and metadata pages.
+        let mut grants: Vec<PhysRange> = self.info.firmware_regions().map(|r| r.range).collect();
+        grants.push(firmware);
+        for r in grants {
+            c.grant_guest(r).map_err(firmware_error)?;
+        }
+        // A VMSA page from SVSM memory, not 2 MiB aligned.
+        let vmsa_page = loop {
+            let f = crate::mm::alloc_frame()
+                .ok_or(PlatformError::GuestImage("no frame for the VMSA"))?;
+            if !f.0.is_multiple_of(LARGE_PAGE_SIZE) {
+                break f.0;
+            }
+        };
+        c.hw.write(vmsa_page, &[0; 4096])
+            .map_err(|_| PlatformError::GuestImage("VMSA page"))?;
+        c.create_boot_vcpu(context, vmsa_page, caa)
+            .map_err(firmware_error)?;
+        drop(c);
+        log::info!(
+            "guest firmware {:#x}..{:#x} at VMPL{}, Calling Area {caa:#x}, VMSA {vmsa_page:#x}",
+            firmware.start.0,
+            firmware.end.0,
+            self.info.guest_vmpl
+        );
+        Ok(GuestSetup {
+            caa,
+            memory: Box::new(SnpGuest { core: core() }),
+        })
+    }
+
+    fn attestation_report(
+        &self,
+        report_data: &[u8; 64],
+        out: &mut [u8],
+    ) -> Result<usize, PlatformError> {
+        let mut guard = self.channel.lock();
+        let ch = guard.as_mut().ok_or(PlatformError::Unsupported(
+            "no guest-request channel (VMPCK0 missing)",
+        ))?;
+        let report = ch.report(report_data, 0).map_err(|e| {
+            log::error!("SNP report: {e}");
+            PlatformError::Firmware(1)
+        })?;
+        let out = out
+            .get_mut(..report.len())
+            .ok_or(PlatformError::BufferTooSmall(report.len()))?;
+        out.copy_from_slice(&report);
+        Ok(report.len())
+    }
+
+    fn attestation_certificates(&self) -> Option<&[u8]> {
+        // The VCEK chain is not fetched here (no extended guest request);
+        // a verifier gets it from AMD's key distribution service.
+        Some(&[])
+    }
+
+    fn terminate(&self, status: ExitStatus) -> ! {
+        let reason = match status {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+        };
+        if let Some(mut c) = core().try_lock() {
+            c.terminate(reason);
+        }
+        terminate_now(reason)
+    }
+}

@@ -1,0 +1,457 @@
+//! The SNP platform's logic end to end against the model machine: the boot
+//! vCPU built from the IGVM guest-context page, the RUN_VMPL loop serving a
+//! guest call through the real protocol dispatcher, CREATE_VCPU/DELETE_VCPU,
+//! the guest's PVALIDATE, attestation through the GHCB guest-request event
+//! and the model PSP, and hypervisors that answer with errors or garbage.
+
+extern crate std;
+
+use std::boxed::Box;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::vec;
+use std::vec::Vec;
+
+use super::ghcb::{GhcbError, GhcbPage};
+use super::guest_request::{GuestRequestChannel, GuestRequestError};
+use super::model::{HvMode, Machine};
+use super::psp_model::PspModel;
+use super::rmp::perm;
+use super::secrets::Vmpck;
+use super::svsm::{GhcbTransport, SnpCore, SnpError, SnpGuest};
+use super::vc::CpuidTable;
+use super::vmsa::{self, Vmsa, VmsaError};
+use crate::mm::{PhysAddr, PhysRange};
+use crate::platform::{GuestExit, GuestRegisters};
+use crate::protocols::fake::EchoTpm;
+use crate::protocols::{CallArea, Guest, Svsm, result, take_pending_call};
+
+/// SVSM memory: 1 MiB..3 MiB. Guest RAM: 3 MiB..64 MiB.
+const SVSM: (u64, u64) = (0x10_0000, 0x30_0000);
+const GUEST: (u64, u64) = (0x30_0000, 0x400_0000);
+const GHCB_GPA: u64 = 0x10_0000;
+const CONTEXT: u64 = 0x10_5000;
+const BOOT_VMSA: u64 = 0x10_7000;
+/// The guest's Calling Area (OVMF's SVSM_CAA region).
+const CAA: u64 = 0x30_1000;
+
+fn range(a: u64, b: u64) -> PhysRange {
+    PhysRange::new(PhysAddr(a), PhysAddr(b))
+}
+
+/// A machine after an IGVM launch: the SVSM pages and the guest's first
+/// pages assigned and validated (the PSP did it), the guest-context page
+/// written, the GHCB page shared.
+fn launched() -> Machine {
+    let mut m = Machine::new();
+    m.launch(SVSM.0 + 0x1000, SVSM.1);
+    m.launch(GUEST.0, GUEST.0 + 0x10_0000);
+    m.poke(CONTEXT, &vmsa::tests::igvm_guest_context());
+    m
+}
+
+fn core(m: Machine) -> SnpCore<Machine> {
+    let ghcb: &'static mut GhcbPage = Box::leak(Box::default());
+    let cpuid = CpuidTable::parse(&super::vc::tests::cpuid_page()).unwrap();
+    let mut c = SnpCore::new(
+        m,
+        ghcb,
+        cpuid,
+        2,
+        range(SVSM.0, SVSM.1),
+        vec![range(GUEST.0, GUEST.1)],
+    );
+    c.register_ghcb(GHCB_GPA).unwrap();
+    c.grant_guest(range(GUEST.0, GUEST.0 + 0x10_0000)).unwrap();
+    c
+}
+
+#[test]
+fn boot_vcpu_is_the_igvm_guest_context_at_vmpl2() {
+    let mut c = core(launched());
+    c.create_boot_vcpu(CONTEXT, BOOT_VMSA, CAA).unwrap();
+    let mut page = [0u8; 4096];
+    c.hw.peek(BOOT_VMSA, &mut page);
+    let v = Vmsa(page);
+    let want = Vmsa(vmsa::tests::igvm_guest_context());
+    assert_eq!(v.vmpl(), 2);
+    assert_eq!(v.cs(), (0xf000, 0xffff_0000));
+    assert_eq!(v.get(vmsa::offset::RIP), 0xfff0);
+    assert_eq!(v.get(vmsa::offset::RDX), want.get(vmsa::offset::RDX));
+    assert_eq!(v.get(vmsa::offset::SEV_FEATURES), vmsa::feature::SNP);
+    // Not runnable while the SVSM holds it; otherwise the IGVM page.
+    assert_eq!(v.get(vmsa::offset::EFER), 0);
+    assert_eq!(v.0[0x0..0xD0], want.0[0x0..0xD0]);
+    assert_eq!(v.0[0xD8..], want.0[0xD8..]);
+    // A VMSA page for VMPL2 the guest cannot touch, announced to the hypervisor.
+    assert!(c.hw.rmp.is_vmsa(BOOT_VMSA));
+    assert_eq!(c.hw.rmp.perms(BOOT_VMSA, 2), 0);
+    assert_eq!(
+        c.hw.hv.vmsas.get(&(0, 2)),
+        Some(&(BOOT_VMSA, vmsa::feature::SNP))
+    );
+    assert_eq!(c.vcpus.len(), 1);
+}
+
+#[test]
+fn boot_vcpu_refusals() {
+    let mut c = core(launched());
+    // A 2 MiB aligned VMSA page is refused (erratum).
+    assert_eq!(
+        c.create_boot_vcpu(CONTEXT, 0x20_0000, CAA),
+        Err(SnpError::Placement(0x20_0000))
+    );
+    // A guest context for the wrong VMPL.
+    let mut ctx = vmsa::tests::igvm_guest_context();
+    ctx[vmsa::offset::VMPL] = 1;
+    c.hw.poke(CONTEXT, &ctx);
+    assert_eq!(
+        c.create_boot_vcpu(CONTEXT, BOOT_VMSA, CAA),
+        Err(SnpError::Vmsa(VmsaError::Vmpl(1)))
+    );
+    // A VMSA page that is not validated memory.
+    c.hw.poke(CONTEXT, &vmsa::tests::igvm_guest_context());
+    assert!(matches!(
+        c.create_boot_vcpu(CONTEXT, 0x50_1000, CAA),
+        Err(SnpError::Memory(_))
+    ));
+    assert!(!c.hw.rmp.is_vmsa(BOOT_VMSA));
+    // The run loop has nothing to run.
+    let mut regs = GuestRegisters::default();
+    assert_eq!(c.run(&mut regs), Err(SnpError::NoGuest));
+}
+
+/// The guest makes one QUERY_PROTOCOL call, checks the answer in its
+/// registers on the next run, then halts.
+#[test]
+fn run_loop_serves_a_guest_call_through_the_dispatcher() {
+    let mut m = launched();
+    let seen: Rc<RefCell<Vec<(u64, u64)>>> = Rc::default();
+    let log = seen.clone();
+    let mut step = 0;
+    m.guest = Some(Box::new(move |m: &mut Machine, vmsa_gpa: u64| {
+        step += 1;
+        match step {
+            1 => {
+                // A VMGEXIT without call_pending: not a call.
+                0x403
+            }
+            2 => {
+                m.poke(CAA, &[1]);
+                m.poke(vmsa_gpa + vmsa::offset::RAX as u64, &6u64.to_le_bytes());
+                m.poke(vmsa_gpa + vmsa::offset::RCX as u64, &1u64.to_le_bytes());
+                0x403
+            }
+            _ => {
+                log.borrow_mut().push((
+                    m.peek_u64(vmsa_gpa + vmsa::offset::RAX as u64),
+                    m.peek_u64(vmsa_gpa + vmsa::offset::RCX as u64),
+                ));
+                let mut pending = [0u8];
+                m.peek(CAA, &mut pending);
+                log.borrow_mut().push((u64::from(pending[0]), 0));
+                0x78
+            }
+        }
+    }));
+    let mut c = core(m);
+    c.create_boot_vcpu(CONTEXT, BOOT_VMSA, CAA).unwrap();
+    let core = spin::Mutex::new(c);
+    let mut guest = SnpGuest { core: &core };
+    let mut svsm = Svsm::new(CAA, Some(EchoTpm));
+    let mut regs = GuestRegisters::default();
+    let (mut calls, mut ignored) = (0, 0);
+    let end = loop {
+        let exit = core.lock().run(&mut regs).unwrap();
+        match exit {
+            GuestExit::SvsmCall => match take_pending_call(&mut guest, svsm.caa) {
+                CallArea::Pending => {
+                    svsm.handle(&mut guest, &mut regs);
+                    calls += 1;
+                }
+                CallArea::NotPending => ignored += 1,
+            },
+            other => break other,
+        }
+    };
+    assert_eq!(end, GuestExit::Halt);
+    assert_eq!((calls, ignored), (1, 1));
+    assert_eq!(
+        *seen.borrow(),
+        [(result::SUCCESS, (1 << 32) | 1), (0, 0)],
+        "RAX = SUCCESS and RCX = max<<32|min reached the guest's VMSA; call_pending cleared"
+    );
+    let c = core.lock();
+    assert_eq!(c.hw.runs, 3);
+    // After the loop the VMSA is left not runnable.
+    assert_eq!(c.hw.peek_u64(BOOT_VMSA + vmsa::offset::EFER as u64), 0);
+}
+
+#[test]
+fn run_loop_errors_and_exits() {
+    let mut m = launched();
+    m.guest = Some(Box::new(|_, _| 0x400)); // an NPF the SVSM does not handle
+    let mut c = core(m);
+    c.create_boot_vcpu(CONTEXT, BOOT_VMSA, CAA).unwrap();
+    let mut regs = GuestRegisters::default();
+    assert!(matches!(
+        c.run(&mut regs),
+        Ok(GuestExit::Unhandled { code: 0x400, .. })
+    ));
+    c.hw.guest = Some(Box::new(|_, _| 0x7F));
+    assert_eq!(c.run(&mut regs), Ok(GuestExit::Shutdown));
+    // A hypervisor leaving SW_EXITINFO1 unmarked.
+    c.hw.hv.mode = HvMode::NotValid;
+    c.hw.hv.vmsas.clear();
+    assert!(matches!(
+        c.run(&mut regs),
+        Err(SnpError::Ghcb(GhcbError::NotValid(_)))
+    ));
+    // A hypervisor that does not know the VMSA fails the event.
+    c.hw.hv.mode = HvMode::Normal;
+    assert!(matches!(
+        c.run(&mut regs),
+        Err(SnpError::Ghcb(GhcbError::Nae { info1: 2, .. }))
+    ));
+    assert_eq!(c.hw.peek_u64(BOOT_VMSA + vmsa::offset::EFER as u64), 0);
+}
+
+fn call(
+    core: &spin::Mutex<SnpCore<Machine>>,
+    id: u32,
+    rcx: u64,
+    rdx: u64,
+    r8: u64,
+) -> GuestRegisters {
+    let mut guest = SnpGuest { core };
+    let mut svsm: Svsm<EchoTpm> = Svsm::new(CAA, None);
+    let mut regs = GuestRegisters {
+        rax: u64::from(id),
+        rcx,
+        rdx,
+        r8,
+        r9: 0,
+    };
+    svsm.handle(&mut guest, &mut regs);
+    regs
+}
+
+#[test]
+fn create_and_delete_vcpu() {
+    let mut c = core(launched());
+    c.create_boot_vcpu(CONTEXT, BOOT_VMSA, CAA).unwrap();
+    let core = spin::Mutex::new(c);
+    let ap_vmsa = GUEST.0 + 0x5000;
+    let ap_caa = GUEST.0 + 0x6000;
+    let mut ctx = vmsa::tests::igvm_guest_context();
+    ctx[vmsa::offset::RIP..vmsa::offset::RIP + 8].copy_from_slice(&0x1234u64.to_le_bytes());
+    core.lock().hw.poke(ap_vmsa, &ctx);
+
+    // Refusals first: each leaves the page the guest's.
+    let two_mib = 0x40_0000; // guest RAM, 2 MiB aligned
+    assert_eq!(
+        call(&core, 2, two_mib, ap_caa, 1).rax,
+        result::INVALID_PARAMETER
+    );
+    assert_eq!(
+        call(&core, 2, SVSM.0 + 0x1000, ap_caa, 1).rax,
+        result::INVALID_ADDRESS
+    );
+    assert_eq!(
+        call(&core, 2, ap_vmsa, ap_vmsa, 1).rax,
+        result::INVALID_ADDRESS
+    );
+    assert_eq!(
+        call(&core, 2, ap_vmsa, ap_caa, 0).rax,
+        result::INVALID_REQUEST,
+        "APIC 0 is the boot vCPU"
+    );
+    let mut bad = ctx;
+    bad[vmsa::offset::VMPL] = 0; // a VMPL0 VMSA: the guest asking for the SVSM's privilege
+    core.lock().hw.poke(ap_vmsa, &bad);
+    assert_eq!(
+        call(&core, 2, ap_vmsa, ap_caa, 1).rax,
+        result::INVALID_PARAMETER
+    );
+    bad = ctx;
+    bad[vmsa::offset::SEV_FEATURES] |= vmsa::feature::VTOM as u8;
+    core.lock().hw.poke(ap_vmsa, &bad);
+    assert_eq!(
+        call(&core, 2, ap_vmsa, ap_caa, 1).rax,
+        result::INVALID_PARAMETER
+    );
+    assert!(!core.lock().hw.rmp.is_vmsa(ap_vmsa));
+    // A hypervisor failing AP creation: the page goes back to the guest.
+    core.lock().hw.poke(ap_vmsa, &ctx);
+    core.lock().hw.hv.mode = HvMode::NaeError;
+    assert_eq!(
+        call(&core, 2, ap_vmsa, ap_caa, 1).rax,
+        result::INVALID_REQUEST
+    );
+    {
+        let c = core.lock();
+        assert!(!c.hw.rmp.is_vmsa(ap_vmsa));
+        assert_eq!(c.hw.rmp.perms(ap_vmsa, 2), perm::ALL);
+    }
+    core.lock().hw.hv.mode = HvMode::Normal;
+
+    assert_eq!(call(&core, 2, ap_vmsa, ap_caa, 1).rax, result::SUCCESS);
+    {
+        let c = core.lock();
+        assert!(c.hw.rmp.is_vmsa(ap_vmsa));
+        assert_eq!(
+            c.hw.rmp.perms(ap_vmsa, 2),
+            0,
+            "the guest can no longer write its VMSA"
+        );
+        assert_eq!(c.hw.hv.vmsas.get(&(1, 2)).map(|v| v.0), Some(ap_vmsa));
+    }
+    // Now the VMSA is not guest memory the guest may name, and APIC 1 is taken.
+    assert_eq!(
+        call(&core, 2, ap_vmsa, ap_caa, 2).rax,
+        result::INVALID_ADDRESS
+    );
+    core.lock().hw.poke(GUEST.0 + 0x7000, &ctx);
+    assert_eq!(
+        call(&core, 2, GUEST.0 + 0x7000, ap_caa, 1).rax,
+        result::INVALID_REQUEST
+    );
+
+    // DELETE_VCPU: not the boot vCPU's, not an unknown page; then the AP's.
+    assert_eq!(call(&core, 3, BOOT_VMSA, 0, 0).rax, result::INVALID_ADDRESS);
+    assert_eq!(
+        call(&core, 3, GUEST.0 + 0x8000, 0, 0).rax,
+        result::INVALID_PARAMETER
+    );
+    // The VMSA page is not guest memory while it is a VMSA: delete by the
+    // platform path directly.
+    assert_eq!(core.lock().delete_vcpu(ap_vmsa), Ok(()));
+    let c = core.lock();
+    assert!(!c.hw.rmp.is_vmsa(ap_vmsa));
+    assert_eq!(c.hw.rmp.perms(ap_vmsa, 2), perm::ALL);
+    assert!(!c.hw.hv.vmsas.contains_key(&(1, 2)));
+    assert_eq!(c.vcpus.len(), 1);
+}
+
+#[test]
+fn guest_pvalidate_through_the_core_protocol() {
+    let c = core(launched());
+    let core = spin::Mutex::new(c);
+    let page = GUEST.0 + 0x20_0000;
+    let list = GUEST.0 + 0x2000;
+    let request = |entry: u64| {
+        let mut r = vec![1u8, 0, 0, 0, 0, 0, 0, 0];
+        r.extend_from_slice(&entry.to_le_bytes());
+        r
+    };
+    // The hypervisor has not assigned the page: FAIL_INPUT.
+    core.lock().hw.poke(list, &request(page | 4));
+    assert_eq!(call(&core, 1, list, 0, 0).rax, 0x8000_1001);
+    // Assigned (the guest asked the hypervisor for it): validated and granted.
+    core.lock().hw.hv.private.insert(page);
+    assert_eq!(call(&core, 1, list, 0, 0).rax, result::SUCCESS);
+    {
+        let c = core.lock();
+        assert!(c.hw.rmp.is_validated(page));
+        assert_eq!(c.hw.rmp.perms(page, 2), perm::ALL);
+    }
+    // Again: unchanged, unless the guest says to ignore that.
+    core.lock().hw.poke(list, &request(page | 4));
+    assert_eq!(
+        call(&core, 1, list, 0, 0).rax,
+        result::PVALIDATE_FAIL_UNCHANGED
+    );
+    core.lock().hw.poke(list, &request(page | 4 | 8));
+    assert_eq!(call(&core, 1, list, 0, 0).rax, result::SUCCESS);
+    // 2 MiB on 4 KiB RMP entries: size mismatch.
+    let huge = 0x60_0000;
+    for p in (huge..huge + 0x20_0000).step_by(4096) {
+        core.lock().hw.hv.private.insert(p);
+    }
+    core.lock().hw.poke(list, &request(huge | 4 | 1));
+    assert_eq!(call(&core, 1, list, 0, 0).rax, 0x8000_1006);
+    // Rescinding takes the guest's permissions away.
+    core.lock().hw.poke(list, &request(page));
+    assert_eq!(call(&core, 1, list, 0, 0).rax, result::SUCCESS);
+    let c = core.lock();
+    assert!(!c.hw.rmp.is_validated(page));
+    assert_eq!(c.hw.rmp.perms(page, 2), 0);
+}
+
+#[test]
+fn guest_memory_excludes_the_svsm() {
+    let c = core(launched());
+    let core = spin::Mutex::new(c);
+    let mut g = SnpGuest { core: &core };
+    assert!(g.is_guest_memory(CAA, 8));
+    assert!(!g.is_guest_memory(SVSM.1 - 8, 16));
+    assert!(!g.is_guest_memory(GUEST.1 - 8, 16));
+    assert!(!g.is_guest_memory(u64::MAX - 4, 8));
+    let mut b = [0u8; 8];
+    assert_eq!(
+        g.read(CONTEXT, &mut b),
+        Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+    );
+    // Guest RAM the guest never validated cannot be read by the SVSM either.
+    assert_eq!(
+        g.read(GUEST.0 + 0x30_0000, &mut b),
+        Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+    );
+    assert_eq!(g.write(CAA, &[1]), Ok(()));
+}
+
+const VMPCK: [[u8; 32]; 4] = [[0x11; 32], [0x22; 32], [0x33; 32], [0x44; 32]];
+const SHARED: (u64, u64) = (0x500_0000, 0x500_1000);
+
+#[test]
+fn attestation_report_through_the_ghcb_guest_request() {
+    let mut m = launched();
+    m.psp = Some(PspModel::new(VMPCK));
+    let core = spin::Mutex::new(core(m));
+    let transport = GhcbTransport {
+        core: &core,
+        pages: SHARED,
+    };
+    let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
+    let data = [0x5A; 64];
+    let report = ch.report(&data, 0).unwrap();
+    assert_eq!(&report[0x50..0x90], &data[..]);
+    assert_eq!(core.lock().hw.psp.as_ref().unwrap().last_seqno(0), 2);
+    // The request went through the shared page, not private memory.
+    assert!(core.lock().hw.mem.contains_key(&SHARED.0));
+}
+
+#[test]
+fn attestation_with_a_hypervisor_answering_garbage() {
+    let mut m = launched();
+    m.psp = Some(PspModel::new(VMPCK));
+    let core = spin::Mutex::new(core(m));
+    core.lock().hw.hv.mode = HvMode::Garbage;
+    let transport = GhcbTransport {
+        core: &core,
+        pages: SHARED,
+    };
+    let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
+    let err = ch.report(&[1; 64], 0).unwrap_err();
+    assert!(!matches!(err, GuestRequestError::Transport(_)), "{err:?}");
+    // The channel gives up on the key after a forged answer.
+    assert!(ch.is_disabled());
+    // Shared pages that are actually private are refused by the transport.
+    let transport = GhcbTransport {
+        core: &core,
+        pages: (GUEST.0, GUEST.0 + 0x1000),
+    };
+    let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
+    assert!(ch.report(&[1; 64], 0).is_err());
+}
+
+#[test]
+fn console_bytes_and_termination() {
+    let mut c = core(launched());
+    c.port_out8(0x3F8, b'R').unwrap();
+    assert_eq!(c.hw.hv.io_log, [(0x3F8, u64::from(b'R'), 1, false)]);
+    c.hw.hv.mode = HvMode::NaeError;
+    assert!(c.port_out8(0x3F8, b'x').is_err());
+    c.terminate(7);
+    assert_eq!(c.hw.hv.terminated, Some(7));
+}
