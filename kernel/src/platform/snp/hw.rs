@@ -33,6 +33,10 @@ pub const SHARED_WINDOW: u64 = 0x1_0000_0000;
 pub const SHARED_PAGES: usize = 3;
 /// The console's ports (COM1).
 const CONSOLE_PORTS: core::ops::Range<u16> = 0x3F8..0x400;
+/// Ports the SVSM's own code may use through #VC: the console, and the PIT
+/// channel 2 and its gate, which the TSC calibration reads (the hypervisor
+/// emulates them, so the TSC rate is the hypervisor's word, as on any VM).
+const VC_PORTS: [core::ops::Range<u16>; 3] = [CONSOLE_PORTS, 0x42..0x44, 0x61..0x62];
 
 /// The GPAs behind the shared window.
 static SHARED_GPA: [AtomicU64; SHARED_PAGES] = [const { AtomicU64::new(0) }; SHARED_PAGES];
@@ -268,7 +272,7 @@ fn vc_hook(frame: &mut ExceptionFrame) -> bool {
         rcx: frame.rcx,
         rdx: frame.rdx,
     };
-    match core.handle_vc(frame.error_code, &insn, &mut regs, CONSOLE_PORTS) {
+    match core.handle_vc(frame.error_code, &insn, &mut regs, &VC_PORTS) {
         Ok(len) => {
             frame.rax = regs.rax;
             frame.rbx = regs.rbx;

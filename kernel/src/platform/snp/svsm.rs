@@ -168,7 +168,7 @@ impl<H: SnpHw> SnpCore<H> {
         code: u64,
         insn: &[u8],
         regs: &mut super::vc::VcRegs,
-        ports: core::ops::Range<u16>,
+        ports: &[core::ops::Range<u16>],
     ) -> Result<usize, super::vc::VcError> {
         if let Some(gpa) = self.ghcb_gpa {
             self.hw.write_msr(gpa);

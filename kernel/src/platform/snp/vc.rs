@@ -1,8 +1,8 @@
 //! The #VC handler's logic (vector 29, SEV-ES/SNP): the SVSM's own CPUID,
 //! port I/O and MSR accesses trap here. CPUID is answered from the CPUID
 //! page the PSP checked at launch (never from the hypervisor); port I/O is
-//! allowed only on the console's ports and goes through the GHCB IOIO
-//! event; RDMSR/WRMSR go through the GHCB MSR event. Anything else is
+//! allowed only on the ports the caller names (the console, and the PIT the
+//! TSC calibration reads) and goes through the GHCB IOIO event; RDMSR/WRMSR go through the GHCB MSR event. Anything else is
 //! refused and the kernel stops.
 //!
 //! Pure logic over [`Hypervisor`]; the IDT hook is in `snp::mod`.
@@ -187,7 +187,7 @@ pub fn handle(
     hv: &mut impl Hypervisor,
     ghcb_page: &mut GhcbPage,
     cpuid: &CpuidTable,
-    allowed_ports: core::ops::Range<u16>,
+    allowed_ports: &[core::ops::Range<u16>],
     code: u64,
     insn: &[u8],
     regs: &mut VcRegs,
@@ -207,7 +207,7 @@ pub fn handle(
         }
         exit_code::IOIO => {
             let io = decode_io(insn, regs.rdx).ok_or(VcError::Decode)?;
-            if !allowed_ports.contains(&io.port) {
+            if !allowed_ports.iter().any(|r| r.contains(&io.port)) {
                 return Err(VcError::Port(io.port));
             }
             let size_bits = match io.bytes {
@@ -263,6 +263,8 @@ pub fn handle(
 }
 
 #[cfg(test)]
+// One allowed port range, written as a one-element list on purpose.
+#[allow(clippy::single_range_in_vec_init)]
 pub(crate) mod tests {
     use super::*;
     use crate::platform::snp::model::{HvMode, ModelHv};
@@ -302,7 +304,7 @@ pub(crate) mod tests {
             &mut hv,
             &mut g,
             &t,
-            0x3F8..0x400,
+            &[0x3F8..0x400],
             0x72,
             &[0x0F, 0xA2],
             &mut regs,
@@ -322,7 +324,7 @@ pub(crate) mod tests {
             &mut hv,
             &mut g,
             &t,
-            0x3F8..0x400,
+            &[0x3F8..0x400],
             0x72,
             &[0x0F, 0xA2],
             &mut regs,
@@ -351,7 +353,15 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert_eq!(
-            handle(&mut hv, &mut g, &t, 0x3F8..0x400, 0x7B, &[0xEE], &mut regs),
+            handle(
+                &mut hv,
+                &mut g,
+                &t,
+                &[0x3F8..0x400],
+                0x7B,
+                &[0xEE],
+                &mut regs
+            ),
             Ok(1)
         );
         assert_eq!(hv.io_log, [(0x3F8, 0x41, 1, false)]);
@@ -359,7 +369,15 @@ pub(crate) mod tests {
         hv.io_in_value = 0x60;
         regs.rdx = 0x3FD;
         assert_eq!(
-            handle(&mut hv, &mut g, &t, 0x3F8..0x400, 0x7B, &[0xEC], &mut regs),
+            handle(
+                &mut hv,
+                &mut g,
+                &t,
+                &[0x3F8..0x400],
+                0x7B,
+                &[0xEC],
+                &mut regs
+            ),
             Ok(1)
         );
         assert_eq!(regs.rax, 0x1234_5660);
@@ -371,7 +389,7 @@ pub(crate) mod tests {
                 &mut hv,
                 &mut g,
                 &t,
-                0x3F8..0x400,
+                &[0x3F8..0x400],
                 0x7B,
                 &[0x66, 0xEF],
                 &mut regs
@@ -384,7 +402,7 @@ pub(crate) mod tests {
                 &mut hv,
                 &mut g,
                 &t,
-                0xF0..0x100,
+                &[0xF0..0x100],
                 0x7B,
                 &[0xE6, 0xF4],
                 &mut regs
@@ -392,16 +410,47 @@ pub(crate) mod tests {
             Ok(2)
         );
         assert_eq!(hv.io_log.last(), Some(&(0xF4, 0xEF, 1, false)));
+        // Several allowed ranges (the console and the PIT).
+        regs.rdx = 0x43;
+        assert_eq!(
+            handle(
+                &mut hv,
+                &mut g,
+                &t,
+                &[0x3F8..0x400, 0x42..0x44],
+                0x7B,
+                &[0xEE],
+                &mut regs
+            ),
+            Ok(1)
+        );
+        assert_eq!(hv.io_log.last().map(|e| e.0), Some(0x43));
         // Any other port is refused before the hypervisor hears of it.
         let exits = hv.exits;
         regs.rdx = 0xCF8;
         assert_eq!(
-            handle(&mut hv, &mut g, &t, 0x3F8..0x400, 0x7B, &[0xEF], &mut regs),
+            handle(
+                &mut hv,
+                &mut g,
+                &t,
+                &[0x3F8..0x400],
+                0x7B,
+                &[0xEF],
+                &mut regs
+            ),
             Err(VcError::Port(0xCF8))
         );
         assert_eq!(hv.exits, exits);
         assert_eq!(
-            handle(&mut hv, &mut g, &t, 0x3F8..0x400, 0x7B, &[0x6E], &mut regs),
+            handle(
+                &mut hv,
+                &mut g,
+                &t,
+                &[0x3F8..0x400],
+                0x7B,
+                &[0x6E],
+                &mut regs
+            ),
             Err(VcError::Decode)
         );
     }
@@ -417,16 +466,16 @@ pub(crate) mod tests {
             rdx: 0x1234,
             ..Default::default()
         };
-        handle(&mut hv, &mut g, &t, 0..0, 0x7C, &[0x0F, 0x30], &mut regs).unwrap();
+        handle(&mut hv, &mut g, &t, &[0..0], 0x7C, &[0x0F, 0x30], &mut regs).unwrap();
         assert_eq!(hv.msrs.get(&0x277), Some(&0x1234_0000_5678));
         regs = VcRegs {
             rcx: 0x277,
             ..Default::default()
         };
-        handle(&mut hv, &mut g, &t, 0..0, 0x7C, &[0x0F, 0x32], &mut regs).unwrap();
+        handle(&mut hv, &mut g, &t, &[0..0], 0x7C, &[0x0F, 0x32], &mut regs).unwrap();
         assert_eq!((regs.rax, regs.rdx), (0x5678, 0x1234));
         assert_eq!(
-            handle(&mut hv, &mut g, &t, 0..0, 0x400, &[0x90], &mut regs),
+            handle(&mut hv, &mut g, &t, &[0..0], 0x400, &[0x90], &mut regs),
             Err(VcError::Unsupported(0x400))
         );
     }
@@ -442,17 +491,33 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert_eq!(
-            handle(&mut hv, &mut g, &t, 0..0, 0x7C, &[0x0F, 0x32], &mut regs),
+            handle(&mut hv, &mut g, &t, &[0..0], 0x7C, &[0x0F, 0x32], &mut regs),
             Err(VcError::Ghcb(GhcbError::NotValid(offset::RAX)))
         );
         regs.rdx = 0x3FD;
         assert_eq!(
-            handle(&mut hv, &mut g, &t, 0x3F8..0x400, 0x7B, &[0xEC], &mut regs),
+            handle(
+                &mut hv,
+                &mut g,
+                &t,
+                &[0x3F8..0x400],
+                0x7B,
+                &[0xEC],
+                &mut regs
+            ),
             Err(VcError::Ghcb(GhcbError::NotValid(offset::RAX)))
         );
         hv.mode = HvMode::NaeError;
         assert_eq!(
-            handle(&mut hv, &mut g, &t, 0x3F8..0x400, 0x7B, &[0xEC], &mut regs),
+            handle(
+                &mut hv,
+                &mut g,
+                &t,
+                &[0x3F8..0x400],
+                0x7B,
+                &[0xEC],
+                &mut regs
+            ),
             Err(VcError::Ghcb(GhcbError::Nae {
                 info1: 1,
                 info2: 0x8000_0306
