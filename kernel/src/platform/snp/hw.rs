@@ -124,26 +124,65 @@ fn shared_va(gpa: u64, len: usize) -> Option<u64> {
         .map(|i| SHARED_WINDOW + i as u64 * PAGE_SIZE + gpa % PAGE_SIZE)
 }
 
+/// One copy for [`copy_guarded`].
+struct CopyArgs {
+    src: u64,
+    dst: u64,
+    len: usize,
+}
+
+extern "C" fn copy_bytes(arg: usize) {
+    // SAFETY: `arg` is the address of a CopyArgs on copy_guarded's stack,
+    // alive for this call.
+    let c = unsafe { &*(arg as *const CopyArgs) };
+    // SAFETY: copy_guarded's caller checked both ranges: one is the kernel's
+    // own buffer, the other identity-mapped RAM; a fault on a page nobody
+    // validated is caught by catch_fault and reported to the caller.
+    unsafe { core::ptr::copy_nonoverlapping(c.src as *const u8, c.dst as *mut u8, c.len) };
+}
+
+/// Copies `len` bytes from `src` to `dst` (identity-mapped addresses). Once
+/// the per-CPU area exists, a fault on the way (on SNP, a #VC for a page the
+/// guest never validated) is an error for the caller, not the end of the VM.
+fn copy_guarded(src: u64, dst: u64, len: usize, gpa: u64) -> Result<(), Unreachable> {
+    let args = CopyArgs { src, dst, len };
+    if crate::cpu::percpu::try_current().is_none() {
+        copy_bytes(&args as *const CopyArgs as usize);
+        return Ok(());
+    }
+    crate::cpu::exceptions::catch_fault(copy_bytes, &args as *const CopyArgs as usize, 0).map_err(
+        |f| {
+            log::warn!(
+                "SNP: access to {gpa:#x} faulted (vector {}, error code {:#x})",
+                f.vector,
+                f.error_code
+            );
+            Unreachable(gpa)
+        },
+    )
+}
+
+fn check_ram(gpa: u64, len: usize) -> Result<(), Unreachable> {
+    gpa.checked_add(len as u64)
+        .filter(|&e| e <= crate::boot::pvh::MAX_TRACKABLE_ADDR)
+        .map(|_| ())
+        .ok_or(Unreachable(gpa))
+}
+
 impl Memory for HwSnp {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Unreachable> {
-        gpa.checked_add(buf.len() as u64)
-            .filter(|&e| e <= crate::boot::pvh::MAX_TRACKABLE_ADDR)
-            .ok_or(Unreachable(gpa))?;
-        // SAFETY: all RAM (up to the tracked limit) is identity-mapped with the C-bit;
-        // callers name validated pages (the SVSM's, or guest pages checked
-        // against guest RAM). The guest is stopped while the SVSM reads.
-        unsafe { core::ptr::copy_nonoverlapping(gpa as *const u8, buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+        // All RAM up to the tracked limit is identity-mapped with the
+        // C-bit; callers name SVSM pages or guest pages checked against
+        // guest RAM, and the guest is stopped while the SVSM copies.
+        check_ram(gpa, buf.len())?;
+        copy_guarded(gpa, buf.as_mut_ptr() as u64, buf.len(), gpa)
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), Unreachable> {
-        gpa.checked_add(data.len() as u64)
-            .filter(|&e| e <= crate::boot::pvh::MAX_TRACKABLE_ADDR)
-            .ok_or(Unreachable(gpa))?;
-        // SAFETY: as in `read`; writes go to guest pages or SVSM pages the
-        // caller owns (VMSA pages), never to kernel data structures.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), gpa as *mut u8, data.len()) };
-        Ok(())
+        // As in `read`; writes go to guest pages or SVSM pages the caller
+        // owns (VMSA pages), never to kernel data structures.
+        check_ram(gpa, data.len())?;
+        copy_guarded(data.as_ptr() as u64, gpa, data.len(), gpa)
     }
 
     fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Unreachable> {
@@ -252,6 +291,15 @@ pub fn validate_early(range: PhysRange) -> Result<(), &'static str> {
 
 /// The #VC hook: CPUID, console port I/O, MSRs.
 fn vc_hook(frame: &mut ExceptionFrame) -> bool {
+    use super::ghcb::exit_code;
+    // Anything else (e.g. 0x404, a page nobody validated) is not emulated:
+    // the fault path decides (a caught fault in a guest copy, else fatal).
+    if !matches!(
+        frame.error_code,
+        exit_code::CPUID | exit_code::IOIO | exit_code::MSR
+    ) {
+        return false;
+    }
     let Some(core) = CORE.get() else {
         return false;
     };
