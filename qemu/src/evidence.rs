@@ -1,7 +1,8 @@
 //! The test guest's evidence, as a verifier takes it: the `guest: evidence`
 //! lines of a boot's serial log become a `rivet_verifier::Evidence` bundle
 //! (the single-service attestation with manifest version 1, whose report
-//! binds both EKs and both AKs, the AK's quote, and the PCRs it covers).
+//! binds both EKs and both AKs, the AK's quote, the PCRs it covers, and the
+//! EK/AK certificates and the binding certificate the guest read from NV).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,6 +55,15 @@ pub fn guest_evidence(serial: &str, simulated_key: Option<Vec<u8>>) -> Result<Ev
         }),
         ak_public: Some(evidence_value(serial, "ak_public")?),
         pcrs: Some(pcrs),
+        binding_cert: Some(evidence_value(serial, "binding_cert")?),
+        ek_certs: vec![
+            evidence_value(serial, "ek_cert_rsa")?,
+            evidence_value(serial, "ek_cert_ecc")?,
+        ],
+        ak_certs: vec![
+            evidence_value(serial, "ak_cert_ecc")?,
+            evidence_value(serial, "ak_cert_rsa")?,
+        ],
         ..Evidence::default()
     })
 }

@@ -15,7 +15,7 @@ use rivet_tests::tools::unhex;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 /// Every check the guest firmware must report as passed.
-const GUEST_CHECKS: [&str; 52] = [
+const GUEST_CHECKS: [&str; 57] = [
     "query_core_v1",
     "query_vtpm_v1",
     "query_attest_v1",
@@ -45,6 +45,11 @@ const GUEST_CHECKS: [&str; 52] = [
     "bad_attest_small_report_buffer_gets_lengths",
     "bad_attest_unknown_service",
     "bad_attest_request_in_svsm",
+    "nv_read_ek_cert_rsa",
+    "nv_read_ek_cert_ecc",
+    "nv_read_ak_cert_ecc",
+    "nv_read_ak_cert_rsa",
+    "nv_read_binding_cert",
     "bad_unknown_protocol",
     "bad_unknown_core_call",
     "bad_unknown_vtpm_call",
@@ -256,6 +261,11 @@ fn svsm_serves_the_guest_firmware() {
         "RSA AK"
     );
 
+    // The guest read the EK certificates (and the AK and binding
+    // certificates) from NV: they chain to the certificate that carries the
+    // report, and the certified keys are the manifest's.
+    check_nv_certificates(serial, &keys, &vk, &kernel_measurement);
+
     // The verifier: with the simulated key passed explicitly every check it
     // can run passes, and the verdict is only a warning (not hardware-rooted,
     // no event log); without it the evidence is rejected for that reason.
@@ -276,6 +286,12 @@ fn svsm_serves_the_guest_firmware() {
         "tpm.nonce",
         "tpm.pcr_digest",
         "tpm.ak_binding",
+        "certs.binding",
+        "certs.binding_report",
+        "certs.binding_report_data",
+        "certs.chain",
+        "certs.ek_keys",
+        "certs.ak_keys",
     ] {
         let c = appraisal
             .checks
@@ -330,6 +346,84 @@ fn svsm_serves_the_guest_firmware() {
         let (n, ticks): (f64, f64) = (n.parse().unwrap(), ticks.parse().unwrap());
         eprintln!("{key}{n}: {:.0} per second under TCG", n / (ticks / hz));
     }
+}
+
+/// The certificates the guest read from NV, checked on the host: the EK
+/// certificates' keys are the manifest's EKs (the AK certificates' its
+/// AKs), every one is signed by the binding key, and the binding
+/// certificate is self-signed and carries a report, signed by the host's
+/// simulated key for this very SVSM image, whose REPORT_DATA is
+/// SHA-512("Rivet vTPM binding key v1\0" || the binding key's SPKI).
+fn check_nv_certificates(
+    serial: &str,
+    keys: &[(u16, u32, Vec<u8>)],
+    vk: &VerifyingKey,
+    kernel_measurement: &[u8],
+) {
+    use rivet_verifier::cert::Cert;
+    let cert = |name: &str| {
+        let der = unhex(value(serial, &format!("guest: evidence {name}=")));
+        Cert::from_der(&der).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let binding = cert("binding_cert");
+    binding
+        .verify_signed_by(&binding)
+        .expect("binding certificate self-signed");
+    let (format, report) = rivet_verifier::vtpm_certs::carried_report(&binding).unwrap();
+    assert_eq!(format, "sev-snp-attestation-report");
+    assert_eq!(report.len(), 0x4A0);
+    assert!(report_signature_ok(&report, vk), "carried report signature");
+    let mut flipped = report.clone();
+    flipped[0x50] ^= 1;
+    assert!(!report_signature_ok(&flipped, vk));
+    assert_eq!(&report[0x90..0xC0], kernel_measurement, "same SVSM image");
+    let mut h = Sha512::new();
+    h.update(b"Rivet vTPM binding key v1\0");
+    h.update(binding.spki_der().unwrap());
+    assert_eq!(
+        &report[0x50..0x90],
+        h.finalize().as_slice(),
+        "REPORT_DATA binds the binding key"
+    );
+    for (name, kind, eku) in [
+        ("ek_cert_rsa", 1u16, "2.23.133.8.1"),
+        ("ek_cert_ecc", 2, "2.23.133.8.1"),
+        ("ak_cert_ecc", 3, "2.23.133.8.3"),
+        ("ak_cert_rsa", 4, "2.23.133.8.3"),
+    ] {
+        let c = cert(name);
+        c.verify_signed_by(&binding)
+            .unwrap_or_else(|e| panic!("{name} not signed by the binding key: {e}"));
+        assert!(
+            c.verify_signed_by(&cert("ek_cert_ecc")).is_err(),
+            "{name}: verifies under a key that did not sign it"
+        );
+        let public = &keys.iter().find(|k| k.0 == kind).unwrap().2;
+        let key = rivet_verifier::tpm::parse_public(public).unwrap();
+        assert!(
+            rivet_verifier::tpm::key_matches_spki(&key, &c.spki_der().unwrap()),
+            "{name}: its key is the manifest's key of kind {kind}"
+        );
+        assert!(c.subject().is_empty(), "{name}: empty subject");
+        assert_eq!(c.issuer(), binding.subject());
+        let eku_der = c.extension("2.5.29.37").expect("EKU");
+        assert!(hex(eku_der).contains(&eku_hex(eku)), "{name}: EKU {eku}");
+        let san = c.extension("2.5.29.17").expect("subjectAltName");
+        for attr in ["2.23.133.2.1", "2.23.133.2.2", "2.23.133.2.3"] {
+            assert!(hex(san).contains(&eku_hex(attr)), "{name}: SAN has {attr}");
+        }
+        assert!(hex(san).contains(&hex(b"id:52564554")), "manufacturer RVET");
+    }
+}
+
+/// The DER contents of an OID (tcg arcs 2.23.133.x.y only).
+fn eku_hex(oid: &str) -> String {
+    let arcs: Vec<u8> = oid.split('.').map(|a| a.parse().unwrap()).collect();
+    assert_eq!(&arcs[..3], &[2, 23, 133]);
+    // 2.23 -> 0x67, 133 -> 0x81 0x05, then small arcs.
+    let mut b = vec![0x67, 0x81, 0x05];
+    b.extend_from_slice(&arcs[3..]);
+    hex(&b)
 }
 
 /// The vTPM manifest version 1: (kind, persistent handle, TPMT_PUBLIC)s.

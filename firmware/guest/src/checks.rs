@@ -125,6 +125,7 @@ pub fn run(info_page: u64) {
     vtpm_protocol(&info, &mut t);
     quote(&info, &mut t);
     attestation(&info, &mut t);
+    nv_certificates(&info, &mut t);
     bad_inputs(&info, &mut t);
     print(format_args!(
         "guest: result: {} passed, {} failed\n",
@@ -562,6 +563,92 @@ fn attestation(info: &Info, t: &mut Tally) {
         r.rax == INVALID_ADDRESS,
         format_args!("{r:x?}"),
     );
+}
+
+/// The certificates the SVSM wrote into NV at boot: the EK certificates at
+/// the EK Credential Profile's indices, the AK certificates and the binding
+/// certificate (which carries the report) at Rivet's. Each is read as a TPM
+/// client would (NV_ReadPublic, then NV_Read in chunks) and printed.
+const NV_CERTS: [(&str, u32); 5] = [
+    ("ek_cert_rsa", 0x01C0_0002),
+    ("ek_cert_ecc", 0x01C0_000A),
+    ("ak_cert_ecc", 0x0152_5601),
+    ("ak_cert_rsa", 0x0152_5602),
+    ("binding_cert", 0x0152_5600),
+];
+/// PPWRITE|WRITEDEFINE|PPREAD|OWNERREAD|AUTHREAD|NO_DA|PLATFORMCREATE, and
+/// WRITTEN|WRITELOCKED once provisioned.
+const NV_CERT_ATTRIBUTES: u32 = 0x4207_2001 | 0x2000_0800;
+/// Largest certificate (MAX_NV_INDEX_SIZE) and NV_Read chunk.
+const NV_CERT_MAX: usize = 2048;
+const NV_CHUNK: usize = 1024;
+
+static mut NV_DATA: [u8; NV_CERT_MAX] = [0; NV_CERT_MAX];
+
+fn nv_data() -> &'static mut [u8; NV_CERT_MAX] {
+    // SAFETY: as for the vTPM buffer.
+    unsafe { &mut *core::ptr::addr_of_mut!(NV_DATA) }
+}
+
+/// The length a DER SEQUENCE header at the start of `b` says it has, header included.
+fn der_sequence_len(b: &[u8]) -> Option<usize> {
+    match b {
+        [0x30, 0x82, hi, lo, ..] => Some(4 + (usize::from(*hi) << 8 | usize::from(*lo))),
+        [0x30, 0x81, n, ..] => Some(3 + usize::from(*n)),
+        _ => None,
+    }
+}
+
+/// Reads one NV index: `Err` says what failed.
+fn read_nv(info: &Info, index: u32) -> Result<&'static [u8], &'static str> {
+    let rax = vtpm_send(info, tpm_cmd::nv_read_public(index).finish());
+    let resp = unframe(vtpm_buffer()).filter(|r| response_code(r) == Some(0));
+    let (attributes, size) = resp
+        .and_then(tpm_cmd::parse_nv_read_public)
+        .filter(|_| rax == SUCCESS)
+        .ok_or("NV_ReadPublic failed")?;
+    if attributes != NV_CERT_ATTRIBUTES {
+        return Err("unexpected NV attributes");
+    }
+    let size = usize::from(size);
+    if size > NV_CERT_MAX {
+        return Err("index larger than MAX_NV_INDEX_SIZE");
+    }
+    let data = nv_data();
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(NV_CHUNK);
+        let rax = vtpm_send(info, tpm_cmd::nv_read(index, n as u16, at as u16).finish());
+        let chunk = unframe(vtpm_buffer())
+            .filter(|r| rax == SUCCESS && response_code(r) == Some(0))
+            .and_then(tpm_cmd::parse_nv_read)
+            .filter(|c| c.len() == n)
+            .ok_or("NV_Read failed")?;
+        data[at..at + n].copy_from_slice(chunk);
+        at += n;
+    }
+    let data = &data[..size];
+    if der_sequence_len(data) != Some(size) {
+        return Err("not one DER certificate");
+    }
+    Ok(data)
+}
+
+fn nv_certificates(info: &Info, t: &mut Tally) {
+    for (name, index) in NV_CERTS {
+        let mut check = [0u8; 32];
+        let label = b"nv_read_";
+        check[..label.len()].copy_from_slice(label);
+        check[label.len()..label.len() + name.len()].copy_from_slice(name.as_bytes());
+        let check = core::str::from_utf8(&check[..label.len() + name.len()]).unwrap_or("nv_read");
+        match read_nv(info, index) {
+            Ok(cert) => {
+                t.check(check, true, format_args!(""));
+                print(format_args!("guest: evidence {name}={}\n", Hex(cert)));
+            }
+            Err(why) => t.check(check, false, format_args!("index {index:#010x}: {why}")),
+        }
+    }
 }
 
 fn bad_inputs(info: &Info, t: &mut Tally) {

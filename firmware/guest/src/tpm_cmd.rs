@@ -155,6 +155,41 @@ pub fn flush_context(handle: u32) -> Command {
     c
 }
 
+/// TPM2_NV_ReadPublic.
+pub fn nv_read_public(index: u32) -> Command {
+    let mut c = Command::new(ST_NO_SESSIONS, 0x169);
+    c.u32(index);
+    c
+}
+
+/// TPM2_NV_Read of `size` bytes at `offset`, authorized by the index itself
+/// (TPMA_NV_AUTHREAD, empty password).
+pub fn nv_read(index: u32, size: u16, offset: u16) -> Command {
+    let mut c = Command::new(ST_SESSIONS, 0x14E);
+    c.u32(index)
+        .u32(index)
+        .password_auth()
+        .u16(size)
+        .u16(offset);
+    c
+}
+
+/// NV_ReadPublic's response: (attributes, dataSize).
+pub fn parse_nv_read_public(r: &[u8]) -> Option<(u32, u16)> {
+    let size = be16(r, 10)?;
+    let public = r.get(12..12 + size)?;
+    let attributes = u32::from_be_bytes(public.get(6..10)?.try_into().ok()?);
+    let policy = be16(public, 10)?;
+    let data_size = be16(public, 12 + policy)?;
+    Some((attributes, data_size as u16))
+}
+
+/// NV_Read's response (sessions tag): the data.
+pub fn parse_nv_read(r: &[u8]) -> Option<&[u8]> {
+    let size = be16(r, 14)?;
+    r.get(16..16 + size)
+}
+
 fn be16(b: &[u8], at: usize) -> Option<usize> {
     Some(usize::from(u16::from_be_bytes(
         b.get(at..at + 2)?.try_into().ok()?,
@@ -254,6 +289,33 @@ mod tests {
         );
         assert_eq!(parse_quote(&resp[..15]), None);
         assert_eq!(ak_template().raw().len(), 2 + 2 + 4 + 2 + 2 + 4 + 2 + 2 + 4);
+    }
+
+    #[test]
+    fn nv_commands_and_parsers() {
+        let mut c = nv_read_public(0x01C0_0002);
+        assert_eq!(
+            c.finish(),
+            [0x80, 1, 0, 0, 0, 14, 0, 0, 1, 0x69, 1, 0xC0, 0, 2]
+        );
+        let mut c = nv_read(0x01C0_000A, 1024, 2048);
+        let c = c.finish();
+        assert_eq!(c.len(), 10 + 8 + 4 + 9 + 4);
+        assert_eq!(&c[10..18], &[1, 0xC0, 0, 0x0A, 1, 0xC0, 0, 0x0A]);
+        assert_eq!(&c[c.len() - 4..], &[4, 0, 8, 0]);
+        // NV_ReadPublic: TPM2B_NV_PUBLIC {index, nameAlg, attributes, empty policy, dataSize}, name.
+        let mut r = std::vec![0x80, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 14];
+        r.extend_from_slice(&[
+            1, 0xC0, 0, 2, 0, 0x0B, 0x62, 0x07, 0x28, 0x01, 0, 0, 0x05, 0xDC,
+        ]);
+        r.extend_from_slice(&[0, 2, 0xAA, 0xBB]);
+        assert_eq!(parse_nv_read_public(&r), Some((0x6207_2801, 1500)));
+        assert_eq!(parse_nv_read_public(&r[..20]), None);
+        let r = [
+            0x80, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 3, 7, 8, 9, 0, 0, 1, 0, 0,
+        ];
+        assert_eq!(parse_nv_read(&r), Some(&[7, 8, 9][..]));
+        assert_eq!(parse_nv_read(&r[..17]), None);
     }
 
     #[test]
