@@ -14,10 +14,9 @@ use spin::{Mutex, Once};
 use super::ghcb::{self, GHCB_MSR, GhcbPage, Hypervisor};
 use super::guest_request::GuestRequestChannel;
 use super::rmp::{Rmp, RmpAttrs};
-use super::secrets::{self, SECRETS_PAGE_SIZE, SecretsPage, SvsmFields};
 use super::svsm::{GhcbTransport, Memory, SnpCore, SnpGuest, Unreachable};
 use super::vc::{CpuidTable, VcRegs};
-use crate::boot::launch_info::{LaunchInfo, RegionKind};
+use crate::boot::launch_info::LaunchInfo;
 use crate::boot::pvh::BootInfo;
 use crate::cpu::exceptions::ExceptionFrame;
 use crate::cpu::instr;
@@ -353,24 +352,10 @@ impl Snp {
         let secrets_gpa = info
             .secrets
             .ok_or(PlatformError::GuestImage("no secrets page"))?;
-        let mut page = Box::new([0u8; SECRETS_PAGE_SIZE]);
-        HwSnp
-            .read(secrets_gpa, &mut page[..])
-            .map_err(|_| PlatformError::GuestImage("secrets page unreachable"))?;
-        let mut secrets = SecretsPage::copy_from(&page).map_err(|e| {
-            log::error!("secrets page: {e}");
-            PlatformError::GuestImage("secrets page refused")
-        })?;
-        let vmpck0 = secrets
-            .take_vmpck(0)
-            .map_err(|_| PlatformError::GuestImage("no VMPCK0"))?;
-        // The channel holds the only copy of VMPCK0 from now on.
-        secrets::wipe_vmpck_in_page(0, &mut page)
-            .map_err(|_| PlatformError::GuestImage("secrets page"))?;
-        HwSnp
-            .write(secrets_gpa, &page[..])
-            .map_err(|_| PlatformError::GuestImage("secrets page unreachable"))?;
-        drop(secrets);
+        let vmpck0 = core()
+            .lock()
+            .take_vmpck0(secrets_gpa)
+            .map_err(firmware_error)?;
         let shared = shared_pages();
         let channel = GuestRequestChannel::new(
             GhcbTransport {
@@ -380,26 +365,12 @@ impl Snp {
             vmpck0,
         )
         .ok();
-        let svsm = info.svsm;
-        core().lock().guest_ram = boot_info
-            .ram()
-            .flat_map(|r| {
-                // RAM minus the SVSM area.
-                [
-                    PhysRange::new(r.start, r.end.min(svsm.start).max(r.start)),
-                    PhysRange::new(r.start.max(svsm.end).min(r.end), r.end),
-                ]
-            })
-            .filter(|r| !r.is_empty())
-            .collect();
+        let ram = super::svsm::guest_ram(boot_info.ram(), info.svsm);
+        core().lock().guest_ram = ram;
         Ok(Self {
             info: *info,
             channel: Mutex::new(channel),
         })
-    }
-
-    fn region(&self, kind: RegionKind) -> Option<PhysRange> {
-        self.info.firmware_region(kind).map(|r| r.range)
     }
 }
 
@@ -445,57 +416,6 @@ impl Platform for Snp {
     }
 
     fn start_guest(&self, _boot_info: &BootInfo) -> Result<GuestSetup, PlatformError> {
-        let caa = self
-            .region(RegionKind::SvsmCaa)
-            .ok_or(PlatformError::GuestImage(
-                "the firmware names no SVSM Calling Area",
-            ))?
-            .start
-            .0;
-        let firmware = self
-            .info
-            .firmware
-            .ok_or(PlatformError::GuestImage("no guest firmware in the image"))?;
-        let context = self
-            .info
-            .guest_context
-            .ok_or(PlatformError::GuestImage("no guest context page"))?;
-        // The guest's view of the secrets page: its VMPCKs below its VMPL
-        // wiped, the SVSM fields filled; and its copy of the CPUID page.
-        let fields = SvsmFields {
-            base: self.info.svsm.start.0,
-            size: self.info.svsm.len(),
-            caa,
-            max_version: 1,
-            guest_vmpl: self.info.guest_vmpl,
-        };
-        let mut page = Box::new([0u8; SECRETS_PAGE_SIZE]);
-        let secrets_gpa = self
-            .info
-            .secrets
-            .ok_or(PlatformError::GuestImage("no secrets page"))?;
-        HwSnp
-            .read(secrets_gpa, &mut page[..])
-            .map_err(|_| PlatformError::GuestImage("secrets page unreachable"))?;
-        secrets::prepare_guest_page(&mut page, &fields)
-            .map_err(|_| PlatformError::GuestImage("guest secrets page"))?;
-        let mut c = core().lock();
-        if let Some(r) = self.region(RegionKind::Secrets) {
-            c.hw.write(r.start.0, &page[..])
-                .map_err(|_| PlatformError::GuestImage("secrets region"))?;
-        }
-        if let (Some(r), Some(cpuid)) = (self.region(RegionKind::Cpuid), self.info.cpuid) {
-            let mut p = [0u8; 4096];
-            c.hw.read(cpuid, &mut p)
-                .and_then(|()| c.hw.write(r.start.0, &p))
-                .map_err(|_| PlatformError::GuestImage("CPUID region"))?;
-        }
-        // The guest's VMPL gets its firmware and metadata pages.
-        let mut grants: Vec<PhysRange> = self.info.firmware_regions().map(|r| r.range).collect();
-        grants.push(firmware);
-        for r in grants {
-            c.grant_guest(r).map_err(firmware_error)?;
-        }
         // A VMSA page from SVSM memory, not 2 MiB aligned.
         let vmsa_page = loop {
             let f = crate::mm::alloc_frame()
@@ -504,15 +424,12 @@ impl Platform for Snp {
                 break f.0;
             }
         };
-        c.hw.write(vmsa_page, &[0; 4096])
-            .map_err(|_| PlatformError::GuestImage("VMSA page"))?;
-        c.create_boot_vcpu(context, vmsa_page, caa)
+        let caa = core()
+            .lock()
+            .start_guest(&self.info, vmsa_page)
             .map_err(firmware_error)?;
-        drop(c);
         log::info!(
-            "guest firmware {:#x}..{:#x} at VMPL{}, Calling Area {caa:#x}, VMSA {vmsa_page:#x}",
-            firmware.start.0,
-            firmware.end.0,
+            "guest firmware at VMPL{}, Calling Area {caa:#x}, VMSA {vmsa_page:#x}",
             self.info.guest_vmpl
         );
         Ok(GuestSetup {

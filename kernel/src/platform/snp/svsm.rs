@@ -12,8 +12,10 @@ use alloc::vec::Vec;
 use super::ghcb::{self, GhcbError, GhcbPage, Hypervisor, exit_code, offset};
 use super::guest_request::{GuestRequestTransport, PAGE_SIZE as GR_PAGE, TransportError};
 use super::rmp::{self, PscChannel, Rmp, RmpError, perm};
+use super::secrets::{self, SECRETS_PAGE_SIZE, SecretsPage, SvsmFields, Vmpck};
 use super::vc::CpuidTable;
 use super::vmsa::{self, EFER_SVME, Vmsa, VmsaError};
+use crate::boot::launch_info::{LaunchInfo, RegionKind};
 use crate::mm::{LARGE_PAGE_SIZE, PAGE_SIZE, PhysRange};
 use crate::platform::{GuestExit, GuestRegisters};
 use crate::protocols::{SvsmError, result};
@@ -69,6 +71,8 @@ pub enum SnpError {
     /// A page that must not be 2 MiB aligned (a VMSA) is, or another
     /// placement rule is broken.
     Placement(u64),
+    /// The image lacks something the guest's launch needs.
+    Launch(&'static str),
     /// No guest VMSA exists yet.
     NoGuest,
 }
@@ -81,6 +85,7 @@ impl core::fmt::Display for SnpError {
             Self::Vmsa(e) => write!(f, "{e}"),
             Self::Memory(a) => write!(f, "page {a:#x} unreachable"),
             Self::Placement(a) => write!(f, "page {a:#x} badly placed"),
+            Self::Launch(what) => write!(f, "launch: {what}"),
             Self::NoGuest => write!(f, "no guest VMSA"),
         }
     }
@@ -336,6 +341,86 @@ impl<H: SnpHw> SnpCore<H> {
         Ok(())
     }
 
+    /// Takes VMPCK0 out of the secrets page at `gpa` for the SVSM's
+    /// guest-request channel and wipes it in the page, so that the channel
+    /// holds the only copy.
+    pub fn take_vmpck0(&mut self, gpa: u64) -> Result<Vmpck, SnpError> {
+        let mut page = alloc::boxed::Box::new([0u8; SECRETS_PAGE_SIZE]);
+        self.hw
+            .read(gpa, &mut page[..])
+            .map_err(|_| SnpError::Memory(gpa))?;
+        let mut secrets = SecretsPage::copy_from(&page)
+            .map_err(|_| SnpError::Launch("secrets page version not supported"))?;
+        let key = secrets
+            .take_vmpck(0)
+            .map_err(|_| SnpError::Launch("no VMPCK0"))?;
+        secrets::wipe_vmpck_in_page(0, &mut page).map_err(|_| SnpError::Launch("secrets page"))?;
+        self.hw
+            .write(gpa, &page[..])
+            .map_err(|_| SnpError::Memory(gpa))?;
+        Ok(key)
+    }
+
+    /// Prepares the guest firmware's launch from the image: its copy of the
+    /// secrets page (its VMPCKs below its VMPL wiped, the SVSM fields
+    /// filled) in the firmware's SECRETS region, the CPUID page in its CPUID
+    /// region, VMPL access to the firmware and its metadata regions, and the
+    /// boot vCPU in `vmsa_page`. Returns the guest's Calling Area.
+    pub fn start_guest(&mut self, info: &LaunchInfo, vmsa_page: u64) -> Result<u64, SnpError> {
+        let region = |kind| info.firmware_region(kind).map(|r| r.range.start.0);
+        let caa = region(RegionKind::SvsmCaa)
+            .ok_or(SnpError::Launch("the firmware names no SVSM Calling Area"))?;
+        let guest_secrets = region(RegionKind::Secrets)
+            .ok_or(SnpError::Launch("the firmware names no secrets page"))?;
+        let firmware = info
+            .firmware
+            .ok_or(SnpError::Launch("no guest firmware in the image"))?;
+        let context = info
+            .guest_context
+            .ok_or(SnpError::Launch("no guest context page"))?;
+        let secrets_gpa = info.secrets.ok_or(SnpError::Launch("no secrets page"))?;
+        let cpuid_gpa = info.cpuid.ok_or(SnpError::Launch("no CPUID page"))?;
+
+        let mut page = alloc::boxed::Box::new([0u8; SECRETS_PAGE_SIZE]);
+        self.hw
+            .read(secrets_gpa, &mut page[..])
+            .map_err(|_| SnpError::Memory(secrets_gpa))?;
+        let fields = SvsmFields {
+            base: self.svsm.start.0,
+            size: self.svsm.len(),
+            caa,
+            max_version: 1,
+            guest_vmpl: self.guest_vmpl,
+        };
+        secrets::prepare_guest_page(&mut page, &fields)
+            .map_err(|_| SnpError::Launch("guest secrets page"))?;
+        self.hw
+            .write(guest_secrets, &page[..])
+            .map_err(|_| SnpError::Memory(guest_secrets))?;
+        if let Some(cpuid_region) = region(RegionKind::Cpuid) {
+            let mut p = [0u8; 4096];
+            self.hw
+                .read(cpuid_gpa, &mut p)
+                .map_err(|_| SnpError::Memory(cpuid_gpa))?;
+            self.hw
+                .write(cpuid_region, &p)
+                .map_err(|_| SnpError::Memory(cpuid_region))?;
+        }
+        let grants: Vec<PhysRange> = info
+            .firmware_regions()
+            .map(|r| r.range)
+            .chain([firmware])
+            .collect();
+        for r in grants {
+            self.grant_guest(r)?;
+        }
+        self.hw
+            .write(vmsa_page, &[0; vmsa::VMSA_SIZE])
+            .map_err(|_| SnpError::Memory(vmsa_page))?;
+        self.create_boot_vcpu(context, vmsa_page, caa)?;
+        Ok(caa)
+    }
+
     /// Runs the boot vCPU until it exits to VMPL0. Registers given to the
     /// SVSM at the previous exit are written back first.
     pub fn run(&mut self, regs: &mut GuestRegisters) -> Result<GuestExit, SnpError> {
@@ -515,6 +600,18 @@ impl<H: SnpHw> SnpCore<H> {
             .read_shared(rsp_gpa, response)
             .map_err(|_| TransportError::Protocol)
     }
+}
+
+/// The guest's RAM: every RAM range minus the SVSM's memory.
+pub fn guest_ram(ram: impl Iterator<Item = PhysRange>, svsm: PhysRange) -> Vec<PhysRange> {
+    ram.flat_map(|r| {
+        [
+            PhysRange::new(r.start, r.end.min(svsm.start).max(r.start)),
+            PhysRange::new(r.start.max(svsm.end).min(r.end), r.end),
+        ]
+    })
+    .filter(|r| !r.is_empty())
+    .collect()
 }
 
 /// The guest-request transport over a core: the two shared pages it uses.

@@ -455,3 +455,126 @@ fn console_bytes_and_termination() {
     c.terminate(7);
     assert_eq!(c.hw.hv.terminated, Some(7));
 }
+
+/// The launch-info page `boot::launch_info`'s tests build, with the CPUID
+/// and Calling Area regions OVMF also lists.
+fn launch_info_with_caa() -> crate::boot::launch_info::LaunchInfo {
+    use crate::boot::launch_info::{
+        offset, parse_bytes,
+        tests::{LI, snp_page},
+    };
+    let mut p = snp_page();
+    let mut region = |i: usize, gpa: u64, kind: u32| {
+        let at = offset::REGIONS + i * 24;
+        p[at..at + 8].copy_from_slice(&gpa.to_le_bytes());
+        p[at + 8..at + 16].copy_from_slice(&0x1000u64.to_le_bytes());
+        p[at + 16..at + 20].copy_from_slice(&kind.to_le_bytes());
+    };
+    region(2, 0x80_A000, 3);
+    region(3, 0x80_B000, 4);
+    p[offset::REGION_COUNT..offset::REGION_COUNT + 4].copy_from_slice(&4u32.to_le_bytes());
+    parse_bytes(LI, &p).unwrap()
+}
+
+fn secrets_page() -> [u8; 4096] {
+    let mut p = [0u8; 4096];
+    p[0..4].copy_from_slice(&3u32.to_le_bytes());
+    for i in 0..4 {
+        p[0x20 + 32 * i..0x40 + 32 * i].fill(0x11 * (i as u8 + 1));
+    }
+    p
+}
+
+#[test]
+fn guest_launch_from_the_image() {
+    let info = launch_info_with_caa();
+    let (secrets, cpuid, context) = (
+        info.secrets.unwrap(),
+        info.cpuid.unwrap(),
+        info.guest_context.unwrap(),
+    );
+    let mut m = launched();
+    m.launch(0x80_0000, 0x80_C000); // OVMF's metadata pages
+    m.launch(0xffc0_0000, 0x1_0000_0000); // the firmware image
+    m.poke(secrets, &secrets_page());
+    m.poke(cpuid, &super::vc::tests::cpuid_page());
+    m.poke(context, &vmsa::tests::igvm_guest_context());
+    let mut c = core(m);
+
+    // VMPCK0 leaves the secrets page for the SVSM's channel.
+    let key = c.take_vmpck0(secrets).unwrap();
+    assert_eq!(key.bytes(), &[0x11; 32]);
+    let mut k = [0u8; 32];
+    c.hw.peek(secrets + 0x20, &mut k);
+    assert_eq!(k, [0; 32]);
+
+    let caa = c.start_guest(&info, BOOT_VMSA).unwrap();
+    assert_eq!(caa, 0x80_B000);
+    // The guest's secrets page: VMPCK0 and 1 (below VMPL2) gone, 2 and 3 kept,
+    // the SVSM fields filled.
+    let mut g = [0u8; 4096];
+    c.hw.peek(0x80_9000, &mut g);
+    assert_eq!(&g[0..4], &3u32.to_le_bytes());
+    assert_eq!(&g[0x20..0x60], &[0u8; 0x40][..]);
+    assert_eq!(&g[0x60..0x80], &[0x33u8; 32][..]);
+    assert_eq!(&g[0x80..0xA0], &[0x44u8; 32][..]);
+    let u64_at = |o: usize| u64::from_le_bytes(g[o..o + 8].try_into().unwrap());
+    assert_eq!(u64_at(0x140), SVSM.0);
+    assert_eq!(u64_at(0x148), SVSM.1 - SVSM.0);
+    assert_eq!(u64_at(0x150), 0x80_B000);
+    assert_eq!(&g[0x158..0x15D], &[1, 0, 0, 0, 2]);
+    // The CPUID page copied where OVMF looks for it.
+    let mut p = [0u8; 4096];
+    c.hw.peek(0x80_A000, &mut p);
+    assert_eq!(p, super::vc::tests::cpuid_page());
+    // VMPL2 may use its firmware and metadata pages, not the SVSM's.
+    for page in [0xffc0_0000, 0xffff_f000, 0x80_0000, 0x80_B000] {
+        assert_eq!(c.hw.rmp.perms(page, 2), perm::ALL, "{page:#x}");
+    }
+    assert_eq!(c.hw.rmp.perms(secrets, 2), 0);
+    assert_eq!(c.hw.hv.vmsas.get(&(0, 2)).map(|v| v.0), Some(BOOT_VMSA));
+}
+
+#[test]
+fn guest_launch_refusals() {
+    let mut m = launched();
+    m.poke(0x20_2000, &secrets_page());
+    let mut c = core(m);
+    // The builder's page lists no Calling Area region.
+    let page = crate::boot::launch_info::tests::snp_page();
+    let info =
+        crate::boot::launch_info::parse_bytes(crate::boot::launch_info::tests::LI, &page).unwrap();
+    assert_eq!(
+        c.start_guest(&info, BOOT_VMSA),
+        Err(SnpError::Launch("the firmware names no SVSM Calling Area"))
+    );
+    // A secrets page of an unknown version gives no key.
+    c.hw.poke(0x20_2000, &[9, 0, 0, 0]);
+    assert!(matches!(c.take_vmpck0(0x20_2000), Err(SnpError::Launch(_))));
+    // Firmware pages the PSP never validated cannot be granted.
+    let info = launch_info_with_caa();
+    c.hw.poke(0x20_2000, &secrets_page());
+    c.hw.launch(0x80_0000, 0x80_C000);
+    c.hw.poke(0x20_3000, &super::vc::tests::cpuid_page());
+    assert!(matches!(
+        c.start_guest(&info, BOOT_VMSA),
+        Err(SnpError::Rmp(_))
+    ));
+}
+
+#[test]
+fn guest_ram_leaves_out_the_svsm() {
+    let ram = [range(0, 0xA_0000), range(0x10_0000, 0x8000_0000)];
+    assert_eq!(
+        super::svsm::guest_ram(ram.into_iter(), range(0x10_0000, 0x20_8000)),
+        [range(0, 0xA_0000), range(0x20_8000, 0x8000_0000)]
+    );
+    assert_eq!(
+        super::svsm::guest_ram(ram.into_iter(), range(0x100_0000, 0x200_0000)),
+        [
+            range(0, 0xA_0000),
+            range(0x10_0000, 0x100_0000),
+            range(0x200_0000, 0x8000_0000)
+        ]
+    );
+}
