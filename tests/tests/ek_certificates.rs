@@ -5,6 +5,7 @@
 //! `tpm2_getekcertificate` and `tpm2_nvread` read the certificates back.
 //! (The SVSM's guest in this repository is the tiny test firmware, not
 //! Linux, so the tools run against the host server, not through the SVSM.)
+//! The same certificates then go to the verifier, which must accept them.
 
 use p384::ecdsa::SigningKey as ReportKey;
 use rivet_kernel::certs::{self, BindingKey, FORMAT_SNP, KeyRole, nv_index};
@@ -78,6 +79,8 @@ fn tpm2_tools_read_the_certificates_the_kernel_code_provisions() {
         issued.nv_contents()[0],
         (nv_index::BINDING_CERT, &issued.binding[..])
     );
+    appraise_like_a_verifier(&issued, &publics, &fields, &report_key);
+
     // The attributes tpm2_nvreadpublic shows for the RSA EK certificate.
     let public = tools.ok(&["nvreadpublic", "0x01c00002"]);
     assert!(public.contains("value: 0x62072801"), "{public}");
@@ -94,4 +97,74 @@ fn tpm2_tools_read_the_certificates_the_kernel_code_provisions() {
     ] {
         assert!(public.contains(attr), "{attr} in {public}");
     }
+}
+
+/// The kernel's certificates in a bundle with a manifest version 1 of the
+/// same keys and a platform report over it (same launch): every `certs.*`
+/// check of the verifier passes, and a swapped EK certificate fails.
+fn appraise_like_a_verifier(
+    issued: &certs::Issued,
+    publics: &[Vec<u8>],
+    fields: &ReportFields,
+    report_key: &ReportKey,
+) {
+    use sha2::{Digest, Sha512};
+    let mut manifest = vec![0, 1, 0, 4];
+    for (kind, (handle, public)) in [0u32, 0, 0x8101_8000, 0x8101_8001]
+        .iter()
+        .zip(publics)
+        .enumerate()
+    {
+        manifest.extend_from_slice(&(kind as u16 + 1).to_be_bytes());
+        manifest.extend_from_slice(&handle.to_be_bytes());
+        manifest.extend_from_slice(&(public.len() as u16).to_be_bytes());
+        manifest.extend_from_slice(public);
+    }
+    let nonce = b"verifier nonce".to_vec();
+    let mut h = Sha512::new();
+    h.update(&nonce);
+    h.update(&manifest);
+    let rd: [u8; 64] = h.finalize().into();
+    let platform_report = build_and_sign(fields, &rd, report_key).unwrap();
+    let point = report_key
+        .verifying_key()
+        .to_sec1_point(false)
+        .as_bytes()
+        .to_vec();
+    let mut evidence = rivet_verifier::Evidence {
+        snp: Some(rivet_verifier::evidence::SnpEvidence {
+            report: platform_report.to_vec(),
+            simulated_vcek_public_key: Some(point.clone()),
+            ..Default::default()
+        }),
+        nonce: Some(nonce),
+        manifest: Some(manifest),
+        binding_cert: Some(issued.binding.clone()),
+        ek_certs: issued.keys[..2].iter().map(|k| k.1.clone()).collect(),
+        ak_certs: issued.keys[2..].iter().map(|k| k.1.clone()).collect(),
+        ..Default::default()
+    };
+    let mut policy = rivet_verifier::Policy {
+        allow_simulated_root: true,
+        ..Default::default()
+    };
+    policy.add_trust_root(&point).unwrap();
+    let a = rivet_verifier::appraise(&evidence, &policy);
+    for name in [
+        "binding.report_data",
+        "certs.binding",
+        "certs.binding_report",
+        "certs.binding_report_data",
+        "certs.chain",
+        "certs.ek_keys",
+        "certs.ak_keys",
+    ] {
+        let c = a.check(name).unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(c.status, rivet_verifier::Status::Affirming, "{c:?}");
+    }
+    // An AK certificate offered as an EK certificate: not an EK of the manifest.
+    evidence.ek_certs[0] = issued.keys[2].1.clone();
+    let a = rivet_verifier::appraise(&evidence, &policy);
+    let c = a.check("certs.ek_keys").unwrap();
+    assert_eq!(c.status, rivet_verifier::Status::Contraindicated, "{c:?}");
 }
