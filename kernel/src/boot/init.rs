@@ -102,7 +102,12 @@ fn igvm_start(addr: u64) -> ! {
             LaunchPlatform::Tdp | LaunchPlatform::Native => {}
         }
     }
-    console::init(log::LevelFilter::Info);
+    // The console's 16550 set-up is port I/O: on TDX that raises #VE (no
+    // handler), so on tdp the console stays silent until the platform,
+    // which writes through TDG.VP.VMCALL, is installed.
+    if !matches!(&parsed, Ok(i) if i.platform == LaunchPlatform::Tdp) {
+        console::init(log::LevelFilter::Info);
+    }
     if let Err(missing) = cpu::enable_nx() {
         fatal!("CPU lacks {}", missing.0);
     }
@@ -219,7 +224,12 @@ fn init_cpu() {
 /// Boot is done: say so, then serve the guest if there is one.
 #[cfg(not(feature = "ktest"))]
 fn ready(platform: &'static dyn platform::Platform, boot_info: &BootInfo, has_guest: bool) -> ! {
-    let hz = crate::cpu::time::calibrate();
+    // On TDX port I/O raises #VE: the TSC rate comes from CPUID there.
+    let hz = match platform.kind() {
+        platform::PlatformKind::Tdp => crate::cpu::time::calibrate_from_cpuid()
+            .unwrap_or_else(|| fatal!("tdp: CPUID 0x15 gives no TSC frequency")),
+        _ => crate::cpu::time::calibrate(),
+    };
     info!("TSC {hz} Hz");
     let (used, free) = heap::usage();
     info!(

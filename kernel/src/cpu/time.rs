@@ -43,6 +43,26 @@ pub fn calibrate() -> u64 {
     hz
 }
 
+/// The TSC frequency from CPUID leaf 0x15 (TSC/crystal ratio and crystal
+/// frequency), for platforms where the PIT is not reachable (TDX, where
+/// port I/O raises #VE and the TDX module reports this leaf). Starts the
+/// clock like `calibrate`; None if the leaf gives no frequency.
+pub fn calibrate_from_cpuid() -> Option<u64> {
+    let leaf = super::instr::cpuid(0x15, 0);
+    let (denominator, numerator, crystal) = (
+        u64::from(leaf.eax),
+        u64::from(leaf.ebx),
+        u64::from(leaf.ecx),
+    );
+    if denominator == 0 || numerator == 0 || crystal == 0 {
+        return None;
+    }
+    let hz = crystal * numerator / denominator;
+    TSC_AT_BOOT.store(rdtsc(), Ordering::Relaxed);
+    TSC_HZ.store(hz, Ordering::Relaxed);
+    Some(hz)
+}
+
 /// Milliseconds since `calibrate`.
 pub fn now_ms() -> u64 {
     let hz = TSC_HZ.load(Ordering::Relaxed).max(1);

@@ -202,6 +202,8 @@ impl Memory for HwSnp {
 
 /// The SVSM's SNP state, from `early_init` on.
 static CORE: Once<Mutex<SnpCore<HwSnp>>> = Once::new();
+/// The CPUID page's private copy, for #VC without the GHCB.
+static CPUID: Once<CpuidTable> = Once::new();
 
 /// The C-bit as a page-table flag (0 off SNP or before `early_init`).
 pub fn c_bit() -> u64 {
@@ -240,6 +242,7 @@ pub fn early_init(info: &LaunchInfo) -> Result<u64, &'static str> {
         .map_err(|_| "CPUID page unreachable")?;
     let cpuid = CpuidTable::parse(&page).map_err(|_| "CPUID page has more than 64 entries")?;
     let c_bit = cpuid.c_bit().ok_or("CPUID page lacks 0x8000_001F")?;
+    CPUID.call_once(|| cpuid.clone());
     C_BIT.store(1 << c_bit, Ordering::Relaxed);
 
     let first = info.launch_pages.end.0;
@@ -298,6 +301,25 @@ fn vc_hook(frame: &mut ExceptionFrame) -> bool {
         exit_code::CPUID | exit_code::IOIO | exit_code::MSR
     ) {
         return false;
+    }
+    // CPUID needs no GHCB: answered from the private copy of the CPUID
+    // page even while the SVSM holds the GHCB.
+    if frame.error_code == exit_code::CPUID {
+        let Some(table) = CPUID.get() else {
+            return false;
+        };
+        // SAFETY: RIP points into the kernel's mapped text (see below).
+        let opcode = unsafe { core::ptr::read_unaligned(frame.rip as *const [u8; 2]) };
+        if opcode != [0x0F, 0xA2] {
+            return false;
+        }
+        let out = table.lookup(frame.rax as u32, frame.rcx as u32, 1, 0);
+        frame.rax = u64::from(out[0]);
+        frame.rbx = u64::from(out[1]);
+        frame.rcx = u64::from(out[2]);
+        frame.rdx = u64::from(out[3]);
+        frame.rip += 2;
+        return true;
     }
     let Some(core) = CORE.get() else {
         return false;
