@@ -455,7 +455,9 @@ impl<H: SnpHw> SnpCore<H> {
         Ok(exit)
     }
 
-    /// Whether `[gpa, gpa + len)` is guest RAM outside the SVSM.
+    /// Whether `[gpa, gpa + len)` is guest RAM outside the SVSM (the
+    /// addresses a guest may name in a call; its VMSA pages included, so
+    /// that DELETE_VCPU can name one).
     pub fn is_guest_memory(&self, gpa: u64, len: u64) -> bool {
         let Some(end) = gpa.checked_add(len) else {
             return false;
@@ -466,10 +468,21 @@ impl<H: SnpHw> SnpCore<H> {
                 .guest_ram
                 .iter()
                 .any(|ram| ram.start <= r.start && r.end <= ram.end)
-            && !self
-                .vcpus
-                .iter()
-                .any(|c| c.vmsa < end && gpa < c.vmsa + PAGE_SIZE)
+    }
+
+    /// Whether `[gpa, gpa + len)` touches a VMSA page of a guest vCPU.
+    fn touches_vmsa(&self, gpa: u64, len: u64) -> bool {
+        let end = gpa.saturating_add(len);
+        self.vcpus
+            .iter()
+            .any(|c| c.vmsa < end && gpa < c.vmsa + PAGE_SIZE)
+    }
+
+    /// Whether the SVSM may copy guest data from or to `[gpa, gpa + len)`:
+    /// guest memory that is not a VMSA (the SVSM could write a vCPU's state
+    /// there on the guest's behalf).
+    pub fn is_accessible(&self, gpa: u64, len: u64) -> bool {
+        self.is_guest_memory(gpa, len) && !self.touches_vmsa(gpa, len)
     }
 
     /// SVSM_CORE_PVALIDATE for one guest page: PVALIDATE at VMPL0, then
@@ -483,6 +496,9 @@ impl<H: SnpHw> SnpCore<H> {
         ignore_cf: bool,
     ) -> Result<(), SvsmError> {
         let size = if huge { LARGE_PAGE_SIZE } else { PAGE_SIZE };
+        if self.touches_vmsa(gpa, size) {
+            return Err(SvsmError::INVALID_ADDRESS);
+        }
         let range = PhysRange::new(crate::mm::PhysAddr(gpa), crate::mm::PhysAddr(gpa + size));
         if !valid {
             // Permissions first, so the guest cannot use a page mid-change.
@@ -647,7 +663,7 @@ impl<H: SnpHw> crate::protocols::Guest for SnpGuest<'_, H> {
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SvsmError> {
         let core = self.core.lock();
-        if !core.is_guest_memory(gpa, buf.len() as u64) {
+        if !core.is_accessible(gpa, buf.len() as u64) {
             return Err(SvsmError::INVALID_ADDRESS);
         }
         core.hw
@@ -657,7 +673,7 @@ impl<H: SnpHw> crate::protocols::Guest for SnpGuest<'_, H> {
 
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), SvsmError> {
         let mut core = self.core.lock();
-        if !core.is_guest_memory(gpa, data.len() as u64) {
+        if !core.is_accessible(gpa, data.len() as u64) {
             return Err(SvsmError::INVALID_ADDRESS);
         }
         core.hw

@@ -306,11 +306,28 @@ fn create_and_delete_vcpu() {
         );
         assert_eq!(c.hw.hv.vmsas.get(&(1, 2)).map(|v| v.0), Some(ap_vmsa));
     }
-    // Now the VMSA is not guest memory the guest may name, and APIC 1 is taken.
+    // The VMSA cannot be created twice, nor used as a buffer or validated
+    // through the SVSM, and APIC 1 is taken.
     assert_eq!(
         call(&core, 2, ap_vmsa, ap_caa, 2).rax,
-        result::INVALID_ADDRESS
+        result::INVALID_PARAMETER
     );
+    {
+        let mut g = SnpGuest { core: &core };
+        let mut b = [0u8; 8];
+        assert_eq!(
+            g.read(ap_vmsa, &mut b),
+            Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+        );
+        assert_eq!(
+            g.write(ap_vmsa + 0x100, &[1]),
+            Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+        );
+        assert_eq!(
+            g.pvalidate(ap_vmsa, false, false, false),
+            Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+        );
+    }
     core.lock().hw.poke(GUEST.0 + 0x7000, &ctx);
     assert_eq!(
         call(&core, 2, GUEST.0 + 0x7000, ap_caa, 1).rax,
@@ -323,9 +340,12 @@ fn create_and_delete_vcpu() {
         call(&core, 3, GUEST.0 + 0x8000, 0, 0).rax,
         result::INVALID_PARAMETER
     );
-    // The VMSA page is not guest memory while it is a VMSA: delete by the
-    // platform path directly.
-    assert_eq!(core.lock().delete_vcpu(ap_vmsa), Ok(()));
+    // A hypervisor failing the destroy: the vCPU stays.
+    core.lock().hw.hv.mode = HvMode::NaeError;
+    assert_eq!(call(&core, 3, ap_vmsa, 0, 0).rax, result::INVALID_REQUEST);
+    assert!(core.lock().hw.rmp.is_vmsa(ap_vmsa));
+    core.lock().hw.hv.mode = HvMode::Normal;
+    assert_eq!(call(&core, 3, ap_vmsa, 0, 0).rax, result::SUCCESS);
     let c = core.lock();
     assert!(!c.hw.rmp.is_vmsa(ap_vmsa));
     assert_eq!(c.hw.rmp.perms(ap_vmsa, 2), perm::ALL);
