@@ -692,6 +692,51 @@ pub(crate) mod tests {
         );
     }
 
+    /// The first 0xa0 bytes of the page `rivet-igvm build --platform snp`
+    /// wrote for a debug kernel and Debian's OVMF_CODE_4M.fd (which lists no
+    /// SEV metadata regions); the rest of the page is zero.
+    const BUILDER_PAGE: &str = concat!(
+        "52495645544c4900010000000100000000001000000000000080320000000000",
+        "0000100000000000001042000000000000104200000000000080420000000000",
+        "0020420000000000003042000000000000404200000000000050420000000000",
+        "0070420000000000001000000000000000604200000000000040c8ff00000000",
+        "00c0370000000000f0ffffff0000000000000000000000000200000000000000",
+    );
+
+    #[test]
+    fn parses_a_page_rivet_igvm_wrote() {
+        let mut page = [0u8; LAYOUT_SIZE];
+        for (i, b) in page.iter_mut().take(BUILDER_PAGE.len() / 2).enumerate() {
+            *b = u8::from_str_radix(&BUILDER_PAGE[2 * i..2 * i + 2], 16).unwrap();
+        }
+        let info = parse_bytes(0x42_1000, &page).unwrap();
+        assert_eq!(info.platform, LaunchPlatform::Snp);
+        assert_eq!((info.svsm.start.0, info.svsm.end.0), (0x10_0000, 0x42_8000));
+        assert_eq!(
+            (info.kernel.start.0, info.kernel.end.0),
+            (0x10_0000, 0x42_1000)
+        );
+        assert_eq!(info.vmsa, Some(0x42_2000));
+        assert_eq!(info.secrets, Some(0x42_3000));
+        assert_eq!(info.cpuid, Some(0x42_4000));
+        assert_eq!(info.guest_context, Some(0x42_5000));
+        assert_eq!(info.parameters, Some(0x42_6000));
+        assert_eq!(
+            info.memory_map.map(|r| (r.start.0, r.len())),
+            Some((0x42_7000, 0x1000))
+        );
+        assert_eq!(
+            info.firmware.map(|r| (r.start.0, r.end.0)),
+            Some((0xffc8_4000, 1 << 32))
+        );
+        assert_eq!(info.firmware_entry, 0xffff_fff0);
+        assert_eq!(info.guest_vmpl, 2);
+        assert_eq!(info.firmware_regions().count(), 0);
+        // No room beyond the launch pages: this image has no SVSM memory
+        // for the heap (built without --svsm-size).
+        assert_eq!(info.svsm.end, info.launch_pages.end);
+    }
+
     #[test]
     fn identify_tells_the_launches_apart() {
         let mut m = Fake::default();
