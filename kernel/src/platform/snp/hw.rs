@@ -245,12 +245,17 @@ pub fn early_init(info: &LaunchInfo) -> Result<u64, &'static str> {
     CPUID.call_once(|| cpuid.clone());
     C_BIT.store(1 << c_bit, Ordering::Relaxed);
 
+    // GHCB protocol version 2 (SNP) must lie in the hypervisor's range.
+    let mut scratch = GhcbPage::default();
+    match ghcb::sev_info(&mut HwSnp, &mut scratch) {
+        Ok((max, min, _)) if (min..=max).contains(&ghcb::PROTOCOL_VERSION) => {}
+        _ => terminate_now(1),
+    }
     let first = info.launch_pages.end.0;
     let after = first + SHARED_PAGES as u64 * PAGE_SIZE;
     if after > info.svsm.end.0 {
         return Err("no SVSM memory beyond the launch pages (build the image with --svsm-size)");
     }
-    let mut scratch = GhcbPage::default();
     for (i, slot) in SHARED_GPA.iter().enumerate() {
         let gpa = first + i as u64 * PAGE_SIZE;
         ghcb::page_state_msr(&mut HwSnp, gpa, ghcb::PageState::Shared, &mut scratch)
