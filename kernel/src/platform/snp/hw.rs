@@ -359,6 +359,14 @@ fn vc_hook(frame: &mut ExceptionFrame) -> bool {
     }
 }
 
+/// About 2 s between guest-request attempts the hypervisor answered BUSY.
+fn busy_wait(_attempt: u32) {
+    let until = crate::cpu::time::now_ms() + 2000;
+    while crate::cpu::time::now_ms() < until {
+        core::hint::spin_loop();
+    }
+}
+
 /// The SNP platform.
 pub struct Snp {
     info: LaunchInfo,
@@ -388,6 +396,7 @@ impl Snp {
             GhcbTransport {
                 core: core(),
                 pages: (shared[1].1, shared[2].1),
+                backoff: busy_wait,
             },
             vmpck0,
         )

@@ -38,6 +38,9 @@ pub enum HvMode {
     NotValid,
     /// Fails every NAE event asking for a #UD.
     NaeError,
+    /// Answers guest requests BUSY (SW_EXITINFO2 = 2 << 32) this many
+    /// times, then forwards them.
+    Busy(u32),
 }
 
 /// The model hypervisor.
@@ -467,6 +470,14 @@ impl Machine {
         let (req_gpa, rsp_gpa) = (g.get(offset::SW_EXITINFO1), g.get(offset::SW_EXITINFO2));
         if !self.shared_ok(req_gpa, 4096) || !self.shared_ok(rsp_gpa, 4096) {
             return ModelHv::answer(g, 2, 0x12);
+        }
+        if let HvMode::Busy(n) = self.hv.mode {
+            self.hv.mode = if n > 1 {
+                HvMode::Busy(n - 1)
+            } else {
+                HvMode::Normal
+            };
+            return ModelHv::answer(g, 0, 2 << 32);
         }
         let mut req = [0u8; 4096];
         self.peek(req_gpa, &mut req);

@@ -636,6 +636,9 @@ pub struct GhcbTransport<'a, H: SnpHw> {
     pub core: &'a spin::Mutex<SnpCore<H>>,
     /// Request and response pages (shared).
     pub pages: (u64, u64),
+    /// Waits between attempts after the hypervisor said BUSY (the attempt
+    /// number, from 1); the platform waits about 2 s, as Linux does.
+    pub backoff: fn(u32),
 }
 
 impl<H: SnpHw> GuestRequestTransport for GhcbTransport<'_, H> {
@@ -647,6 +650,10 @@ impl<H: SnpHw> GuestRequestTransport for GhcbTransport<'_, H> {
         self.core
             .lock()
             .guest_request(self.pages, request, response)
+    }
+
+    fn busy_backoff(&mut self, attempt: u32) {
+        (self.backoff)(attempt);
     }
 }
 

@@ -431,6 +431,7 @@ fn attestation_report_through_the_ghcb_guest_request() {
     let transport = GhcbTransport {
         core: &core,
         pages: SHARED,
+        backoff: |_| {},
     };
     let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
     let data = [0x5A; 64];
@@ -450,6 +451,7 @@ fn attestation_with_a_hypervisor_answering_garbage() {
     let transport = GhcbTransport {
         core: &core,
         pages: SHARED,
+        backoff: |_| {},
     };
     let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
     let err = ch.report(&[1; 64], 0).unwrap_err();
@@ -460,6 +462,7 @@ fn attestation_with_a_hypervisor_answering_garbage() {
     let transport = GhcbTransport {
         core: &core,
         pages: (GUEST.0, GUEST.0 + 0x1000),
+        backoff: |_| {},
     };
     let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
     assert!(ch.report(&[1; 64], 0).is_err());
@@ -597,4 +600,25 @@ fn guest_ram_leaves_out_the_svsm() {
             range(0x200_0000, 0x8000_0000)
         ]
     );
+}
+
+static BACKOFFS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[test]
+fn attestation_waits_out_a_busy_hypervisor() {
+    let mut m = launched();
+    m.psp = Some(PspModel::new(VMPCK));
+    let core = spin::Mutex::new(core(m));
+    core.lock().hw.hv.mode = HvMode::Busy(3);
+    let transport = GhcbTransport {
+        core: &core,
+        pages: SHARED,
+        backoff: |attempt| {
+            BACKOFFS.fetch_max(attempt, std::sync::atomic::Ordering::SeqCst);
+        },
+    };
+    let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
+    let report = ch.report(&[7; 64], 0).unwrap();
+    assert_eq!(&report[0x50..0x90], &[7u8; 64][..]);
+    assert_eq!(BACKOFFS.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
