@@ -387,10 +387,10 @@ impl Snp {
         let secrets_gpa = info
             .secrets
             .ok_or(PlatformError::GuestImage("no secrets page"))?;
-        let vmpck0 = core()
-            .lock()
-            .take_vmpck0(secrets_gpa)
-            .map_err(firmware_error)?;
+        // Results are logged only after the core's lock is released (the
+        // console needs it).
+        let taken = core().lock().take_vmpck0(secrets_gpa);
+        let vmpck0 = taken.map_err(firmware_error)?;
         let shared = shared_pages();
         let channel = GuestRequestChannel::new(
             GhcbTransport {
@@ -400,6 +400,7 @@ impl Snp {
             },
             vmpck0,
         )
+        .map_err(|e| log::error!("SNP guest-request channel: {e}"))
         .ok();
         let ram = super::svsm::guest_ram(boot_info.ram(), info.svsm);
         core().lock().guest_ram = ram;
@@ -460,10 +461,8 @@ impl Platform for Snp {
                 break f.0;
             }
         };
-        let caa = core()
-            .lock()
-            .start_guest(&self.info, vmsa_page)
-            .map_err(firmware_error)?;
+        let started = core().lock().start_guest(&self.info, vmsa_page);
+        let caa = started.map_err(firmware_error)?;
         log::info!(
             "guest firmware at VMPL{}, Calling Area {caa:#x}, VMSA {vmsa_page:#x}",
             self.info.guest_vmpl
