@@ -16,7 +16,7 @@ pub fn run<T: TpmBackend>(platform: &'static dyn Platform, setup: GuestSetup, tp
     let GuestSetup { caa, mut memory } = setup;
     let mut svsm = Svsm::new(caa, tpm);
     if platform.attestation_certificates().is_some() {
-        svsm.attest = Some(Box::new(PlatformReports(platform)));
+        svsm.attest = Some(Box::new(PlatformReports::new(platform)));
     }
     let mut regs = GuestRegisters::default();
     let (mut calls, mut ignored) = (0u64, 0u64);

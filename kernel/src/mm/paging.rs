@@ -53,6 +53,9 @@ pub enum MapError {
     NotMapped(VirtAddr),
     /// No frame for a page table.
     OutOfMemory,
+    /// An alias bit that is not one bit of the address field, or a range
+    /// that already carries it.
+    BadAlias(PhysAddr),
 }
 
 impl core::fmt::Display for MapError {
@@ -64,6 +67,7 @@ impl core::fmt::Display for MapError {
             Self::InsideLargePage(va) => write!(f, "{va} lies inside a 2 MiB page"),
             Self::NotMapped(va) => write!(f, "{va} is not mapped"),
             Self::OutOfMemory => write!(f, "no frame left for a page table"),
+            Self::BadAlias(pa) => write!(f, "{pa} has no usable physical alias"),
         }
     }
 }
@@ -258,6 +262,48 @@ impl PageTables {
         Ok(())
     }
 
+    /// Maps the 4 KiB pages of `range` at `va` through their physical alias
+    /// `pa | alias_bit`: in a TDX TD, `alias_bit` is the SHARED bit (GPA bit
+    /// GPAW-1: 47 or 51, from TDG.VP.INFO), and the alias reaches the host's
+    /// shared memory for that GPA instead of the TD's private page. Checks
+    /// everything before mapping anything: `alias_bit` is one bit of the
+    /// address field, no page of `range` carries it already, `range` and
+    /// `va` are page aligned and `range` is not empty.
+    pub fn map_alias(
+        &mut self,
+        va: VirtAddr,
+        range: super::PhysRange,
+        alias_bit: u64,
+        flags: PteFlags,
+    ) -> Result<(), MapError> {
+        let (start, end) = (range.start.0, range.end.0);
+        if !alias_bit.is_power_of_two()
+            || alias_bit & ADDR_MASK != alias_bit
+            || (start | end.saturating_sub(1)) & alias_bit != 0
+            || range.is_empty()
+        {
+            return Err(MapError::BadAlias(range.start));
+        }
+        Self::check(va, PAGE_SIZE)?;
+        if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
+            return Err(MapError::Misaligned(va));
+        }
+        let last =
+            va.0.checked_add(range.len() - PAGE_SIZE)
+                .ok_or(MapError::NonCanonical(va))?;
+        Self::check(VirtAddr(last), PAGE_SIZE)?;
+        let mut off = 0;
+        while off < range.len() {
+            self.map_4k(
+                VirtAddr(va.0 + off),
+                PhysAddr((start + off) | alias_bit),
+                flags,
+            )?;
+            off += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
     /// Makes this hierarchy the live one.
     ///
     /// # Safety
@@ -286,6 +332,19 @@ pub fn unmap_4k_live(va: VirtAddr) -> Result<PhysAddr, MapError> {
     let pa = tables.unmap_4k(va)?;
     instr::invlpg(va.0);
     Ok(pa)
+}
+
+/// [`PageTables::map_alias`] in the live tables (new mappings only, so no
+/// TLB flush is needed).
+pub fn map_alias_live(
+    va: VirtAddr,
+    range: super::PhysRange,
+    alias_bit: u64,
+    flags: PteFlags,
+) -> Result<(), MapError> {
+    let mut guard = KERNEL.lock();
+    let tables = guard.as_mut().ok_or(MapError::NotMapped(va))?;
+    tables.map_alias(va, range, alias_bit, flags)
 }
 
 /// Looks an address up in the live tables.

@@ -7,7 +7,7 @@
 //! | console | 16550 port I/O | port I/O through the GHCB | TDG.VP.VMCALL I/O |
 //! | page validation | nothing to do (no RMP) | PVALIDATE | TDG.MEM.PAGE.ACCEPT |
 //! | guest world switch | VMRUN (nested SVM) | SNP_RUN_VMPL | TDG.VP.ENTER |
-//! | attestation report | simulated SNP-layout report | MSG_REPORT_REQ | TDG.MR.REPORT |
+//! | attestation report | simulated SNP-layout report | MSG_REPORT_REQ | TD quote (TDG.MR.REPORT, then GetQuote) |
 //! | termination | isa-debug-exit | GHCB termination request | TDG.VP.VMCALL |
 
 #[cfg(target_os = "none")]
@@ -21,6 +21,7 @@ use alloc::boxed::Box;
 use crate::boot::pvh::BootInfo;
 use crate::mm::PhysRange;
 use crate::protocols::Guest;
+use crate::protocols::attest::KeptReport;
 
 /// Which platform the kernel runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +56,9 @@ pub enum PlatformError {
     BufferTooSmall(usize),
     /// The guest firmware is missing or cannot be loaded.
     GuestImage(&'static str),
+    /// The host or firmware did not finish in time or asked to be asked
+    /// again (what); nothing is wrong with the request.
+    Busy(&'static str),
 }
 
 impl core::fmt::Display for PlatformError {
@@ -65,6 +69,7 @@ impl core::fmt::Display for PlatformError {
             Self::Firmware(code) => write!(f, "firmware error {code:#x}"),
             Self::BufferTooSmall(n) => write!(f, "buffer too small, {n} bytes needed"),
             Self::GuestImage(why) => write!(f, "guest firmware: {why}"),
+            Self::Busy(what) => write!(f, "busy, try again: {what}"),
         }
     }
 }
@@ -136,17 +141,32 @@ pub trait Platform: Sync {
     fn start_guest(&self, boot_info: &BootInfo) -> Result<GuestSetup, PlatformError>;
 
     /// Fills `out` with an attestation report carrying `report_data` and
-    /// returns its length.
+    /// returns its length; [`PlatformError::BufferTooSmall`] with the length
+    /// needed if `out` is shorter.
     fn attestation_report(
         &self,
         report_data: &[u8; 64],
         out: &mut [u8],
     ) -> Result<usize, PlatformError>;
 
-    /// Length of every report [`Platform::attestation_report`] makes (the
-    /// SNP layout's by default; a TDREPORT is 1024 bytes).
-    fn attestation_report_len(&self) -> usize {
-        snp_report::REPORT_LEN
+    /// Length of every report [`Platform::attestation_report`] makes when it
+    /// is fixed (the SNP layout's by default); None when a report's length
+    /// is known only once it is made (a TDX quote).
+    fn attestation_report_len(&self) -> Option<usize> {
+        Some(snp_report::REPORT_LEN)
+    }
+
+    /// An attestation report carrying `report_data`, as long as it is. By
+    /// default [`Platform::attestation_report`] into a buffer of
+    /// [`Platform::attestation_report_len`] bytes (or [`MAX_REPORT_LEN`]).
+    fn attestation_report_vec(
+        &self,
+        report_data: &[u8; 64],
+    ) -> Result<alloc::vec::Vec<u8>, PlatformError> {
+        let mut out = alloc::vec![0u8; self.attestation_report_len().unwrap_or(MAX_REPORT_LEN)];
+        let n = self.attestation_report(report_data, &mut out)?;
+        out.truncate(n);
+        Ok(out)
     }
 
     /// The certificates a verifier needs for this platform's reports; None
@@ -172,32 +192,60 @@ pub fn current() -> Option<&'static dyn Platform> {
     CURRENT.get().copied()
 }
 
-/// The platform's reports, as the attestation protocol asks for them.
-pub struct PlatformReports(pub &'static dyn Platform);
+/// The longest report any platform makes: the bound of a variable-length
+/// report (a TDX quote comes back in a GetQuote buffer of at most this).
+pub const MAX_REPORT_LEN: usize = 64 * 1024;
+
+/// The platform's reports, as the attestation protocol asks for them. For a
+/// platform whose reports vary in length (tdp) it keeps the last report made
+/// and not delivered ([`KeptReport`]).
+pub struct PlatformReports {
+    platform: &'static dyn Platform,
+    kept: KeptReport,
+}
+
+impl PlatformReports {
+    /// The reports of `platform`.
+    pub fn new(platform: &'static dyn Platform) -> Self {
+        Self {
+            platform,
+            kept: KeptReport::default(),
+        }
+    }
+}
 
 impl crate::protocols::attest::ReportProvider for PlatformReports {
     fn report(
         &mut self,
         report_data: &[u8; 64],
     ) -> Result<alloc::vec::Vec<u8>, crate::protocols::SvsmError> {
-        let mut out = alloc::vec![0u8; self.0.attestation_report_len()];
-        match self.0.attestation_report(report_data, &mut out) {
-            Ok(n) => {
-                out.truncate(n);
-                Ok(out)
-            }
-            Err(e) => {
-                log::error!("attestation report: {e}");
-                Err(crate::protocols::SvsmError::INVALID_REQUEST)
-            }
+        if let Some(report) = self.kept.take(report_data) {
+            return Ok(report);
         }
+        self.platform
+            .attestation_report_vec(report_data)
+            .map_err(|e| {
+                log::error!("attestation report: {e}");
+                match e {
+                    PlatformError::Busy(_) => {
+                        crate::protocols::SvsmError(crate::protocols::result::BUSY)
+                    }
+                    _ => crate::protocols::SvsmError::INVALID_REQUEST,
+                }
+            })
     }
 
-    fn report_len(&self) -> usize {
-        self.0.attestation_report_len()
+    fn report_len(&self) -> Option<usize> {
+        self.platform.attestation_report_len()
     }
 
     fn certificates(&self) -> &[u8] {
-        self.0.attestation_certificates().unwrap_or(&[])
+        self.platform.attestation_certificates().unwrap_or(&[])
+    }
+
+    fn keep(&mut self, report_data: &[u8; 64], report: alloc::vec::Vec<u8>) {
+        if self.report_len().is_none() {
+            self.kept.keep(report_data, report);
+        }
     }
 }

@@ -2,6 +2,19 @@
 //! REPORT_DATA is SHA-512(nonce ‖ manifest), the manifest listing the
 //! services this SVSM attests (today the vTPM, whose manifest version 0 is
 //! its EK's TPMT_PUBLIC), and the platform's certificates.
+//!
+//! Report lengths: on SNP (and native) every report is 0x4A0 bytes, so a
+//! guest buffer shorter than that is refused before any report is made. A
+//! TDX quote's length is known only once the host's quoting service made it
+//! ([`ReportProvider::report_len`] is None): the protocol then makes the
+//! report first and compares it with the guest's buffer. A report that was
+//! made but not delivered (a buffer too small, an address that is not guest
+//! memory) is handed back to the provider ([`ReportProvider::keep`]), which
+//! keeps the last one ([`KeptReport`]) and gives it again to the next request
+//! with the same REPORT_DATA: asking twice with the same nonce, once to learn
+//! the length and once with a buffer that fits, costs one report. A delivered
+//! report is not kept, so every successful call carries a report made for it
+//! or for the failed call just before with the same nonce and manifest.
 
 use alloc::vec::Vec;
 use sha2::{Digest, Sha512};
@@ -53,12 +66,48 @@ pub const MAX_NONCE: usize = 4096;
 
 /// What the attestation protocol needs from the platform.
 pub trait ReportProvider {
-    /// A signed attestation report carrying `report_data`.
+    /// A signed attestation report carrying `report_data` (for a provider
+    /// that keeps reports, the one kept for the same REPORT_DATA, if any).
     fn report(&mut self, report_data: &[u8; 64]) -> Result<Vec<u8>, SvsmError>;
-    /// Length of every report this provider makes.
-    fn report_len(&self) -> usize;
+    /// `Some(n)`: every report this provider makes is `n` bytes. `None`: a
+    /// report's length is known only once it is made (a TDX quote).
+    fn report_len(&self) -> Option<usize>;
     /// The certificates a verifier needs for the report (may be empty).
     fn certificates(&self) -> &[u8];
+    /// Takes back `report`, made for `report_data` by a variable-length
+    /// provider but not delivered, for the next request with the same
+    /// REPORT_DATA. By default it is dropped.
+    fn keep(&mut self, report_data: &[u8; 64], report: Vec<u8>) {
+        let _ = (report_data, report);
+    }
+}
+
+/// The one report a variable-length [`ReportProvider`] keeps between calls:
+/// the last one made and not delivered, with its REPORT_DATA.
+#[derive(Debug, Default)]
+pub struct KeptReport {
+    kept: Option<([u8; 64], Vec<u8>)>,
+}
+
+impl KeptReport {
+    /// Takes the kept report if it was made for `report_data`; a report
+    /// kept for other REPORT_DATA is dropped either way.
+    pub fn take(&mut self, report_data: &[u8; 64]) -> Option<Vec<u8>> {
+        match self.kept.take() {
+            Some((rd, report)) if rd == *report_data => Some(report),
+            _ => None,
+        }
+    }
+
+    /// Keeps `report` (made for `report_data`) in place of any other.
+    pub fn keep(&mut self, report_data: &[u8; 64], report: Vec<u8>) {
+        self.kept = Some((*report_data, report));
+    }
+
+    /// Whether a report is kept.
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_none()
+    }
 }
 
 /// The guest's request, copied once into SVSM memory.
@@ -162,30 +211,53 @@ pub fn handle(
             .ok_or(SvsmError::INVALID_PARAMETER)?,
         (Some(_), _) => return Err(SvsmError::INVALID_PARAMETER),
     };
-    let certs = provider.certificates();
-    let report_len = provider.report_len();
+    let rd = report_data(&nonce, &manifest);
+    let certs_len = provider.certificates().len();
+    // A fixed length is checked before any report is made; a variable one
+    // only once the report exists.
+    let (report_len, made) = match provider.report_len() {
+        Some(n) => (n, None),
+        None => {
+            let report = provider.report(&rd)?;
+            (report.len(), Some(report))
+        }
+    };
 
     // Tell the guest every length; refuse (with the lengths) if a buffer is short.
     regs.rcx = manifest.len() as u64;
-    regs.rdx = certs.len() as u64;
+    regs.rdx = certs_len as u64;
     regs.r8 = report_len as u64;
     let want_certs = !(req.certs.0 == 0 && req.certs.1 == 0);
-    if (req.manifest.1 as usize) < manifest.len()
+    let refusal = if (req.manifest.1 as usize) < manifest.len()
         || (req.report.1 as usize) < report_len
-        || (want_certs && (req.certs.1 as usize) < certs.len())
+        || (want_certs && (req.certs.1 as usize) < certs_len)
     {
-        return Err(SvsmError::INVALID_PARAMETER);
-    }
-    for (gpa, len) in [(req.manifest.0, manifest.len()), (req.report.0, report_len)] {
-        if !guest.is_guest_memory(gpa, len as u64) {
-            return Err(SvsmError::INVALID_ADDRESS);
+        Some(SvsmError::INVALID_PARAMETER)
+    } else if [(req.manifest.0, manifest.len()), (req.report.0, report_len)]
+        .into_iter()
+        .any(|(gpa, len)| !guest.is_guest_memory(gpa, len as u64))
+        || (want_certs && !guest.is_guest_memory(req.certs.0, certs_len as u64))
+    {
+        Some(SvsmError::INVALID_ADDRESS)
+    } else {
+        None
+    };
+    if let Some(e) = refusal {
+        if let Some(report) = made {
+            provider.keep(&rd, report);
         }
-    }
-    if want_certs && !guest.is_guest_memory(req.certs.0, certs.len() as u64) {
-        return Err(SvsmError::INVALID_ADDRESS);
+        return Err(e);
     }
 
-    let report = provider.report(&report_data(&nonce, &manifest))?;
+    let report = match made {
+        Some(report) => report,
+        None => provider.report(&rd)?,
+    };
+    if report.len() > report_len {
+        // A fixed-length provider broke its promise: the buffer was checked
+        // for `report_len` bytes only.
+        return Err(SvsmError::INVALID_REQUEST);
+    }
     let certs = provider.certificates();
     guest.write(req.manifest.0, &manifest)?;
     guest.write(req.report.0, &report)?;
@@ -200,6 +272,8 @@ mod tests {
     use super::super::fake::*;
     use super::super::{Svsm, protocol, result};
     use super::*;
+    use core::cell::Cell;
+    use std::rc::Rc;
     use std::vec;
 
     /// A "report": the report data twice over, so the test can see it.
@@ -208,8 +282,8 @@ mod tests {
         fn report(&mut self, rd: &[u8; 64]) -> Result<Vec<u8>, SvsmError> {
             Ok([rd.as_slice(), rd.as_slice()].concat())
         }
-        fn report_len(&self) -> usize {
-            128
+        fn report_len(&self) -> Option<usize> {
+            Some(128)
         }
         fn certificates(&self) -> &[u8] {
             b"CERTS"
@@ -330,6 +404,192 @@ mod tests {
             assert_eq!((r.rdx, r.r8), (5, 128));
             assert!(r.rcx > 0);
         }
+    }
+
+    /// A variable-length "report" (a quote's stand-in): 100 + rd[0] bytes,
+    /// counting how many it made, keeping one as the platform's does.
+    struct QuoteLike {
+        made: Rc<Cell<usize>>,
+        kept: KeptReport,
+        fail: Option<SvsmError>,
+    }
+    impl ReportProvider for QuoteLike {
+        fn report(&mut self, rd: &[u8; 64]) -> Result<Vec<u8>, SvsmError> {
+            if let Some(kept) = self.kept.take(rd) {
+                return Ok(kept);
+            }
+            if let Some(e) = self.fail {
+                return Err(e);
+            }
+            self.made.set(self.made.get() + 1);
+            let mut r = vec![self.made.get() as u8; 100 + usize::from(rd[0])];
+            r[..64].copy_from_slice(rd);
+            Ok(r)
+        }
+        fn report_len(&self) -> Option<usize> {
+            None
+        }
+        fn certificates(&self) -> &[u8] {
+            b"CERTS"
+        }
+        fn keep(&mut self, rd: &[u8; 64], report: Vec<u8>) {
+            self.kept.keep(rd, report);
+        }
+    }
+
+    fn quote_svsm(fail: Option<SvsmError>) -> (Svsm<EchoTpm>, Rc<Cell<usize>>) {
+        let made = Rc::new(Cell::new(0));
+        let mut s = Svsm::new(BASE, Some(EchoTpm));
+        s.attest = Some(alloc::boxed::Box::new(QuoteLike {
+            made: made.clone(),
+            kept: KeptReport::default(),
+            fail,
+        }));
+        (s, made)
+    }
+
+    fn set_nonce(g: &mut FakeGuest, byte: u8) {
+        g.write(NONCE, &[byte; 16]).unwrap();
+    }
+
+    #[test]
+    fn variable_length_report_is_made_then_compared_and_kept_once() {
+        let (mut s, made) = quote_svsm(None);
+        let mut g = FakeGuest::new();
+        let svc = Some((VTPM_SERVICE_GUID, 0));
+        request(&mut g, (16, 4096, 4096), svc);
+        let manifest = EchoTpm.service_manifest(0).unwrap();
+        let rd = report_data(&[7u8; 16], &manifest);
+        let want = 100 + usize::from(rd[0]);
+        // Too small, asked three times: one report made, its length told.
+        for _ in 0..3 {
+            let r = attest(&mut s, &mut g, call::SINGLE_SERVICE, REQ);
+            assert_eq!(r.rax, result::INVALID_PARAMETER);
+            assert_eq!(
+                (r.rcx, r.rdx, r.r8),
+                (manifest.len() as u64, 5, want as u64)
+            );
+        }
+        assert_eq!(made.get(), 1);
+        // A short manifest buffer also tells the report length, no new report.
+        request(&mut g, (4096, 1, 4096), svc);
+        let r = attest(&mut s, &mut g, call::SINGLE_SERVICE, REQ);
+        assert_eq!((r.rax, r.r8), (result::INVALID_PARAMETER, want as u64));
+        assert_eq!(made.get(), 1);
+        // A buffer that fits exactly: the kept report is delivered.
+        request(&mut g, (want as u32, 4096, 4096), svc);
+        let r = attest(&mut s, &mut g, call::SINGLE_SERVICE, REQ);
+        assert_eq!((r.rax, r.r8), (result::SUCCESS, want as u64));
+        assert_eq!(made.get(), 1);
+        let mut got = vec![0u8; want];
+        g.read(REPORT, &mut got).unwrap();
+        assert_eq!(&got[..64], &rd);
+        assert!(got[64..].iter().all(|&b| b == 1), "the first report made");
+        // Delivered reports are not kept: the same request makes a new one.
+        let r = attest(&mut s, &mut g, call::SINGLE_SERVICE, REQ);
+        assert_eq!(r.rax, result::SUCCESS);
+        assert_eq!(made.get(), 2);
+        g.read(REPORT, &mut got).unwrap();
+        assert!(got[64..].iter().all(|&b| b == 2));
+    }
+
+    #[test]
+    fn kept_report_is_only_for_the_same_report_data() {
+        let (mut s, made) = quote_svsm(None);
+        let mut g = FakeGuest::new();
+        let svc = Some((VTPM_SERVICE_GUID, 0));
+        request(&mut g, (1, 4096, 4096), svc);
+        assert_eq!(
+            attest(&mut s, &mut g, call::SINGLE_SERVICE, REQ).rax,
+            result::INVALID_PARAMETER
+        );
+        // Another nonce: another report, which replaces the kept one.
+        set_nonce(&mut g, 8);
+        assert_eq!(
+            attest(&mut s, &mut g, call::SINGLE_SERVICE, REQ).rax,
+            result::INVALID_PARAMETER
+        );
+        assert_eq!(made.get(), 2);
+        request(&mut g, (4096, 4096, 4096), svc); // nonce 7 again
+        assert_eq!(
+            attest(&mut s, &mut g, call::SINGLE_SERVICE, REQ).rax,
+            result::SUCCESS
+        );
+        assert_eq!(made.get(), 3, "the report for nonce 7 was not kept");
+        // A report buffer outside guest memory: kept for the retry.
+        request(&mut g, (4096, 4096, 4096), svc);
+        g.write(REQ, &SVSM.to_le_bytes()).unwrap();
+        assert_eq!(
+            attest(&mut s, &mut g, call::SINGLE_SERVICE, REQ).rax,
+            result::INVALID_ADDRESS
+        );
+        assert_eq!(made.get(), 4);
+        request(&mut g, (4096, 4096, 4096), svc);
+        assert_eq!(
+            attest(&mut s, &mut g, call::SINGLE_SERVICE, REQ).rax,
+            result::SUCCESS
+        );
+        assert_eq!(made.get(), 4);
+    }
+
+    #[test]
+    fn variable_length_provider_errors_reach_the_guest() {
+        let (mut s, made) = quote_svsm(Some(SvsmError(result::BUSY)));
+        let mut g = FakeGuest::new();
+        request(&mut g, (4096, 4096, 4096), Some((VTPM_SERVICE_GUID, 0)));
+        let r = attest(&mut s, &mut g, call::SINGLE_SERVICE, REQ);
+        assert_eq!(r.rax, result::BUSY);
+        assert_eq!(made.get(), 0);
+        let mut report = [0u8; 8];
+        g.read(REPORT, &mut report).unwrap();
+        assert_eq!(report, [0; 8], "nothing written");
+    }
+
+    /// A fixed-length provider that counts its reports.
+    struct Counted(Rc<Cell<usize>>);
+    impl ReportProvider for Counted {
+        fn report(&mut self, rd: &[u8; 64]) -> Result<Vec<u8>, SvsmError> {
+            self.0.set(self.0.get() + 1);
+            Ok(rd.to_vec())
+        }
+        fn report_len(&self) -> Option<usize> {
+            Some(64)
+        }
+        fn certificates(&self) -> &[u8] {
+            b""
+        }
+    }
+
+    #[test]
+    fn fixed_length_short_buffers_make_no_report() {
+        let made = Rc::new(Cell::new(0));
+        let mut s = Svsm::new(BASE, Some(EchoTpm));
+        s.attest = Some(alloc::boxed::Box::new(Counted(made.clone())));
+        let mut g = FakeGuest::new();
+        for _ in 0..3 {
+            request(&mut g, (63, 4096, 4096), None);
+            let r = attest(&mut s, &mut g, call::SERVICES, REQ);
+            assert_eq!((r.rax, r.r8), (result::INVALID_PARAMETER, 64));
+        }
+        assert_eq!(made.get(), 0);
+        request(&mut g, (64, 4096, 4096), None);
+        assert_eq!(
+            attest(&mut s, &mut g, call::SERVICES, REQ).rax,
+            result::SUCCESS
+        );
+        assert_eq!(made.get(), 1);
+    }
+
+    #[test]
+    fn kept_report_take_and_keep() {
+        let mut k = KeptReport::default();
+        assert!(k.is_empty());
+        k.keep(&[1; 64], vec![1, 2, 3]);
+        assert_eq!(k.take(&[2; 64]), None);
+        assert!(k.is_empty(), "a miss drops the kept report");
+        k.keep(&[1; 64], vec![1, 2, 3]);
+        assert_eq!(k.take(&[1; 64]), Some(vec![1, 2, 3]));
+        assert_eq!(k.take(&[1; 64]), None);
     }
 
     #[test]

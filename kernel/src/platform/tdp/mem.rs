@@ -211,6 +211,24 @@ pub fn grant_l2(
     Ok(stats)
 }
 
+/// Takes every access of L2 VM `vm` to the pages of `range` away
+/// (TDG.MEM.PAGE.ATTR.WR with no permission, 4 KiB at a time): used on L1
+/// pages that came back private (and were accepted again) after being
+/// shared, so that whatever attributes the module gives a re-added page,
+/// the L2 is never among those who can reach it.
+pub fn revoke_l2(m: &mut dyn TdxModule, range: PhysRange, vm: VmIndex) -> Result<(), MemError> {
+    check_range(range)?;
+    let mut stats = AcceptStats::default();
+    let mut gpa = range.start.0;
+    while gpa < range.end.0 {
+        retry_busy(&mut stats, gpa, || {
+            tdcall::mem_page_attr_wr(m, gpa, PageSize::Size4K, vm, 0, attr::RWX)
+        })?;
+        gpa += PAGE_SIZE;
+    }
+    Ok(())
+}
+
 /// How many MapGPA RETRY answers are followed before giving up.
 pub const MAP_GPA_RETRIES: u32 = 64;
 

@@ -10,11 +10,29 @@
 //!   VP.VMCALL (I/O, MapGPA, GetQuote, HLT, ReportFatalError).
 //! - `mem`: accepting ranges (2 MiB with 4 KiB fallback), granting the L2
 //!   (VM 1) its memory and never the L1's, MapGPA conversions.
-//! - `report`: TDG.MR.REPORT into an L1 page, the TDREPORT parser, GetQuote.
+//! - `report`: TDG.MR.REPORT into an L1 page, the TDREPORT parser, GetQuote
+//!   and the check of the quote the host returns.
 //! - `l2`: the L2's reset state, its VMCS setup, and the run loop that sends
 //!   SVSM calls (an L2 TDCALL with call_pending set) to the common request
 //!   loop and refuses the L2 every TDCALL that would touch the L1's evidence.
 //! - [`Tdp`]: the [`Platform`] built on them.
+//!
+//! Attestation: the report the SVSM attestation protocol serves on tdp is a
+//! TD quote, not the TDREPORT (which is MACed with a key only this CPU has,
+//! so a remote verifier cannot check it). [`Tdp::quote`] makes a TDREPORT
+//! with the protocol's REPORTDATA, zeroes the L1's GetQuote buffer
+//! ([`report::quote_buf::PAGES`] pages), converts it to shared (MapGPA with
+//! the SHARED bit, GPAW-1 from TDG.VP.INFO), hands it to the host with
+//! TDG.VP.VMCALL<GetQuote>, waits while the host says IN_FLIGHT, copies the
+//! answer into private memory once, checks it is a quote of that TDREPORT,
+//! and converts the buffer back to private (MapGPA, TDG.MEM.PAGE.ACCEPT again,
+//! L2 access revoked). A host without a quoting service (QGS_UNAVAILABLE)
+//! gets a clear error ([`PlatformError::Unsupported`]) and the guest
+//! INVALID_REQUEST: there is no fallback to the bare TDREPORT, which no
+//! remote verifier could use (the SVSM attestation protocol has no way to
+//! say which kind of report it returns). A host that answers RETRY or stays
+//! IN_FLIGHT past the poll budget gets [`PlatformError::Busy`] and the guest
+//! BUSY. [`Tdp::td_report`] gives the TDREPORT to the SVSM itself.
 //!
 //! Nothing here has run on TDX hardware: every part is tested against the
 //! software model in `model.rs` only.
@@ -32,6 +50,7 @@ mod tests;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
 
 use super::{
@@ -50,6 +69,14 @@ pub const COM1: u16 = 0x3F8;
 pub const DEBUG_EXIT_PORT: u16 = 0xF4;
 /// ReportFatalError code for a failed run ("RIVT" in ASCII).
 pub const FATAL_ERROR_CODE: u64 = 0x5249_5654;
+/// How often the header of the GetQuote buffer is read while the host says
+/// IN_FLIGHT before the quote is given up as busy. Each look is a few
+/// hundred nanoseconds on hardware, so this is seconds, not a measured
+/// time: the L1 has no calibrated clock on TDX yet.
+pub const QUOTE_POLLS: u32 = 1 << 26;
+/// Linear address of the quote buffer's shared alias in the kernel's page
+/// tables (hardware only; `boot_hw::init` maps it).
+pub const QUOTE_WINDOW: u64 = 0xFFFF_E000_0000_0000;
 
 /// What the platform needs from the launch (the IGVM launch-info page and
 /// the memory map, as the boot code parsed them).
@@ -81,6 +108,19 @@ pub struct L1Pages {
     pub l2_state: u64,
     /// The L2's virtual-APIC page.
     pub vapic: u64,
+    /// The first of the [`report::quote_buf::PAGES`] contiguous pages of
+    /// the GetQuote buffer (private but while a quote is asked for).
+    pub quote: u64,
+}
+
+impl L1Pages {
+    /// The GetQuote buffer.
+    pub fn quote_buffer(&self) -> PhysRange {
+        PhysRange::new(
+            PhysAddr(self.quote),
+            PhysAddr(self.quote + report::quote_buf::PAGES * PAGE_SIZE),
+        )
+    }
 }
 
 /// Where everything lies, checked once at construction.
@@ -118,6 +158,9 @@ struct Inner<M> {
     /// The new Calling Area of a core REMAP_CA call the request loop is
     /// handling: adopted when the call succeeded.
     remap: Option<u64>,
+    /// The GetQuote buffer could not be made private again: it is never
+    /// used again (no more quotes).
+    quote_buffer_lost: bool,
 }
 
 /// The TDX-partitioning platform over the module `M`.
@@ -128,6 +171,8 @@ pub struct Tdp<M: TdxModule> {
     console: Mutex<M>,
     layout: Arc<Layout>,
     info: VpInfo,
+    /// Looks at an IN_FLIGHT GetQuote buffer before giving up.
+    quote_polls: AtomicU32,
 }
 
 fn tdx_err(what: &'static str, e: TdxError) -> PlatformError {
@@ -242,6 +287,21 @@ impl<M: TdxModule> Tdp<M> {
                 ));
             }
         }
+        let qb = pages.quote_buffer();
+        let others = [
+            pages.report,
+            pages.l2_state,
+            pages.vapic,
+            launch.reset_page_copy,
+        ];
+        if !page_aligned(pages.quote)
+            || !layout.in_l1(qb.start.0, qb.len())
+            || others.iter().any(|&p| qb.contains(PhysAddr(p)))
+        {
+            return Err(PlatformError::GuestImage(
+                "the GetQuote buffer is not L1 memory of its own",
+            ));
+        }
         if !layout.in_l2(launch.caa, 8) {
             return Err(PlatformError::GuestImage(
                 "the Calling Area is not L2 memory",
@@ -253,11 +313,19 @@ impl<M: TdxModule> Tdp<M> {
                 vcpu: None,
                 stats: LoopStats::default(),
                 remap: None,
+                quote_buffer_lost: false,
             })),
             console: Mutex::new(console),
             layout: Arc::new(layout),
             info,
+            quote_polls: AtomicU32::new(QUOTE_POLLS),
         })
+    }
+
+    /// Sets how often an IN_FLIGHT GetQuote buffer is looked at before the
+    /// quote is given up as busy (default [`QUOTE_POLLS`]).
+    pub fn set_quote_polls(&self, polls: u32) {
+        self.quote_polls.store(polls, Ordering::Relaxed);
     }
 
     /// What TDG.VP.INFO said at construction.
@@ -275,49 +343,93 @@ impl<M: TdxModule> Tdp<M> {
         self.inner.lock().stats
     }
 
-    /// Gets a quote of a fresh TDREPORT for `report_data` from the host's
-    /// quoting service through the shared buffer at `shared` (L1 memory,
-    /// page aligned; converted to shared here and back to private after).
-    pub fn quote(
-        &self,
-        report_data: &[u8; 64],
-        shared: PhysRange,
-        out: &mut [u8],
-    ) -> Result<usize, PlatformError> {
-        if !self.layout.in_l1(shared.start.0, shared.len()) {
-            return Err(PlatformError::InvalidRange(shared));
-        }
+    /// A fresh TDREPORT carrying `report_data` (for the SVSM itself: the
+    /// attestation protocol serves quotes, see the module docs).
+    pub fn td_report(&self, report_data: &[u8; 64]) -> Result<[u8; 1024], PlatformError> {
         let mut g = self.inner.lock();
-        let m = &mut g.m;
-        let report =
-            report::get_report(m, report::ReportPage(self.layout.pages.report), report_data)
-                .map_err(|e| {
-                    log::error!("TDG.MR.REPORT: {e}");
-                    PlatformError::Firmware(1)
-                })?;
-        let bit = self.info.shared_bit();
-        mem::convert(m, shared, true, bit).map_err(|e| mem_err("MapGPA shared", e))?;
-        let mut polls = 0u32;
-        let got = report::get_quote(
+        report::get_report(
+            &mut g.m,
+            report::ReportPage(self.layout.pages.report),
+            report_data,
+        )
+        .map_err(report_err)
+    }
+
+    /// A TD quote of a fresh TDREPORT carrying `report_data`, from the
+    /// host's quoting service through the L1's GetQuote buffer (module
+    /// docs: zeroed, shared, asked, copied once, checked, private again).
+    pub fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, PlatformError> {
+        let mut g = self.inner.lock();
+        let Inner {
             m,
-            shared.start.0,
-            bit,
-            shared.len() as usize,
-            &report,
-            out,
-            || {
+            quote_buffer_lost,
+            ..
+        } = &mut *g;
+        if *quote_buffer_lost {
+            return Err(PlatformError::Unsupported(
+                "TD quotes (the GetQuote buffer could not be made private again)",
+            ));
+        }
+        let tdreport =
+            report::get_report(m, report::ReportPage(self.layout.pages.report), report_data)
+                .map_err(report_err)?;
+        let range = self.layout.pages.quote_buffer();
+        let bit = self.info.shared_bit();
+        // Nothing private goes to the host: the pages are zeroed before
+        // they are converted.
+        let zero = [0u8; PAGE_SIZE as usize];
+        for page in (range.start.0..range.end.0).step_by(PAGE_SIZE as usize) {
+            m.write(page, &zero)
+                .map_err(|_| PlatformError::InvalidRange(range))?;
+        }
+        let shared = mem::convert(m, range, true, bit).map_err(|e| mem_err("MapGPA shared", e));
+        let got = shared.and_then(|()| {
+            let mut polls = 0u32;
+            let budget = self.quote_polls.load(Ordering::Relaxed);
+            let buf = report::QuoteBuffer {
+                gpa: range.start.0,
+                len: range.len() as usize,
+                shared_bit: bit,
+            };
+            report::get_quote(m, buf, &tdreport, || {
                 polls += 1;
                 core::hint::spin_loop();
-                polls < 1 << 24
-            },
-        );
-        let back = mem::convert(m, shared, false, bit);
-        let n = got.map_err(|e| {
-            log::error!("GetQuote: {e}");
-            PlatformError::Firmware(2)
-        })?;
-        back.map_err(|e| mem_err("MapGPA private", e))?;
-        Ok(n)
+                polls < budget
+            })
+            .map_err(report_err)
+        });
+        // Back to private whatever happened (a conversion that stopped
+        // half way included), accepted again, the L2 kept out.
+        let back =
+            mem::convert(m, range, false, bit).and_then(|()| mem::revoke_l2(m, range, VmIndex::L2));
+        if let Err(e) = back {
+            *quote_buffer_lost = true;
+            return Err(mem_err("making the GetQuote buffer private again", e));
+        }
+        got
+    }
+}
+
+fn report_err(e: report::ReportError) -> PlatformError {
+    use report::ReportError as R;
+    match e {
+        R::Tdx(t) => tdx_err("TD report/quote", t),
+        R::NoQuotingService => {
+            log::error!("{e}");
+            PlatformError::Unsupported("TD quotes: the host has no quoting service")
+        }
+        R::QuoteBusy(why) => {
+            log::warn!("{e}");
+            PlatformError::Busy(why)
+        }
+        R::QuoteStatus(status) => {
+            log::error!("{e}");
+            PlatformError::Firmware(status)
+        }
+        R::Length(_) | R::NotTdx(_) | R::ReportDataMismatch | R::Quote(_) => {
+            log::error!("{e}");
+            PlatformError::Firmware(u64::MAX)
+        }
     }
 }
 
@@ -438,6 +550,7 @@ impl<M: TdxModule> Platform for Tdp<M> {
             vcpu,
             stats,
             remap,
+            ..
         } = &mut *g;
         let v = vcpu
             .as_mut()
@@ -526,38 +639,32 @@ impl<M: TdxModule> Platform for Tdp<M> {
         })
     }
 
+    /// The TD quote ([`Tdp::quote`]).
     fn attestation_report(
         &self,
         report_data: &[u8; 64],
         out: &mut [u8],
     ) -> Result<usize, PlatformError> {
-        let out = out
-            .get_mut(..tdcall::TDREPORT_LEN)
-            .ok_or(PlatformError::BufferTooSmall(tdcall::TDREPORT_LEN))?;
-        let mut g = self.inner.lock();
-        let report = report::get_report(
-            &mut g.m,
-            report::ReportPage(self.layout.pages.report),
-            report_data,
-        )
-        .map_err(|e| {
-            log::error!("TDG.MR.REPORT: {e}");
-            match e {
-                report::ReportError::Tdx(t) => tdx_err("TDG.MR.REPORT", t),
-                _ => PlatformError::Firmware(u64::MAX),
-            }
-        })?;
-        out.copy_from_slice(&report);
-        Ok(tdcall::TDREPORT_LEN)
+        let q = self.quote(report_data)?;
+        out.get_mut(..q.len())
+            .ok_or(PlatformError::BufferTooSmall(q.len()))?
+            .copy_from_slice(&q);
+        Ok(q.len())
     }
 
-    fn attestation_report_len(&self) -> usize {
-        tdcall::TDREPORT_LEN
+    /// A quote's length is known only once the host made it.
+    fn attestation_report_len(&self) -> Option<usize> {
+        None
+    }
+
+    fn attestation_report_vec(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, PlatformError> {
+        self.quote(report_data)
     }
 
     fn attestation_certificates(&self) -> Option<&[u8]> {
-        // A TDREPORT is MACed, not signed: a verifier needs the quote (and
-        // Intel's PCK chain), which `Tdp::quote` asks the host for.
+        // The quote carries the quoting enclave's certification data (the
+        // PCK certificate chain); a verifier gets the rest (TCB info, CRLs)
+        // from Intel's provisioning service.
         Some(&[])
     }
 
@@ -621,12 +728,25 @@ mod boot_hw {
                     "no free frame for the SVSM's TDX pages",
                 ))
         };
+        let quote = crate::mm::alloc_frames(report::quote_buf::PAGES as usize, 1)
+            .map(|p| p.0)
+            .ok_or(PlatformError::GuestImage(
+                "no free frames for the GetQuote buffer",
+            ))?;
         let pages = L1Pages {
             report: frame()?,
             l2_state: frame()?,
             vapic: frame()?,
+            quote,
         };
-        let tdp = Tdp::new(HwTdx::new(&reach), HwTdx::new(&reach), launch, pages)?;
+        let mut hw = HwTdx::new(&reach);
+        let info = tdcall::vp_info(&mut hw).map_err(|e| tdx_err("TDG.VP.INFO", e))?;
+        hw.map_shared(pages.quote_buffer(), info.shared_bit(), QUOTE_WINDOW)
+            .map_err(|e| {
+                log::error!("mapping the GetQuote buffer's shared alias: {e}");
+                PlatformError::GuestImage("the GetQuote buffer cannot be mapped")
+            })?;
+        let tdp = Tdp::new(hw, HwTdx::new(&reach), launch, pages)?;
         Ok(Box::leak(Box::new(tdp)))
     }
 }

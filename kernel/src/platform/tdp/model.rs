@@ -10,9 +10,23 @@
 //! scripted L2 exits: each sets L2 registers and writes L2 memory (only
 //! where VM 1 was granted write access; anything else is recorded as a
 //! violation) before exiting with the scripted reason.
+//!
+//! Shared memory: MapGPA with the SHARED bit takes pages away from the TD
+//! (their private contents are gone, a 2 MiB page around them is split, VM
+//! 1's attributes are dropped) and backs their shared alias with host memory
+//! (which starts out as host garbage, 0xEE); the L1 reaches that only through
+//! `read_shared`/`write_shared`, and its private view of a shared page, or
+//! of a page that came back private and was not accepted again, fails. The
+//! "host" answers GetQuote as QEMU does (version 1, in_len inside the buffer,
+//! 4 KiB alignment, the buffer shared) with a behaviour the test picks
+//! ([`Qgs`]): a v4 quote of the TDREPORT it was given (if the model's MAC
+//! over it is right), no quoting service, an error status, IN_FLIGHT for a
+//! number of looks, RETRY, or raw bytes of a hostile host's choosing.
 
+use std::boxed::Box;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::vec;
 use std::vec::Vec;
 
 use sha2::{Digest, Sha256, Sha384};
@@ -46,6 +60,37 @@ pub struct Exit {
     pub status: u32,
     /// The L2's CPL at the exit.
     pub cpl: u8,
+}
+
+/// How the host answers GetQuote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Qgs {
+    /// A v4 quote of the TDREPORT in the buffer (status ERROR if its MAC
+    /// is wrong).
+    Quote,
+    /// IN_FLIGHT for `looks` reads of the buffer header, then as `Quote`.
+    InFlight {
+        /// Header reads before the answer appears (u32::MAX: never).
+        looks: u32,
+    },
+    /// Status QGS_UNAVAILABLE (QEMU without a quote-generation socket).
+    Unavailable,
+    /// This status, no quote.
+    Status(u64),
+    /// R10 = RETRY: too many requests in flight.
+    Retry,
+    /// A hostile host: this status, this out_len, these bytes after the
+    /// header (as many as fit).
+    Raw {
+        /// Status.
+        status: u64,
+        /// out_len.
+        out_len: u32,
+        /// Data.
+        data: Vec<u8>,
+    },
+    /// A valid quote of the TDREPORT of the previous request (a late answer).
+    Previous,
 }
 
 /// The model's state.
@@ -96,9 +141,30 @@ pub struct Model {
     pub entries: Vec<L2State>,
     /// L2 writes refused (no VM 1 write access): the GPAs.
     pub l2_violations: Vec<u64>,
-    /// GetQuote: the quote the "quoting service" returns (None: IN_FLIGHT
-    /// forever).
-    pub quote: Option<Vec<u8>>,
+    /// How GetQuote is answered.
+    pub qgs: Qgs,
+    /// GetQuote requests the host accepted: (GPA with the SHARED bit, len).
+    pub quote_requests: Vec<(u64, u64)>,
+    /// The TDREPORTs the host was given, in order.
+    pub quoted_reports: Vec<Vec<u8>>,
+    /// A GetQuote answer still to be written: (buffer GPA, looks left).
+    pending_quote: Option<(u64, u32)>,
+    /// Pages converted to shared (private GPAs).
+    pub shared: BTreeSet<u64>,
+    /// Pages converted back to private and not accepted again.
+    pub pending: BTreeSet<u64>,
+    /// The host's memory behind shared pages.
+    pub host_mem: BTreeMap<u64, Box<[u8; 4096]>>,
+    /// L1 private accesses that hit a shared or pending page (a #VE on
+    /// hardware).
+    pub l1_faults: Vec<u64>,
+    /// Pages converted to shared while their private contents were not all
+    /// zero.
+    pub dirty_shares: Vec<u64>,
+    /// MapGPA back to private fails (R10 = INVALID_OPERAND).
+    pub refuse_private: bool,
+    /// VM 1's attributes of a page accepted after it came back private.
+    pub readd_l2_attrs: u16,
 }
 
 /// The TD's ranges in the tests.
@@ -133,7 +199,257 @@ impl Model {
             corrupt_report_data: false,
             entries: Vec::new(),
             l2_violations: Vec::new(),
-            quote: None,
+            qgs: Qgs::Quote,
+            quote_requests: Vec::new(),
+            quoted_reports: Vec::new(),
+            pending_quote: None,
+            shared: BTreeSet::new(),
+            pending: BTreeSet::new(),
+            host_mem: BTreeMap::new(),
+            l1_faults: Vec::new(),
+            dirty_shares: Vec::new(),
+            refuse_private: false,
+            readd_l2_attrs: 0,
+        }
+    }
+
+    fn shared_bit(&self) -> u64 {
+        1u64 << (self.gpaw - 1)
+    }
+
+    /// Whether the L1's private view may touch `[gpa, gpa + len)`.
+    fn private_ok(&mut self, gpa: u64, len: usize) -> bool {
+        let first = gpa & !(PAGE - 1);
+        let last = (gpa + len.max(1) as u64 - 1) & !(PAGE - 1);
+        let bad = (first..=last)
+            .step_by(PAGE as usize)
+            .find(|p| self.shared.contains(p) || self.pending.contains(p));
+        if let Some(p) = bad {
+            self.l1_faults.push(p);
+        }
+        bad.is_none()
+    }
+
+    /// Reads host memory behind a shared page (no checks but sharing).
+    pub fn host_peek(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
+        let gpa = self.strip(gpa);
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = gpa + i as u64;
+            let page = a & !(PAGE - 1);
+            if !self.shared.contains(&page) {
+                return Err(OutOfRange {
+                    gpa,
+                    len: buf.len(),
+                });
+            }
+            *b = self
+                .host_mem
+                .get(&page)
+                .map_or(0xEE, |p| p[(a & (PAGE - 1)) as usize]);
+        }
+        Ok(())
+    }
+
+    /// Writes host memory behind a shared page.
+    pub fn host_poke(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange> {
+        let gpa = self.strip(gpa);
+        let first = gpa & !(PAGE - 1);
+        let last = (gpa + data.len().max(1) as u64 - 1) & !(PAGE - 1);
+        if !(first..=last)
+            .step_by(PAGE as usize)
+            .all(|p| self.shared.contains(&p))
+        {
+            return Err(OutOfRange {
+                gpa,
+                len: data.len(),
+            });
+        }
+        for (i, b) in data.iter().enumerate() {
+            let a = gpa + i as u64;
+            self.host_mem
+                .entry(a & !(PAGE - 1))
+                .or_insert_with(|| Box::new([0xEE; 4096]))[(a & (PAGE - 1)) as usize] = *b;
+        }
+        Ok(())
+    }
+
+    /// MapGPA: converts `[gpa, gpa + len)` to shared or back to private.
+    fn map_gpa(&mut self, a: &mut TdcallArgs) {
+        let bit = self.shared_bit();
+        let to_shared = a.r12 & bit != 0;
+        let gpa = a.r12 & !bit;
+        let len = a.r13;
+        if !gpa.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            a.r10 = vmcall::ALIGN_ERROR;
+            return;
+        }
+        if len == 0 || !self.in_ram(gpa, len) || (!to_shared && self.refuse_private) {
+            a.r10 = vmcall::INVALID_OPERAND;
+            return;
+        }
+        for p in (gpa..gpa + len).step_by(PAGE as usize) {
+            if to_shared {
+                let chunk = p & !(CHUNK - 1);
+                if self.accepted_2m.remove(&chunk) {
+                    // The host splits the 2 MiB page around it.
+                    self.small_chunks.insert(chunk);
+                    self.accepted_4k
+                        .extend((chunk..chunk + CHUNK).step_by(PAGE as usize));
+                }
+                self.accepted_4k.remove(&p);
+                if self.mem.get(&p).is_some_and(|c| c.iter().any(|&b| b != 0)) {
+                    self.dirty_shares.push(p);
+                }
+                self.mem.remove(&p);
+                self.l2_attrs.remove(&p);
+                self.pending.remove(&p);
+                if self.shared.insert(p) {
+                    self.host_mem.remove(&p);
+                }
+            } else if self.shared.remove(&p) {
+                self.host_mem.remove(&p);
+                self.pending.insert(p);
+                self.small_chunks.insert(p & !(CHUNK - 1));
+            }
+        }
+    }
+
+    /// The v4 quote the model's "quoting enclave" makes of `r`, laid out
+    /// from the DCAP quote format with plain numbers: header (version 4,
+    /// ECDSA-P256 key, TEE type 0x81, Intel's QE vendor id), the body from
+    /// the TDREPORT, then signature data of `sig_len` bytes.
+    pub fn build_quote(&self, r: &[u8; 1024], sig_len: usize) -> Vec<u8> {
+        let mut q = vec![0u8; 48];
+        q[0..2].copy_from_slice(&4u16.to_le_bytes());
+        q[2..4].copy_from_slice(&2u16.to_le_bytes());
+        q[4..8].copy_from_slice(&0x81u32.to_le_bytes());
+        q[12..28].copy_from_slice(&[
+            0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f,
+            0x06, 0x07,
+        ]);
+        q.extend_from_slice(&r[264..384]); // TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, SEAM attributes
+        q.extend_from_slice(&r[512..520]); // TD attributes
+        q.extend_from_slice(&r[520..528]); // XFAM
+        q.extend_from_slice(&r[528..576]); // MRTD
+        q.extend_from_slice(&r[576..624]); // MRCONFIGID
+        q.extend_from_slice(&r[624..672]); // MROWNER
+        q.extend_from_slice(&r[672..720]); // MROWNERCONFIG
+        q.extend_from_slice(&r[720..912]); // RTMR0..3
+        q.extend_from_slice(&r[128..192]); // REPORTDATA
+        assert_eq!(q.len(), 48 + 584);
+        q.extend_from_slice(&(sig_len as u32).to_le_bytes());
+        let sig = Sha256::digest(&q[..632]);
+        q.extend((0..sig_len).map(|i| sig[i % 32] ^ (i / 32) as u8));
+        q
+    }
+
+    /// The host's side of GetQuote, as QEMU checks it.
+    fn get_quote(&mut self, a: &mut TdcallArgs) {
+        let (at, len) = (a.r12, a.r13);
+        let bit = self.shared_bit();
+        if len == 0 {
+            a.r10 = vmcall::INVALID_OPERAND;
+            return;
+        }
+        if !at.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            a.r10 = vmcall::ALIGN_ERROR;
+            return;
+        }
+        let mut hdr = [0u8; 24];
+        if at & bit == 0 || self.host_peek(at, &mut hdr).is_err() {
+            // Not shared memory: the host cannot read it.
+            a.r10 = vmcall::INVALID_OPERAND;
+            return;
+        }
+        let in_len = u64::from(u32::from_le_bytes(hdr[16..20].try_into().unwrap()));
+        if u64::from_le_bytes(hdr[0..8].try_into().unwrap()) != 1 || in_len > len - 24 {
+            a.r10 = vmcall::INVALID_OPERAND;
+            return;
+        }
+        if self.qgs == Qgs::Retry {
+            a.r10 = vmcall::RETRY;
+            return;
+        }
+        self.quote_requests.push((at, len));
+        let mut input = vec![0u8; in_len as usize];
+        let _ = self.host_peek(at + 24, &mut input);
+        self.quoted_reports.push(input);
+        let status = match &self.qgs {
+            Qgs::Unavailable => Some(0x8000_0000_0000_0001),
+            Qgs::Status(s) => Some(*s),
+            Qgs::InFlight { looks } => {
+                self.pending_quote = Some((at, *looks));
+                Some(u64::MAX)
+            }
+            _ => None,
+        };
+        match status {
+            Some(s) => {
+                hdr[8..16].copy_from_slice(&s.to_le_bytes());
+                let _ = self.host_poke(at, &hdr);
+            }
+            None => self.answer_quote(at, len),
+        }
+    }
+
+    /// Writes the answer of a GetQuote request on the buffer at `at`.
+    fn answer_quote(&mut self, at: u64, len: u64) {
+        let mut hdr = [0u8; 24];
+        let _ = self.host_peek(at, &mut hdr);
+        let input = self.quoted_reports.last().cloned().unwrap_or_default();
+        let (status, out) = match &self.qgs.clone() {
+            Qgs::Raw {
+                status,
+                out_len,
+                data,
+            } => {
+                let _ = self.host_poke(at + 24, &data[..data.len().min(len as usize - 24)]);
+                hdr[8..16].copy_from_slice(&status.to_le_bytes());
+                hdr[20..24].copy_from_slice(&out_len.to_le_bytes());
+                let _ = self.host_poke(at, &hdr);
+                return;
+            }
+            Qgs::Previous => {
+                let n = self.quoted_reports.len();
+                match n.checked_sub(2).map(|i| self.quoted_reports[i].clone()) {
+                    Some(prev) if prev.len() == 1024 => {
+                        let r: [u8; 1024] = prev.try_into().unwrap();
+                        (0, Some(self.build_quote(&r, 4000)))
+                    }
+                    _ => (0x8000_0000_0000_0000, None),
+                }
+            }
+            _ => match <[u8; 1024]>::try_from(input.as_slice()) {
+                Ok(r) if self.mac(&r) == r[224..256] => (0, Some(self.build_quote(&r, 4000))),
+                _ => (0x8000_0000_0000_0000, None),
+            },
+        };
+        let mut status: u64 = status;
+        if let Some(q) = out {
+            if q.len() as u64 <= len - 24 {
+                let _ = self.host_poke(at + 24, &q);
+                hdr[20..24].copy_from_slice(&(q.len() as u32).to_le_bytes());
+            } else {
+                status = 0x8000_0000_0000_0000;
+            }
+        }
+        hdr[8..16].copy_from_slice(&status.to_le_bytes());
+        let _ = self.host_poke(at, &hdr);
+    }
+
+    /// One look at shared memory: a pending answer comes closer.
+    fn tick_quote(&mut self) {
+        if let Some((at, looks)) = self.pending_quote {
+            if looks == u32::MAX {
+                return;
+            }
+            if looks == 0 {
+                self.pending_quote = None;
+                let len = self.quote_requests.last().map_or(4096, |r| r.1);
+                self.answer_quote(at, len);
+            } else {
+                self.pending_quote = Some((at, looks - 1));
+            }
         }
     }
 
@@ -251,6 +567,9 @@ impl Model {
             return st(status::PAGE_ALREADY_ACCEPTED, 0);
         }
         self.zero(gpa, PAGE);
+        if self.pending.remove(&gpa) && self.readd_l2_attrs != 0 {
+            self.l2_attrs.insert(gpa, self.readd_l2_attrs);
+        }
         0
     }
 
@@ -386,13 +705,27 @@ impl Model {
         for (i, v) in &exit.set {
             state.gprs[*i] = *v;
         }
+        let bit = self.shared_bit();
+        let shared_ept = self
+            .vp_fields
+            .get(&field::l2_ctls(vm as u8))
+            .is_some_and(|c| c & 1 != 0);
         for (gpa, data) in &exit.writes {
-            let ok = (0..data.len() as u64)
-                .all(|o| self.l2_attr(gpa + o) & 2 != 0 && self.is_accepted(gpa + o));
-            if ok {
-                let _ = self.poke(*gpa, data);
+            // A shared GPA goes through the TD's shared EPT, which the L2
+            // uses only with L2_CTLS bit 0; a private one needs VM 1 write
+            // access to an accepted page.
+            let ok = if gpa & bit != 0 {
+                shared_ept && self.host_peek(*gpa, &mut vec![0u8; data.len()]).is_ok()
             } else {
+                (0..data.len() as u64)
+                    .all(|o| self.l2_attr(gpa + o) & 2 != 0 && self.is_accepted(gpa + o))
+            };
+            if !ok {
                 self.l2_violations.push(*gpa);
+            } else if gpa & bit != 0 {
+                let _ = self.host_poke(*gpa, data);
+            } else {
+                let _ = self.poke(*gpa, data);
             }
         }
         let _ = self.poke(a.rdx, &state.to_bytes());
@@ -423,26 +756,13 @@ impl Model {
                     a.r11 = self.io_in_value;
                 }
             }
-            vmcall::MAP_GPA => self.map_gpa.push((a.r12, a.r13)),
+            vmcall::MAP_GPA => {
+                self.map_gpa.push((a.r12, a.r13));
+                self.map_gpa(a);
+            }
             vmcall::REPORT_FATAL_ERROR => self.fatal.push(a.r12),
             vmcall::HLT => {}
-            vmcall::GET_QUOTE => {
-                let at = a.r12;
-                let mut hdr = [0u8; 24];
-                if self.peek(at, &mut hdr).is_err() || a.r13 < 24 {
-                    a.r10 = vmcall::INVALID_OPERAND;
-                    return 0;
-                }
-                match self.quote.clone() {
-                    Some(q) => {
-                        hdr[8..16].copy_from_slice(&0u64.to_le_bytes());
-                        hdr[20..24].copy_from_slice(&(q.len() as u32).to_le_bytes());
-                        let _ = self.poke(at + 24, &q);
-                    }
-                    None => hdr[8..16].copy_from_slice(&u64::MAX.to_le_bytes()),
-                }
-                let _ = self.poke(at, &hdr);
-            }
+            vmcall::GET_QUOTE => self.get_quote(a),
             _ => a.r10 = vmcall::INVALID_OPERAND,
         }
         0
@@ -563,10 +883,34 @@ impl TdxModule for Handle {
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
-        self.0.lock().peek(gpa, buf)
+        let mut m = self.0.lock();
+        if gpa & m.shared_bit() != 0 || !m.private_ok(gpa, buf.len()) {
+            return Err(OutOfRange {
+                gpa,
+                len: buf.len(),
+            });
+        }
+        m.peek(gpa, buf)
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange> {
-        self.0.lock().poke(gpa, data)
+        let mut m = self.0.lock();
+        if gpa & m.shared_bit() != 0 || !m.private_ok(gpa, data.len()) {
+            return Err(OutOfRange {
+                gpa,
+                len: data.len(),
+            });
+        }
+        m.poke(gpa, data)
+    }
+
+    fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
+        let mut m = self.0.lock();
+        m.tick_quote();
+        m.host_peek(gpa, buf)
+    }
+
+    fn write_shared(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange> {
+        self.0.lock().host_poke(gpa, data)
     }
 }

@@ -2,7 +2,10 @@
 //! L1-private 1024-byte-aligned buffer; the TDREPORT_STRUCT parsed (Intel
 //! TDX Module ABI: REPORTMACSTRUCT at 0, TEE_TCB_INFO at 256, TDINFO at 512);
 //! and a TD quote through TDG.VP.VMCALL<GetQuote> (TDX GHCI: the host's
-//! quoting service signs the report).
+//! quoting service has the TDREPORT checked and signed by the quoting
+//! enclave). The host's answer is copied out of the shared buffer once and
+//! checked to be a v4/v5 TDX quote of exactly that TDREPORT ([`check_quote`])
+//! before anyone uses it; its signature is the verifier's to check.
 //!
 //! Only the L1 asks for reports: an L2 TDCALL for TDG.MR.REPORT is refused
 //! by the run loop (`l2.rs`), and the L2 reaches reports only through the
@@ -104,6 +107,11 @@ pub enum ReportError {
     Quote(&'static str),
     /// GetQuote: the host's status code.
     QuoteStatus(u64),
+    /// GetQuote: the host has no quoting service (status QGS_UNAVAILABLE).
+    NoQuotingService,
+    /// GetQuote: the host has too many requests (RETRY) or did not answer
+    /// in time (what); asking again later may work.
+    QuoteBusy(&'static str),
 }
 
 impl From<TdxError> for ReportError {
@@ -121,6 +129,13 @@ impl core::fmt::Display for ReportError {
             Self::Tdx(e) => write!(f, "{e}"),
             Self::Quote(why) => write!(f, "GetQuote: {why}"),
             Self::QuoteStatus(s) => write!(f, "GetQuote status {s:#x}"),
+            Self::NoQuotingService => {
+                write!(
+                    f,
+                    "GetQuote: the host has no quoting service (QGS_UNAVAILABLE)"
+                )
+            }
+            Self::QuoteBusy(why) => write!(f, "GetQuote: {why}"),
         }
     }
 }
@@ -219,7 +234,7 @@ pub fn get_report(
 }
 
 /// GetQuote buffer header (TDX GHCI): u64 version, u64 status, u32 in_len,
-/// u32 out_len, then the data.
+/// u32 out_len, then the data (the TDREPORT in, the quote out).
 pub mod quote_buf {
     /// Header size.
     pub const HEADER: usize = 24;
@@ -233,51 +248,172 @@ pub mod quote_buf {
     pub const ERROR: u64 = 0x8000_0000_0000_0000;
     /// Status: no quoting service.
     pub const QGS_UNAVAILABLE: u64 = 0x8000_0000_0000_0001;
+    /// Pages of the L1's GetQuote buffer: 16 KiB, twice what Linux's TDX
+    /// guest driver uses (a quote with its PCK chain is about 5 KiB).
+    pub const PAGES: u64 = 4;
+    /// Bytes of the L1's GetQuote buffer.
+    pub const LEN: usize = PAGES as usize * 4096;
+}
+
+/// The TD quote as far as the SVSM checks it (Intel TDX DCAP Quoting
+/// Library API, quote formats v4 and v5): a 48-byte header, the TD quote
+/// body, then u32 signature-data length and the signature data (ECDSA
+/// signature, attestation key, QE certification data with the PCK chain).
+pub mod quote {
+    /// Header size.
+    pub const HEADER: usize = 48;
+    /// Header: u16 version (4 or 5).
+    pub const VERSION: usize = 0;
+    /// Header: u32 TEE type.
+    pub const TEE_TYPE: usize = 4;
+    /// TEE type of a TD quote.
+    pub const TEE_TYPE_TDX: u32 = 0x81;
+    /// v4: the body's size (TDX 1.0 body).
+    pub const BODY_V4_LEN: usize = 584;
+    /// v5: body type 2 (TDX 1.0 body, 584 bytes) or 3 (TDX 1.5 body, 648
+    /// bytes: TEE_TCB_SVN2 and MRSERVICETD added), u16 at 48, then its u32
+    /// size at 50 and the body at 54.
+    pub const BODY_V5_TDX15_LEN: usize = 648;
+    /// Offsets in the body (both versions).
+    pub mod body {
+        /// TEE_TCB_SVN (16), MRSEAM, MRSIGNERSEAM, SEAMATTRIBUTES: 0..120.
+        pub const TEE_TCB_SVN: usize = 0;
+        /// TDATTRIBUTES (8).
+        pub const TD_ATTRIBUTES: usize = 120;
+        /// XFAM (8).
+        pub const XFAM: usize = 128;
+        /// MRTD (48).
+        pub const MRTD: usize = 136;
+        /// RTMR0..3 (48 each).
+        pub const RTMR0: usize = 328;
+        /// REPORTDATA (64).
+        pub const REPORT_DATA: usize = 520;
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Checks that `q` (a private copy of the host's answer) is a TD quote of
+/// `tdreport`: version 4 or 5, TEE type TDX, a body of the size its version
+/// says, signature data that ends exactly where the answer does, and a body
+/// that carries the TDREPORT's REPORTDATA and its TDINFO (TD attributes,
+/// XFAM, MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG, RTMR0..3, which the v4
+/// body holds in the TDREPORT's order). A quote of another TD, of another
+/// request (a late answer to an earlier one) or of nothing is refused.
+pub fn check_quote(q: &[u8], tdreport: &[u8; TDREPORT_LEN]) -> Result<(), ReportError> {
+    let bad = ReportError::Quote;
+    if q.len() < quote::HEADER {
+        return Err(bad("shorter than a quote header"));
+    }
+    if u32_at(q, quote::TEE_TYPE) != Some(quote::TEE_TYPE_TDX) {
+        return Err(bad("TEE type is not TDX"));
+    }
+    let (body_at, body_len) = match u16_at(q, quote::VERSION) {
+        Some(4) => (quote::HEADER, quote::BODY_V4_LEN),
+        Some(5) => {
+            let size = u32_at(q, quote::HEADER + 2).map(|n| n as usize);
+            match (u16_at(q, quote::HEADER), size) {
+                (Some(2), Some(quote::BODY_V4_LEN)) => (quote::HEADER + 6, quote::BODY_V4_LEN),
+                (Some(3), Some(quote::BODY_V5_TDX15_LEN)) => {
+                    (quote::HEADER + 6, quote::BODY_V5_TDX15_LEN)
+                }
+                _ => return Err(bad("v5 body type and size do not match")),
+            }
+        }
+        _ => return Err(bad("quote version is neither 4 nor 5")),
+    };
+    let sig_at = body_at + body_len;
+    let sig_len = u32_at(q, sig_at).ok_or(bad("shorter than its body"))? as usize;
+    if sig_len == 0 || sig_at + 4 + sig_len != q.len() {
+        return Err(bad("signature data does not end the quote"));
+    }
+    let body = &q[body_at..body_at + body_len];
+    let td_info = &tdreport[offset::ATTRIBUTES..offset::SERVTD_HASH];
+    if body[quote::body::TD_ATTRIBUTES..quote::body::REPORT_DATA] != *td_info {
+        return Err(bad("quote body is not this TD's (TDINFO differs)"));
+    }
+    let rd = &tdreport[offset::REPORT_DATA..offset::REPORT_DATA + REPORTDATA_LEN];
+    if body[quote::body::REPORT_DATA..quote::body::REPORT_DATA + REPORTDATA_LEN] != *rd {
+        return Err(ReportError::ReportDataMismatch);
+    }
+    Ok(())
+}
+
+/// The L1's GetQuote buffer: `len` bytes at `gpa` (L1 pages, page
+/// aligned, converted to shared by the caller), reached through their
+/// SHARED alias (`gpa | shared_bit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuoteBuffer {
+    /// First page (without the SHARED bit).
+    pub gpa: u64,
+    /// Bytes (a multiple of 4 KiB).
+    pub len: usize,
+    /// The TD's SHARED bit (TDG.VP.INFO).
+    pub shared_bit: u64,
 }
 
 /// Asks the host's quoting service for a quote of `tdreport` through the
-/// shared buffer at `shared_gpa` (its private alias; `buf_len` bytes, already
-/// converted to shared) and copies the quote into `out`. `poll` is called
-/// while the host reports IN_FLIGHT and returns false to give up.
+/// shared buffer `buf`: writes the whole buffer (header, TDREPORT, zeros, so
+/// nothing the host left there is taken for an answer), makes the GetQuote
+/// call, reads the header while the status says IN_FLIGHT and `poll`
+/// returns true, then copies the quote out once, checks it
+/// ([`check_quote`]) and returns it.
 pub fn get_quote(
     m: &mut dyn TdxModule,
-    shared_gpa: u64,
-    shared_bit: u64,
-    buf_len: usize,
+    buf: QuoteBuffer,
     tdreport: &[u8; TDREPORT_LEN],
-    out: &mut [u8],
     mut poll: impl FnMut() -> bool,
-) -> Result<usize, ReportError> {
-    if buf_len < quote_buf::HEADER + TDREPORT_LEN || !shared_gpa.is_multiple_of(4096) {
+) -> Result<alloc::vec::Vec<u8>, ReportError> {
+    if buf.len < quote_buf::HEADER + TDREPORT_LEN
+        || !buf.len.is_multiple_of(4096)
+        || !buf.gpa.is_multiple_of(4096)
+    {
         return Err(ReportError::Quote("shared buffer too small or misaligned"));
     }
+    let shared_err = |_| ReportError::Quote("shared buffer not reachable");
+    let mut msg = alloc::vec![0u8; buf.len];
+    msg[0..8].copy_from_slice(&quote_buf::VERSION.to_le_bytes());
+    msg[16..20].copy_from_slice(&(TDREPORT_LEN as u32).to_le_bytes());
+    msg[quote_buf::HEADER..quote_buf::HEADER + TDREPORT_LEN].copy_from_slice(tdreport);
+    m.write_shared(buf.gpa, &msg).map_err(shared_err)?;
+    match tdcall::get_quote(m, buf.gpa | buf.shared_bit, buf.len as u64) {
+        Err(TdxError::Vmcall(tdcall::vmcall::RETRY)) => {
+            return Err(ReportError::QuoteBusy(
+                "the host has too many quote requests (RETRY)",
+            ));
+        }
+        other => other?,
+    }
     let mut header = [0u8; quote_buf::HEADER];
-    header[0..8].copy_from_slice(&quote_buf::VERSION.to_le_bytes());
-    header[16..20].copy_from_slice(&(TDREPORT_LEN as u32).to_le_bytes());
-    let at = shared_gpa | shared_bit;
-    m.write(at, &header).map_err(mem_err)?;
-    m.write(at + quote_buf::HEADER as u64, tdreport)
-        .map_err(mem_err)?;
-    tdcall::get_quote(m, at, buf_len as u64)?;
     loop {
-        // The host owns the buffer: copy the header once per look.
-        m.read(at, &mut header).map_err(mem_err)?;
-        let status = u64::from_le_bytes(take(&header, 8));
-        match status {
+        // The host owns the buffer: one copy of the header per look, and
+        // the status and length used come from the same copy.
+        m.read_shared(buf.gpa, &mut header).map_err(shared_err)?;
+        match u64::from_le_bytes(take(&header, 8)) {
             quote_buf::SUCCESS => break,
             quote_buf::IN_FLIGHT if poll() => continue,
-            quote_buf::IN_FLIGHT => return Err(ReportError::Quote("host did not answer in time")),
+            quote_buf::IN_FLIGHT => {
+                return Err(ReportError::QuoteBusy(
+                    "the host did not answer in time (IN_FLIGHT)",
+                ));
+            }
+            quote_buf::QGS_UNAVAILABLE => return Err(ReportError::NoQuotingService),
             other => return Err(ReportError::QuoteStatus(other)),
         }
     }
     let out_len = u32::from_le_bytes(take(&header, 20)) as usize;
-    if out_len == 0 || out_len > buf_len - quote_buf::HEADER {
+    if out_len == 0 || out_len > buf.len - quote_buf::HEADER {
         return Err(ReportError::Quote("quote length outside the buffer"));
     }
-    let dst = out
-        .get_mut(..out_len)
-        .ok_or(ReportError::Quote("quote larger than the output buffer"))?;
-    m.read(at + quote_buf::HEADER as u64, dst)
-        .map_err(mem_err)?;
-    Ok(out_len)
+    let mut q = alloc::vec![0u8; out_len];
+    m.read_shared(buf.gpa + quote_buf::HEADER as u64, &mut q)
+        .map_err(shared_err)?;
+    check_quote(&q, tdreport)?;
+    Ok(q)
 }

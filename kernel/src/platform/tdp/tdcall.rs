@@ -205,6 +205,17 @@ pub trait TdxModule: Send + 'static {
 
     /// Copies `data` into TD private memory at `gpa`.
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange>;
+
+    /// Copies the host memory behind the SHARED alias of `gpa` (given
+    /// without the SHARED bit) into `buf`. Only pages this view maps at
+    /// their shared alias (the quote buffer) can be reached, and only while
+    /// the L1 has converted them to shared; the host may change them at any
+    /// moment, so callers copy what they need once and validate the copy.
+    fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange>;
+
+    /// Copies `data` into the host memory behind the SHARED alias of `gpa`
+    /// (as [`TdxModule::read_shared`]).
+    fn write_shared(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange>;
 }
 
 /// Why a TDCALL did not do what was asked.
@@ -863,8 +874,14 @@ pub fn halt(m: &mut dyn TdxModule) -> Result<(), TdxError> {
 }
 
 /// TDG.VP.VMCALL<GetQuote> on the shared buffer at `shared_gpa` (with the
-/// SHARED bit) of `len` bytes.
+/// SHARED bit) of `len` bytes (both 4 KiB aligned). A host with too many
+/// requests in flight answers `Err(TdxError::Vmcall(vmcall::RETRY))`.
 pub fn get_quote(m: &mut dyn TdxModule, shared_gpa: u64, len: u64) -> Result<(), TdxError> {
+    if !shared_gpa.is_multiple_of(4096) || len == 0 || !len.is_multiple_of(4096) {
+        return Err(TdxError::BadArgument(
+            "GetQuote buffer not 4 KiB aligned or empty",
+        ));
+    }
     let mut r = VmcallRegs {
         r11: vmcall::GET_QUOTE,
         r12: shared_gpa,
@@ -880,11 +897,13 @@ pub mod hw {
     use super::{OutOfRange, TdcallArgs, TdxModule};
     use crate::mm::PhysRange;
 
-    /// TDCALL on TDX hardware, and the L1's identity map of TD private
-    /// memory limited to the RAM ranges of the launch.
+    /// TDCALL on TDX hardware, the L1's identity map of TD private memory
+    /// limited to the RAM ranges of the launch, and at most one window of
+    /// L1 pages mapped at their shared alias (the quote buffer).
     pub struct HwTdx {
         ram: [PhysRange; 16],
         count: usize,
+        shared: Option<(PhysRange, u64)>,
     }
 
     impl HwTdx {
@@ -894,7 +913,48 @@ pub mod hw {
             let mut r = [PhysRange::new(crate::mm::PhysAddr(0), crate::mm::PhysAddr(0)); 16];
             let count = ram.len().min(16);
             r[..count].copy_from_slice(&ram[..count]);
-            Self { ram: r, count }
+            Self {
+                ram: r,
+                count,
+                shared: None,
+            }
+        }
+
+        /// Maps `range` (L1 pages, page aligned) at their shared alias
+        /// (`gpa | shared_bit`) at linear address `va` of the kernel's live
+        /// page tables, writable and not executable, for
+        /// [`TdxModule::read_shared`] / [`TdxModule::write_shared`]. The
+        /// pages reach the host's memory only while the L1 has converted
+        /// them to shared (MapGPA); nothing else reads or writes the window.
+        pub fn map_shared(
+            &mut self,
+            range: PhysRange,
+            shared_bit: u64,
+            va: u64,
+        ) -> Result<(), crate::mm::paging::MapError> {
+            use crate::mm::paging::{self, PteFlags};
+            if self.shared.is_some() {
+                return Err(paging::MapError::AlreadyMapped(crate::mm::VirtAddr(va)));
+            }
+            paging::map_alias_live(
+                crate::mm::VirtAddr(va),
+                range,
+                shared_bit,
+                PteFlags::WRITABLE | PteFlags::NO_EXECUTE,
+            )?;
+            self.shared = Some((range, va));
+            Ok(())
+        }
+
+        /// The linear address of `[gpa, gpa + len)` in the shared window.
+        fn shared_at(&self, gpa: u64, len: usize) -> Result<u64, OutOfRange> {
+            let (range, va) = self.shared.ok_or(OutOfRange { gpa, len })?;
+            let end = gpa.checked_add(len as u64).ok_or(OutOfRange { gpa, len })?;
+            if range.start.0 <= gpa && end <= range.end.0 {
+                Ok(va + (gpa - range.start.0))
+            } else {
+                Err(OutOfRange { gpa, len })
+            }
         }
 
         fn check(&self, gpa: u64, len: usize) -> Result<(), OutOfRange> {
@@ -969,6 +1029,28 @@ pub mod hw {
             // SAFETY: as in `read`; the callers write only pages the L1 owns
             // or L2 memory it was asked to write.
             unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), gpa as *mut u8, data.len()) };
+            Ok(())
+        }
+
+        fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
+            let va = self.shared_at(gpa, buf.len())?;
+            for (i, b) in buf.iter_mut().enumerate() {
+                // SAFETY: `va + i` lies in the window `map_shared` mapped
+                // (checked above); the host may write that memory at any time,
+                // so every byte is read once, volatile, and only its value
+                // is used.
+                *b = unsafe { core::ptr::read_volatile((va + i as u64) as *const u8) };
+            }
+            Ok(())
+        }
+
+        fn write_shared(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange> {
+            let va = self.shared_at(gpa, data.len())?;
+            for (i, &b) in data.iter().enumerate() {
+                // SAFETY: as in `read_shared`; the window holds only the
+                // quote buffer, which no Rust reference points into.
+                unsafe { core::ptr::write_volatile((va + i as u64) as *mut u8, b) };
+            }
             Ok(())
         }
     }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha384, Sha512};
 
 use super::l2::{L2State, REFUSED, gpr};
 use super::mem::{self, AcceptStats, L1Memory, MemError};
-use super::model::{Exit, Handle, Model};
+use super::model::{Exit, Handle, Model, Qgs};
 use super::report::{self, ReportError, ReportPage, TdReport};
 use super::tdcall::{self, TdxError, VmIndex, attr, field, leaf, status, vmcall};
 use super::*;
@@ -36,7 +36,11 @@ const PAGES: L1Pages = L1Pages {
     report: 0x20_0000,
     l2_state: 0x20_1000,
     vapic: 0x20_2000,
+    quote: 0x30_0000,
 };
+/// The GetQuote buffer in the test TD.
+const QB: PhysRange = PhysRange::new(PhysAddr(0x30_0000), PhysAddr(0x30_4000));
+const SHARED_BIT: u64 = 1 << 47;
 const RESET_COPY: u64 = 0x3F_F000;
 const CAA: u64 = 4 * MIB;
 const ENTRY: u64 = 0xFFFF_FFF0;
@@ -416,53 +420,289 @@ fn report_errors_are_errors() {
 }
 
 #[test]
-fn platform_report_is_the_tdreport() {
+fn td_report_carries_the_reportdata() {
     let (h, tdp) = platform(model());
-    let mut out = [0u8; 1100];
-    assert_eq!(tdp.attestation_report(&[9; 64], &mut out), Ok(1024));
+    let out = tdp.td_report(&[9; 64]).unwrap();
     assert_eq!(&out[128..192], &[9; 64]);
     assert_eq!(&out[528..576], &h.get().mrtd);
+    assert_eq!(h.get().mac(&out), out[224..256]);
+}
+
+/// The quote buffer is private again: every page accepted, none shared or
+/// pending, VM 1 without access, the host's copy gone.
+fn assert_buffer_private(h: &Handle) {
+    let g = h.get();
+    for p in (QB.start.0..QB.end.0).step_by(4096) {
+        assert!(g.is_accepted(p), "page {p:#x} not accepted");
+        assert!(!g.shared.contains(&p), "page {p:#x} still shared");
+        assert!(!g.pending.contains(&p), "page {p:#x} pending");
+        assert_eq!(g.l2_attr(p), 0, "page {p:#x} reachable by the L2");
+    }
+    assert!(g.host_mem.keys().all(|p| !QB.contains(PhysAddr(*p))));
+    assert_eq!(g.dirty_shares, Vec::<u64>::new(), "shared with contents");
     assert_eq!(
-        tdp.attestation_report(&[9; 64], &mut [0u8; 1000]),
-        Err(PlatformError::BufferTooSmall(1024))
+        g.l1_faults,
+        Vec::<u64>::new(),
+        "private access to a shared page"
     );
-    assert_eq!(tdp.attestation_report_len(), 1024);
 }
 
 #[test]
-fn quote_through_the_host() {
+fn platform_report_is_a_quote_of_the_tdreport() {
     let (h, tdp) = platform(model());
-    h.get().quote = Some(b"QUOTE-v4".to_vec());
-    let mut out = [0u8; 64];
-    let shared = r(3 * MIB, 3 * MIB + 2 * 4096);
-    assert_eq!(tdp.quote(&[3; 64], shared, &mut out), Ok(8));
-    assert_eq!(&out[..8], b"QUOTE-v4");
+    // Secrets left in the buffer's private pages must not reach the host.
+    h.get().poke(QB.start.0, &[0x5A; 8192]).unwrap();
+    assert_eq!(tdp.attestation_report_len(), None);
+    let q = tdp.attestation_report_vec(&[9; 64]).unwrap();
     let g = h.get();
-    let bit = 1u64 << 47;
-    assert_eq!(g.map_gpa, [((3 * MIB) | bit, 8192), (3 * MIB, 8192)]);
-    // The host saw the TDREPORT after the 24-byte header.
-    let mut seen = [0u8; 64];
-    g.peek(3 * MIB + 24 + 128, &mut seen).unwrap();
-    assert_eq!(seen, [3; 64]);
-    drop(g);
-    // Only L1 memory may be shared.
-    assert!(
-        tdp.quote(&[3; 64], r(5 * MIB, 5 * MIB + 8192), &mut out)
-            .is_err()
-    );
-    // A host that never answers: the poll gives up.
-    h.get().quote = None;
-    let mut m = h.clone();
-    let mut polls = 0;
-    let rep = h.get().build_report(&[0; 64]);
+    // The host saw one request on the SHARED alias of the 16 KiB buffer,
+    // carrying a TDREPORT with the REPORTDATA and a good MAC.
+    assert_eq!(g.quote_requests, [(QB.start.0 | SHARED_BIT, 16384)]);
+    let seen: [u8; 1024] = g.quoted_reports[0].clone().try_into().unwrap();
+    assert_eq!(&seen[128..192], &[9; 64]);
+    assert_eq!(g.mac(&seen), seen[224..256]);
+    // The quote: the model's v4 quote of that TDREPORT, read at the
+    // format's offsets independently of the checker.
+    assert_eq!(q, g.build_quote(&seen, 4000));
+    assert_eq!(q.len(), 48 + 584 + 4 + 4000);
+    assert_eq!(&q[0..2], &[4, 0]);
+    assert_eq!(&q[4..8], &[0x81, 0, 0, 0]);
+    assert_eq!(&q[48 + 520..48 + 584], &[9; 64], "REPORTDATA");
+    assert_eq!(&q[48 + 136..48 + 184], &g.mrtd, "MRTD");
+    // MapGPA to shared and back, each once, over the whole buffer.
     assert_eq!(
-        report::get_quote(&mut m, 3 * MIB, bit, 8192, &rep, &mut out, || {
-            polls += 1;
-            polls < 3
-        }),
-        Err(ReportError::Quote("host did not answer in time"))
+        g.map_gpa,
+        [(QB.start.0 | SHARED_BIT, 16384), (QB.start.0, 16384)]
     );
-    assert_eq!(polls, 3);
+    drop(g);
+    assert_buffer_private(&h);
+    // The private pages came back zeroed (accepted again), not with the
+    // secrets.
+    let mut b = [0u8; 16];
+    h.get().peek(QB.start.0, &mut b).unwrap();
+    assert_eq!(b, [0; 16]);
+    // Into a slice: the length is the quote's.
+    let mut out = vec![0u8; 8192];
+    assert_eq!(tdp.attestation_report(&[9; 64], &mut out), Ok(q.len()));
+    assert_eq!(
+        tdp.attestation_report(&[9; 64], &mut [0u8; 1024]),
+        Err(PlatformError::BufferTooSmall(q.len()))
+    );
+    assert_buffer_private(&h);
+}
+
+#[test]
+fn quote_waits_while_the_host_is_in_flight() {
+    let (h, tdp) = platform(model());
+    h.get().qgs = Qgs::InFlight { looks: 50 };
+    let q = tdp.quote(&[1; 64]).unwrap();
+    assert_eq!(&q[48 + 520..48 + 584], &[1; 64]);
+    assert_buffer_private(&h);
+    // A host that never answers: BUSY after the poll budget, buffer private.
+    h.get().qgs = Qgs::InFlight { looks: u32::MAX };
+    tdp.set_quote_polls(1000);
+    assert!(matches!(tdp.quote(&[1; 64]), Err(PlatformError::Busy(_))));
+    assert_buffer_private(&h);
+    // The host answers the first request late, into the second one's
+    // buffer: that quote is of the wrong TDREPORT and refused.
+    h.get().qgs = Qgs::Previous;
+    assert!(matches!(
+        tdp.quote(&[2; 64]),
+        Err(PlatformError::Firmware(_))
+    ));
+    assert_buffer_private(&h);
+    // And the platform still quotes afterwards.
+    h.get().qgs = Qgs::Quote;
+    assert!(tdp.quote(&[3; 64]).is_ok());
+}
+
+#[test]
+fn quote_errors_from_the_host() {
+    let (h, tdp) = platform(model());
+    type Expect = fn(&PlatformError) -> bool;
+    let cases: Vec<(Qgs, Expect)> = vec![
+        (Qgs::Unavailable, |e| {
+            matches!(e, PlatformError::Unsupported(_))
+        }),
+        (Qgs::Status(report::quote_buf::ERROR), |e| {
+            *e == PlatformError::Firmware(report::quote_buf::ERROR)
+        }),
+        (Qgs::Status(0x1234), |e| {
+            *e == PlatformError::Firmware(0x1234)
+        }),
+        (Qgs::Retry, |e| matches!(e, PlatformError::Busy(_))),
+    ];
+    for (qgs, expect) in cases {
+        h.get().qgs = qgs.clone();
+        let e = tdp.quote(&[4; 64]).unwrap_err();
+        assert!(expect(&e), "{qgs:?}: {e:?}");
+        assert_buffer_private(&h);
+    }
+    // Through the attestation protocol's provider: no quoting service is
+    // INVALID_REQUEST, a busy host BUSY.
+    use crate::protocols::attest::ReportProvider;
+    let mut reports = PlatformReports::new(tdp);
+    h.get().qgs = Qgs::Unavailable;
+    assert_eq!(
+        reports.report(&[4; 64]),
+        Err(crate::protocols::SvsmError::INVALID_REQUEST)
+    );
+    h.get().qgs = Qgs::Retry;
+    assert_eq!(
+        reports.report(&[4; 64]),
+        Err(crate::protocols::SvsmError(result::BUSY))
+    );
+    assert_eq!(reports.report_len(), None);
+}
+
+#[test]
+fn quote_garbage_from_a_hostile_host_is_refused() {
+    let (h, tdp) = platform(model());
+    let rd = [6u8; 64];
+    let (good, other_rd) = {
+        let g = h.get();
+        // The TDREPORT the platform will make: the same fields and MAC.
+        let good = g.build_quote(&g.build_report(&rd), 4000);
+        (good, g.build_quote(&g.build_report(&[7; 64]), 4000))
+    };
+    let mut other_td = good.clone();
+    other_td[48 + 136] ^= 1; // MRTD
+    let mut v3 = good.clone();
+    v3[0] = 3;
+    let mut sgx = good.clone();
+    sgx[4] = 0;
+    let raw = |status: u64, out_len: usize, data: &[u8]| Qgs::Raw {
+        status,
+        out_len: out_len as u32,
+        data: data.to_vec(),
+    };
+    let max = report::quote_buf::LEN - 24;
+    let cases = [
+        ("no quote", raw(0, 0, &[])),
+        ("out_len past the buffer", raw(0, max + 1, &good)),
+        ("out_len u32::MAX", raw(0, u32::MAX as usize, &good)),
+        ("not a quote", raw(0, 700, &[0x41; 700])),
+        ("truncated", raw(0, good.len() - 1, &good)),
+        (
+            "longer than its signature data",
+            raw(0, good.len() + 1, &good),
+        ),
+        ("another REPORTDATA", raw(0, other_rd.len(), &other_rd)),
+        ("another TD", raw(0, other_td.len(), &other_td)),
+        ("version 3", raw(0, v3.len(), &v3)),
+        ("SGX quote", raw(0, sgx.len(), &sgx)),
+        ("header only", raw(0, 48, &good)),
+    ];
+    for (what, qgs) in cases {
+        h.get().qgs = qgs;
+        assert!(
+            matches!(tdp.quote(&rd), Err(PlatformError::Firmware(_))),
+            "{what} accepted"
+        );
+        assert_buffer_private(&h);
+    }
+    // The same good quote through the same path is taken.
+    h.get().qgs = raw(0, good.len(), &good);
+    assert_eq!(tdp.quote(&rd), Ok(good));
+}
+
+#[test]
+fn quote_check_reads_v4_and_v5() {
+    let m = model();
+    let rep = m.build_report(&[8; 64]);
+    let v4 = m.build_quote(&rep, 300);
+    assert_eq!(report::check_quote(&v4, &rep), Ok(()));
+    // v5 with a TDX 1.5 body: type 3, size 648 (the v4 body, TEE_TCB_SVN2,
+    // MRSERVICETD), then the signature data.
+    let mut v5 = v4[..48].to_vec();
+    v5[0] = 5;
+    v5.extend_from_slice(&3u16.to_le_bytes());
+    v5.extend_from_slice(&648u32.to_le_bytes());
+    v5.extend_from_slice(&v4[48..632]);
+    v5.extend_from_slice(&[0u8; 64]);
+    v5.extend_from_slice(&v4[632..]);
+    assert_eq!(report::check_quote(&v5, &rep), Ok(()));
+    let mut bad = v5.clone();
+    bad[50] = 0x40; // size 576 + ... no longer 648
+    assert!(report::check_quote(&bad, &rep).is_err());
+    let mut bad = v5.clone();
+    bad[48] = 2; // TDX 1.0 body type with the 1.5 size
+    assert!(report::check_quote(&bad, &rep).is_err());
+    // The other REPORTDATA is a mismatch, named as such.
+    let other = m.build_report(&[9; 64]);
+    assert_eq!(
+        report::check_quote(&v4, &other),
+        Err(ReportError::ReportDataMismatch)
+    );
+    for n in [0, 10, 47, 48, 631, 635, 636] {
+        assert!(report::check_quote(&v4[..n], &rep).is_err(), "{n} bytes");
+    }
+    // GetQuote itself refuses unaligned buffers before any VMCALL.
+    let mut h = Handle::new(model());
+    assert!(matches!(
+        tdcall::get_quote(&mut h, (QB.start.0 + 8) | SHARED_BIT, 4096),
+        Err(TdxError::BadArgument(_))
+    ));
+    assert!(matches!(
+        tdcall::get_quote(&mut h, QB.start.0 | SHARED_BIT, 100),
+        Err(TdxError::BadArgument(_))
+    ));
+    assert!(h.get().calls.is_empty());
+}
+
+#[test]
+fn quote_buffer_that_stays_shared_is_never_used_again() {
+    let (h, tdp) = platform(model());
+    h.get().refuse_private = true;
+    assert!(tdp.quote(&[1; 64]).is_err());
+    h.get().refuse_private = false;
+    let calls = h.get().calls.len();
+    assert!(matches!(
+        tdp.quote(&[1; 64]),
+        Err(PlatformError::Unsupported(_))
+    ));
+    assert_eq!(h.get().calls.len(), calls, "no TDCALL at all");
+}
+
+#[test]
+fn the_l2_never_reaches_the_quote_buffer() {
+    let (h, tdp, mut setup) = started(model());
+    tdp.quote(&[1; 64]).unwrap();
+    // No shared EPT for the L2: it cannot reach any shared GPA.
+    assert_eq!(h.get().vp_fields.get(&field::l2_ctls(1)).copied(), Some(0));
+    // Neither alias of the buffer is granted, accepted again or not.
+    let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
+    h.get().exits.push_back(Exit {
+        reason: 12, // HLT
+        instr_len: 1,
+        writes: vec![
+            (QB.start.0, vec![1; 8]),
+            (QB.start.0 | SHARED_BIT, vec![2; 8]),
+            (5 * MIB, vec![3; 8]),
+        ],
+        ..Default::default()
+    });
+    let mut regs = GuestRegisters::default();
+    serve_once(tdp, &mut setup, &mut svsm, &mut regs);
+    assert_eq!(h.get().l2_violations, [QB.start.0, QB.start.0 | SHARED_BIT]);
+    // Not through the SVSM either: not guest memory, not grantable.
+    let g = setup.memory.as_mut();
+    assert!(!g.is_guest_memory(QB.start.0, 8));
+    assert_eq!(
+        g.pvalidate(QB.start.0, false, true, false),
+        Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+    );
+    let mut m = h.clone();
+    assert!(matches!(
+        mem::grant_l2(&mut m, QB, VmIndex::L2, attr::RWX, L1Memory(&L1)),
+        Err(MemError::L1Memory { .. })
+    ));
+    // Even a module that re-adds the pages with VM 1 access: the L1
+    // revokes it after every quote.
+    h.get().readd_l2_attrs = attr::RWX;
+    h.get().qgs = Qgs::Unavailable;
+    let _ = tdp.quote(&[1; 64]);
+    assert_buffer_private(&h);
 }
 
 // ---------------------------------------------------------------- run loop
@@ -590,45 +830,63 @@ fn remap_ca_moves_where_the_loop_looks_for_call_pending() {
 }
 
 #[test]
-fn l2_attestation_call_gets_a_tdreport_bound_to_its_nonce() {
+fn l2_attestation_call_gets_a_quote_bound_to_its_nonce() {
     let (h, tdp, mut setup) = started(model());
     let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
-    svsm.attest = Some(Box::new(PlatformReports(tdp)));
+    svsm.attest = Some(Box::new(PlatformReports::new(tdp)));
     let (req, nonce, manifest, report) = (
         5 * MIB,
         5 * MIB + 0x1000,
         5 * MIB + 0x2000,
-        5 * MIB + 0x3000,
+        5 * MIB + 0x4000,
     );
-    let mut q = vec![0u8; 0x40];
-    q[0..8].copy_from_slice(&report.to_le_bytes());
-    q[8..12].copy_from_slice(&4096u32.to_le_bytes());
-    q[0x10..0x18].copy_from_slice(&nonce.to_le_bytes());
-    q[0x18..0x1A].copy_from_slice(&32u16.to_le_bytes());
-    q[0x20..0x28].copy_from_slice(&manifest.to_le_bytes());
-    q[0x28..0x2C].copy_from_slice(&4096u32.to_le_bytes());
-    h.get().exits.push_back(tdcall_exit(
-        vec![
-            (gpr::RAX, u64::from(protocol::ATTEST) << 32),
-            (gpr::RCX, req),
-        ],
-        vec![(req, q), (nonce, vec![0x77; 32]), (CAA, vec![1])],
-    ));
+    let request = |report_size: u32| {
+        let mut q = vec![0u8; 0x40];
+        q[0..8].copy_from_slice(&report.to_le_bytes());
+        q[8..12].copy_from_slice(&report_size.to_le_bytes());
+        q[0x10..0x18].copy_from_slice(&nonce.to_le_bytes());
+        q[0x18..0x1A].copy_from_slice(&32u16.to_le_bytes());
+        q[0x20..0x28].copy_from_slice(&manifest.to_le_bytes());
+        q[0x28..0x2C].copy_from_slice(&4096u32.to_le_bytes());
+        tdcall_exit(
+            vec![
+                (gpr::RAX, u64::from(protocol::ATTEST) << 32),
+                (gpr::RCX, req),
+            ],
+            vec![(req, q), (nonce, vec![0x77; 32]), (CAA, vec![1])],
+        )
+    };
+    // Twice with a buffer too small for a quote (the TDREPORT's 1024
+    // bytes), then with one that fits: one quote asked of the host.
     let mut regs = GuestRegisters::default();
-    serve_once(tdp, &mut setup, &mut svsm, &mut regs);
-    assert_eq!(regs.rax, result::SUCCESS);
-    assert_eq!(regs.r8, 1024, "report length");
+    let mut quote_len = 0;
+    for size in [1024, 1024, 16384] {
+        h.get().exits.push_back(request(size));
+        serve_once(tdp, &mut setup, &mut svsm, &mut regs);
+        let expect = if size == 16384 {
+            result::SUCCESS
+        } else {
+            result::INVALID_PARAMETER
+        };
+        assert_eq!(regs.rax, expect, "buffer of {size}");
+        quote_len = regs.r8 as usize;
+        assert_eq!(h.get().quote_requests.len(), 1);
+    }
+    assert_eq!(quote_len, 48 + 584 + 4 + 4000);
     let g = h.get();
     let mut mf = vec![0u8; regs.rcx as usize];
     g.peek(manifest, &mut mf).unwrap();
-    let mut raw = [0u8; 1024];
-    g.peek(report, &mut raw).unwrap();
-    let p = TdReport::parse(&raw).unwrap();
+    let mut q = vec![0u8; quote_len];
+    g.peek(report, &mut q).unwrap();
     let mut hsh = Sha512::new();
     hsh.update([0x77; 32]);
     hsh.update(&mf);
-    assert_eq!(p.report_data.as_slice(), hsh.finalize().as_slice());
-    assert_eq!(p.mrtd, g.mrtd);
+    assert_eq!(&q[48 + 520..48 + 584], hsh.finalize().as_slice());
+    assert_eq!(&q[48 + 136..48 + 184], &g.mrtd);
+    let tdreport: [u8; 1024] = g.quoted_reports[0].clone().try_into().unwrap();
+    assert_eq!(report::check_quote(&q, &tdreport), Ok(()));
+    drop(g);
+    assert_buffer_private(&h);
 }
 
 #[test]
