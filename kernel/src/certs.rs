@@ -82,8 +82,10 @@ pub const OID_RIVET_POLICY: ObjectIdentifier = ObjectIdentifier::new_unwrap(
 /// `format` of an SEV-SNP ATTESTATION_REPORT (also the native platform's
 /// simulated reports, which use that layout).
 pub const FORMAT_SNP: &str = "sev-snp-attestation-report";
-/// `format` of a TDX TDREPORT_STRUCT.
-pub const FORMAT_TDX: &str = "tdx-tdreport";
+/// `format` of a TDX quote (v4/v5) for the SVSM's TDREPORT, as the host's
+/// quoting service returns it (what `Platform::attestation_report` gives on
+/// `tdp`).
+pub const FORMAT_TDX: &str = "tdx-quote";
 
 /// TCG OIDs (EK Credential Profile, TCG OID registry).
 pub mod tcg {

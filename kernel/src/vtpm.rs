@@ -243,15 +243,15 @@ fn provision_certificates(
     let mut entropy = KernelTpmPlatform::new();
     let key = certs::BindingKey::generate(|b| entropy.entropy(b).map_err(|_| CertError::Entropy))
         .map_err(VtpmError::Certificates)?;
-    let mut report = alloc::vec![0u8; 4096];
-    let len = match platform.attestation_report(&key.report_data(), &mut report) {
-        Ok(n) => n,
+    // A report of whatever length the platform makes (a TDX quote is larger
+    // than a page).
+    let report = match platform.attestation_report_vec(&key.report_data()) {
+        Ok(r) => r,
         Err(e) => {
             log::warn!("no platform report for the binding key ({e}): no EK/AK certificates");
             return Ok(false);
         }
     };
-    report.truncate(len);
     let format = match platform.kind() {
         PlatformKind::Tdp => certs::FORMAT_TDX,
         PlatformKind::Native | PlatformKind::Snp => certs::FORMAT_SNP,

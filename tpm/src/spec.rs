@@ -325,7 +325,10 @@ pub const MAX_COMMAND_SIZE: usize = 4096;
 pub const MAX_RESPONSE_SIZE: usize = 4096;
 pub const MAX_DIGEST_BUFFER: usize = 1024;
 pub const MAX_NV_BUFFER_SIZE: usize = 1024;
-pub const MAX_NV_INDEX_SIZE: usize = 2048;
+/// Larger than the reference implementation's 2048: the SVSM's binding
+/// certificate carries the platform report, and on TDX that is a quote with
+/// its certification data (5-8 KiB on hardware).
+pub const MAX_NV_INDEX_SIZE: usize = 16 * 1024;
 pub const MAX_SYM_DATA: usize = 128;
 pub const MAX_CAP_BUFFER: usize = 1024;
 /// sizeof(TPMU_HA): the largest implemented digest (SHA-384).

@@ -7,7 +7,7 @@
 
 use crate::appraisal::{Appraisal, Status};
 use crate::cert::{Cert, parse_certs};
-use crate::evidence::{Evidence, SnpEvidence};
+use crate::evidence::{Evidence, SnpEvidence, TdxEvidence};
 use crate::policy::Policy;
 use crate::tpm;
 use der::Decode;
@@ -22,8 +22,9 @@ pub const OID_PLATFORM_REPORT: &str =
     "1.2.840.113556.1.8000.2554.16646.52969.29910.17819.47254.1778824.8088423.1";
 /// `format` of an SEV-SNP report (and the native platform's simulated ones).
 pub const FORMAT_SNP: &str = "sev-snp-attestation-report";
-/// `format` of a TDX TDREPORT.
-pub const FORMAT_TDX: &str = "tdx-tdreport";
+/// `format` of a TDX quote (v4/v5, as the host's quoting service returns
+/// it for the SVSM's TDREPORT).
+pub const FORMAT_TDX: &str = "tdx-quote";
 /// tcg-kp-EKCertificate.
 pub const KP_EK_CERTIFICATE: &str = "2.23.133.8.1";
 /// tcg-kp-AIKCertificate.
@@ -142,10 +143,16 @@ pub(crate) fn appraise(a: &mut Appraisal, ev: &Evidence, policy: &Policy, now: i
             "certs.binding_report",
             "no report in the binding certificate",
         ),
-        (Ok((format, _)), _) if format == FORMAT_TDX => a.not_run(
-            "certs.binding_report",
-            "a TDREPORT cannot be verified offline (it needs a quote)",
-        ),
+        (Ok((format, report)), _) if format == FORMAT_TDX => match &ev.tdx {
+            Some(tdx) => a.record(
+                "certs.binding_report",
+                check_tdx_quote(report, tdx, policy, now),
+            ),
+            None => a.not_run(
+                "certs.binding_report",
+                "a TDX quote but no TDX platform evidence to check it with",
+            ),
+        },
         (Ok((format, _)), _) if format != FORMAT_SNP => a.fail(
             "certs.binding_report",
             format!("unknown report format '{format}'"),
@@ -161,8 +168,11 @@ pub(crate) fn appraise(a: &mut Appraisal, ev: &Evidence, policy: &Policy, now: i
     }
     match &carried {
         Ok((format, report)) => {
+            let quote_rd = (format == FORMAT_TDX)
+                .then(|| crate::tdx::Quote::parse(report).ok().map(|q| q.report_data))
+                .flatten();
             let rd = if format == FORMAT_TDX {
-                report.get(128..192)
+                quote_rd.as_ref().map(|r| &r[..])
             } else {
                 report.get(0x50..0x90)
             };
@@ -293,6 +303,45 @@ pub(crate) fn appraise(a: &mut Appraisal, ev: &Evidence, policy: &Policy, now: i
 /// or simulated key) and the policy, as the platform report is appraised;
 /// it must also come from the same launch (measurement and report ID equal
 /// the platform report's).
+/// The carried TDX quote, appraised like the platform's quote (signature,
+/// QE binding, PCK chain to the Intel root, policy); it must come from the
+/// same TD (same MRTD).
+fn check_tdx_quote(
+    quote: &[u8],
+    tdx: &TdxEvidence,
+    policy: &Policy,
+    now: i64,
+) -> Result<String, String> {
+    let mut scratch = Appraisal::new("tdx", String::new());
+    let ev = TdxEvidence {
+        quote: quote.to_vec(),
+        ccel: None,
+    };
+    crate::appraise_platform::tdx(&mut scratch, &ev, policy, now);
+    let failed: Vec<String> = scratch
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Contraindicated)
+        .map(|c| format!("{}: {}", c.name, c.reason))
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!(
+            "the carried quote does not verify: {}",
+            failed.join("; ")
+        ));
+    }
+    let (Ok(carried), Ok(platform)) = (
+        crate::tdx::Quote::parse(quote),
+        crate::tdx::Quote::parse(&tdx.quote),
+    ) else {
+        return Err("the quotes do not parse".into());
+    };
+    if carried.mrtd != platform.mrtd {
+        return Err("the carried quote's MRTD differs from the platform quote's".into());
+    }
+    Ok("the carried quote verifies like the platform quote, same MRTD".into())
+}
+
 fn check_snp_report(
     report: &[u8],
     snp: &SnpEvidence,

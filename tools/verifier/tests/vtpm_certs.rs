@@ -11,7 +11,7 @@ use p256::ecdsa::SigningKey;
 use p384::ecdsa::SigningKey as ReportKey;
 use rivet_verifier::simulated::sign_report;
 use rivet_verifier::snp::REPORT_SIZE;
-use rivet_verifier::vtpm_certs::{self, FORMAT_SNP, OID_PLATFORM_REPORT};
+use rivet_verifier::vtpm_certs::{self, FORMAT_SNP, FORMAT_TDX, OID_PLATFORM_REPORT};
 use rivet_verifier::{Evidence, Policy, appraise};
 use serde_json::json;
 use sha2::{Digest, Sha512};
@@ -96,8 +96,12 @@ fn cert(
 }
 
 fn binding_cert(k: &SigningKey, report: &[u8]) -> Vec<u8> {
+    binding_cert_with(k, FORMAT_SNP, report)
+}
+
+fn binding_cert_with(k: &SigningKey, format: &str, report: &[u8]) -> Vec<u8> {
     let value = Carried {
-        format: Utf8StringRef::new(FORMAT_SNP).unwrap(),
+        format: Utf8StringRef::new(format).unwrap(),
         report: OctetStringRef::new(report).unwrap(),
     };
     let ext = Extension {
@@ -348,4 +352,37 @@ fn a_binding_certificate_that_is_not_self_signed_is_rejected() {
     p.binding = cert(&key(1), &key(1), BINDING, vec![]);
     let a = appraise(&bundle(&p), &policy(true));
     assert_fail(&a, "certs.binding", "carries no report extension");
+}
+
+/// A binding certificate carrying a TDX quote (format `tdx-quote`, what the
+/// `tdp` platform makes): the carried quote is appraised like the platform's
+/// (signature, QE binding, PCK chain to the Intel root) and must be from the
+/// same TD. The real quote from ../shared/testdata verifies but cannot bind
+/// this test's key, so the binding check fails for that reason alone; a
+/// flipped bit in its body fails the quote check.
+#[test]
+fn a_carried_tdx_quote_is_appraised_like_the_platform_quote() {
+    const GCP: &[u8] = include_bytes!("data/tdx/gcp_cos113_quote_v4.dat");
+    let b = key(1);
+    let tdx_bundle = |carried: &[u8]| {
+        evidence(json!({
+            "tdx": { "quote": hexs(GCP) },
+            "nonce": hexs(b"nonce"),
+            "binding_cert": hexs(&binding_cert_with(&b, FORMAT_TDX, carried)),
+        }))
+    };
+    let p = policy_at("2026-01-01T00:00:00Z");
+    let a = appraise(&tdx_bundle(GCP), &p);
+    assert_pass(&a, "certs.binding");
+    assert_pass(&a, "certs.binding_report");
+    assert_fail(
+        &a,
+        "certs.binding_report_data",
+        "does not bind the binding certificate's key",
+    );
+
+    let mut flipped = GCP.to_vec();
+    flipped[48 + 136] ^= 1; // MRTD, inside the signed body
+    let a = appraise(&tdx_bundle(&flipped), &p);
+    assert_fail(&a, "certs.binding_report", "does not verify");
 }

@@ -287,7 +287,7 @@ fn properties(cx: &Ctx) -> Vec<(u32, u32)> {
         (pt::PCR_SELECT_MIN, 3),
         (pt::CONTEXT_GAP_MAX, crate::session::CONTEXT_GAP_MAX as u32),
         (pt::NV_COUNTERS_MAX, 0),
-        (pt::NV_INDEX_MAX, 2048),
+        (pt::NV_INDEX_MAX, crate::spec::MAX_NV_INDEX_SIZE as u32),
         (pt::MEMORY, 0x6),
         (
             pt::CLOCK_UPDATE,

@@ -634,7 +634,8 @@ mod tests {
             0
         );
         // Too big, auth longer than the name digest, bad handle range.
-        assert_eq!(define(&mut tpm, OWNER, IDX, RW, 2049, b""), 0x2D5);
+        let too_big = u16::try_from(crate::spec::MAX_NV_INDEX_SIZE + 1).unwrap();
+        assert_eq!(define(&mut tpm, OWNER, IDX, RW, too_big, b""), 0x2D5);
         assert_eq!(define(&mut tpm, OWNER, IDX, RW, 8, &[1; 33]), 0x1D5);
         assert_eq!(define(&mut tpm, OWNER, 0x0250_0000, RW, 8, b""), 0x2C4);
         // Wrong owner password (owner is DA exempt).
