@@ -49,7 +49,8 @@ pub struct LaunchInfo {
     pub version: u32,
     /// One of [`platform`]. 0x0c.
     pub platform: u32,
-    /// The SVSM's own memory: the kernel image and the launch pages. 0x10.
+    /// The SVSM's own memory, one range from the kernel's first page: the
+    /// image, the launch pages, then its heap/frame memory. 0x10.
     pub svsm_base: u64,
     /// Its size in bytes. 0x18.
     pub svsm_size: u64,

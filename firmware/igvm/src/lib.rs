@@ -7,7 +7,7 @@
 //! space (see `README.md` for the formats the kernel reads):
 //!
 //! ```text
-//! kernel PT_LOAD pages      at their p_paddr (1 MiB up)
+//! kernel PT_LOAD pages      at their p_paddr (128 MiB up, kernel/kernel.ld)
 //! launch pages              right after the kernel image, in this order:
 //!   launch info             measured; EBX at the kernel entry points here
 //!   SNP: VMPL0 VMSA page    the SVSM's initial state
@@ -17,6 +17,8 @@
 //!   parameters              vCPU count (unmeasured, written by the loader)
 //!   memory map              IGVM memory map (unmeasured, written by the loader)
 //!   TDP: reset-page copy    the firmware's own last page
+//! SVSM memory               up to kernel start + svsm_size, no directive
+//!                           (validated / accepted by the kernel itself)
 //! SNP: OVMF metadata ranges zero pages (SEC_MEM, secrets, CPUID, CAA, hashes)
 //! guest firmware            ending at 4 GiB (TDP: last page = reset stub)
 //! ```

@@ -14,8 +14,7 @@ use crate::{console, fatal};
 #[cfg(not(feature = "ktest"))]
 pub const READY_LINE: &str = "rivet: ready";
 
-/// Heap size: enough for the TPM engine's RSA work and its state.
-const HEAP_SIZE: u64 = 32 * 1024 * 1024;
+use super::{HEAP_SIZE, IGVM_SVSM_MEMORY_NEEDED};
 
 /// Memory reachable through the boot page tables (identity, low 4 GiB).
 struct BootMemory;
@@ -360,7 +359,7 @@ fn init_memory(boot_info: &BootInfo) {
 /// guest firmware and the image, with the C-bit on SNP, and the SNP shared
 /// window with it clear.
 fn init_memory_igvm(boot_info: &BootInfo, info: &LaunchInfo, free: PhysRange) {
-    let needed = HEAP_SIZE + (8 << 20);
+    let needed = IGVM_SVSM_MEMORY_NEEDED;
     if free.len() < needed {
         fatal!(
             "only {} KiB of SVSM memory beyond the launch pages, {} KiB needed (rivet-igvm --svsm-size)",

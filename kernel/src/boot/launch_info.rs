@@ -156,7 +156,8 @@ pub struct LaunchInfo {
     pub address: u64,
     /// The platform the image was built for.
     pub platform: LaunchPlatform,
-    /// The SVSM's own memory (kernel image and launch pages).
+    /// The SVSM's own memory, one range: kernel image, launch pages, then
+    /// the memory its heap and frames come from (`--svsm-size`).
     pub svsm: PhysRange,
     /// The kernel image.
     pub kernel: PhysRange,
