@@ -9,6 +9,9 @@
 //! matching directive, the firmware and its regions are named and outside
 //! the SVSM, nothing overlaps, and the guest context passes the kernel's
 //! VMSA check. The TDP image is checked the same way through its reset stub.
+//! Then the kernel's SNP core (`SnpCore`, over a small host model of memory,
+//! RMP and hypervisor) starts the guest from that parsed launch info, as
+//! `Snp::start_guest` does at boot.
 //! No QEMU run: one kernel build (shared with the other tests), then
 //! milliseconds.
 
@@ -427,4 +430,295 @@ fn tdp_image_and_kernel_agree() {
     let copy = info.firmware_reset_page_copy.expect("reset-page copy");
     assert_eq!(pages.page(copy).1, fw[fw.len() - PAGE_SIZE as usize..]);
     assert!(!info.firmware.unwrap().overlaps(&info.svsm));
+}
+
+mod host_model {
+    //! A small host-side stand-in for the hardware under the kernel's SNP
+    //! core: guest memory loaded from the IGVM file's page directives (plus
+    //! what the PSP writes: secrets, CPUID), an RMP that records validation
+    //! and per-VMPL permissions, and a hypervisor that answers the GHCB MSR
+    //! protocol and SNP_AP_CREATION.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use rivet_kernel::platform::snp::ghcb::{
+        GhcbPage, Hypervisor, exit_code, msr_info, offset as ghcb_offset,
+    };
+    use rivet_kernel::platform::snp::rmp::{Rmp, RmpAttrs, rc};
+    use rivet_kernel::platform::snp::svsm::{Memory, Unreachable};
+
+    const PAGE: u64 = 4096;
+
+    #[derive(Default)]
+    pub struct Host {
+        /// Guest memory: page address → contents (absent pages read zero
+        /// if below `ram_end`, else are unreachable).
+        pub mem: BTreeMap<u64, Vec<u8>>,
+        pub ram_end: u64,
+        /// Pages whose RMP entry is validated.
+        pub validated: BTreeSet<u64>,
+        /// (page, VMPL) → permissions granted by RMPADJUST.
+        pub perms: BTreeMap<(u64, u8), u8>,
+        /// Pages made VMSAs (with their VMPL).
+        pub vmsas: BTreeMap<u64, u8>,
+        /// SNP_AP_CREATION events: (EXITINFO1, EXITINFO2 = VMSA, RAX).
+        pub ap_creations: Vec<(u64, u64, u64)>,
+        pub msr: u64,
+        pub ghcb_gpa: Option<u64>,
+    }
+
+    impl Host {
+        fn reachable(&self, gpa: u64, len: usize) -> bool {
+            gpa.checked_add(len as u64)
+                .is_some_and(|e| e <= self.ram_end)
+                || self.mem.contains_key(&(gpa & !(PAGE - 1)))
+        }
+    }
+
+    impl Memory for Host {
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Unreachable> {
+            if !self.reachable(gpa, buf.len()) {
+                return Err(Unreachable(gpa));
+            }
+            for (i, b) in buf.iter_mut().enumerate() {
+                let a = gpa + i as u64;
+                *b = self
+                    .mem
+                    .get(&(a & !(PAGE - 1)))
+                    .and_then(|p| p.get((a % PAGE) as usize).copied())
+                    .unwrap_or(0);
+            }
+            Ok(())
+        }
+        fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), Unreachable> {
+            if !self.reachable(gpa, data.len()) {
+                return Err(Unreachable(gpa));
+            }
+            for (i, b) in data.iter().enumerate() {
+                let a = gpa + i as u64;
+                let page = self.mem.entry(a & !(PAGE - 1)).or_default();
+                page.resize(PAGE as usize, 0);
+                page[(a % PAGE) as usize] = *b;
+            }
+            Ok(())
+        }
+        fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Unreachable> {
+            self.read(gpa, buf)
+        }
+        fn write_shared(&mut self, gpa: u64, data: &[u8]) -> Result<(), Unreachable> {
+            self.write(gpa, data)
+        }
+    }
+
+    impl Rmp for Host {
+        fn pvalidate(&mut self, gpa: u64, huge: bool, validate: bool) -> (u32, bool) {
+            assert!(!huge);
+            let changed = if validate {
+                self.validated.insert(gpa)
+            } else {
+                self.validated.remove(&gpa)
+            };
+            (rc::SUCCESS, !changed)
+        }
+        fn rmpadjust(&mut self, gpa: u64, huge: bool, attrs: RmpAttrs) -> u32 {
+            if huge {
+                return rc::FAIL_SIZEMISMATCH;
+            }
+            if !self.validated.contains(&gpa) {
+                return rc::FAIL_PERMISSION;
+            }
+            self.perms.insert((gpa, attrs.vmpl), attrs.perms);
+            if attrs.vmsa {
+                self.vmsas.insert(gpa, attrs.vmpl);
+            } else {
+                self.vmsas.remove(&gpa);
+            }
+            rc::SUCCESS
+        }
+    }
+
+    impl Hypervisor for Host {
+        fn read_msr(&mut self) -> u64 {
+            self.msr
+        }
+        fn write_msr(&mut self, value: u64) {
+            self.msr = value;
+        }
+        fn vmgexit(&mut self, ghcb: &mut GhcbPage) {
+            let req = self.msr;
+            match req & 0xfff {
+                msr_info::REGISTER_REQUEST => {
+                    self.ghcb_gpa = Some(req & !0xfff);
+                    self.msr = (req & !0xfff) | msr_info::REGISTER_RESPONSE;
+                }
+                msr_info::SEV_INFO_REQUEST => {
+                    self.msr = (2 << 48) | (2 << 32) | (51 << 24) | msr_info::SEV_INFO_RESPONSE;
+                }
+                0 if Some(req) == self.ghcb_gpa => {
+                    let code = ghcb.get(ghcb_offset::SW_EXITCODE);
+                    assert_eq!(code, exit_code::SNP_AP_CREATION, "unexpected NAE event");
+                    self.ap_creations.push((
+                        ghcb.get(ghcb_offset::SW_EXITINFO1),
+                        ghcb.get(ghcb_offset::SW_EXITINFO2),
+                        ghcb.get(ghcb_offset::RAX),
+                    ));
+                    ghcb.set(ghcb_offset::SW_EXITINFO1, 0);
+                }
+                other => panic!("unexpected GHCB MSR request {other:#x}"),
+            }
+        }
+    }
+}
+
+/// The kernel's SNP core, started from the launch info the builder wrote:
+/// memory holds the IGVM file's pages (the secrets and CPUID pages as the
+/// PSP would fill them), the firmware's pages are validated as the launch
+/// does, and `SnpCore::start_guest` must hand the guest a secrets page
+/// naming exactly the SVSM range, the CPUID page where the firmware looks,
+/// VMPL2 access to the firmware and its regions only, and a boot VMSA made
+/// from the guest context.
+#[test]
+fn snp_core_starts_the_guest_from_the_image() {
+    use rivet_kernel::platform::snp::ghcb::GhcbPage;
+    use rivet_kernel::platform::snp::secrets::{SECRETS_PAGE_SIZE, SvsmFields, offset as so};
+    use rivet_kernel::platform::snp::svsm::SnpCore;
+    use rivet_kernel::platform::snp::vc::CpuidTable;
+    use rivet_kernel::platform::snp::vmsa::{EFER_SVME, offset as vo};
+
+    let (image, _fw) = snp_image();
+    let (file, pages) = read_back(&image.bytes);
+    let rbx = file
+        .directives()
+        .iter()
+        .find_map(|d| match d {
+            IgvmDirectiveHeader::SnpVpContext { vmsa, .. } => Some(vmsa.rbx),
+            _ => None,
+        })
+        .expect("SVSM VP context");
+    let info = pages.launch_info(rbx);
+
+    let mut host = host_model::Host {
+        ram_end: 0x8000_0000,
+        ..Default::default()
+    };
+    // The launch: every page in the file is loaded and validated.
+    for (gpa, (_, data)) in &pages.0 {
+        let mut p = data.clone();
+        p.resize(PAGE_SIZE as usize, 0);
+        host.mem.insert(*gpa, p);
+        host.validated.insert(*gpa);
+    }
+    // What the PSP writes: secrets (version 3, four VMPCKs) and a CPUID
+    // page with Fn8000_001F (C-bit 51).
+    let secrets_gpa = info.secrets.unwrap();
+    let mut secrets = vec![0u8; SECRETS_PAGE_SIZE];
+    secrets[0..4].copy_from_slice(&3u32.to_le_bytes());
+    for (i, b) in secrets[so::VMPCK0..so::VMPCK0 + 4 * 32]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = 0x40 + (i / 32) as u8;
+    }
+    host.mem.insert(secrets_gpa, secrets);
+    let mut cpuid = [0u8; 4096];
+    cpuid[0..4].copy_from_slice(&1u32.to_le_bytes());
+    cpuid[16..20].copy_from_slice(&0x8000_001fu32.to_le_bytes());
+    cpuid[16 + 28..16 + 32].copy_from_slice(&51u32.to_le_bytes()); // EBX
+    host.mem.insert(info.cpuid.unwrap(), cpuid.to_vec());
+    let table = CpuidTable::parse(&cpuid).expect("CPUID page");
+    // The SVSM memory beyond the launch pages is validated by the kernel
+    // (validate_early); the GHCB and the VMSA page come from there.
+    let free_start = info.launch_pages.end.0;
+    let mut p = free_start;
+    while p < info.svsm.end.0 {
+        host.validated.insert(p);
+        p += PAGE_SIZE;
+    }
+    let ghcb_gpa = free_start;
+    let vmsa_page = free_start + PAGE_SIZE;
+    assert!(!vmsa_page.is_multiple_of(2 << 20));
+
+    let ghcb: &'static mut GhcbPage = Box::leak(Box::default());
+    let ram = [range(0, 0x8000_0000)];
+    let mut core = SnpCore::new(
+        host,
+        ghcb,
+        table,
+        info.guest_vmpl,
+        info.svsm,
+        guest_ram(ram.iter().copied(), info.svsm),
+    );
+    core.register_ghcb(ghcb_gpa).expect("GHCB registered");
+    let vmpck0 = core.take_vmpck0(secrets_gpa).expect("VMPCK0 taken");
+    assert_eq!(vmpck0.bytes(), &[0x40; 32]);
+    let caa = core
+        .start_guest(&info, vmsa_page)
+        .unwrap_or_else(|e| panic!("start_guest from the image's launch info: {e:?}"));
+
+    let caa_region = info.firmware_region(RegionKind::SvsmCaa).unwrap().range;
+    assert_eq!(caa, caa_region.start.0, "the firmware's own Calling Area");
+    let (host, _) = core.ghcb_mut();
+    // The guest's secrets page, in the firmware's SECRETS region.
+    let guest_secrets = info
+        .firmware_region(RegionKind::Secrets)
+        .unwrap()
+        .range
+        .start
+        .0;
+    let page: [u8; SECRETS_PAGE_SIZE] = host.mem[&guest_secrets].clone().try_into().unwrap();
+    let fields = SvsmFields::read_from(&page);
+    assert_eq!(
+        (fields.base, fields.size, fields.caa, fields.guest_vmpl),
+        (info.svsm.start.0, info.svsm.len(), caa, 2),
+        "the guest learns exactly the SVSM range"
+    );
+    assert!(
+        page[so::VMPCK0..so::VMPCK0 + 64].iter().all(|b| *b == 0),
+        "VMPCK0/1 wiped for a VMPL2 guest"
+    );
+    assert_eq!(&page[so::VMPCK0 + 64..so::VMPCK0 + 96], &[0x42; 32]);
+    // The CPUID page where the firmware looks.
+    let cpuid_region = info
+        .firmware_region(RegionKind::Cpuid)
+        .unwrap()
+        .range
+        .start
+        .0;
+    assert_eq!(host.mem[&cpuid_region], cpuid.to_vec());
+    // VMPL2 access: the firmware and its regions, never SVSM memory.
+    let firmware = info.firmware.unwrap();
+    for (&(gpa, vmpl), &perm) in &host.perms {
+        let page = range(gpa, PAGE_SIZE);
+        if host.vmsas.contains_key(&gpa) {
+            continue;
+        }
+        assert_eq!(vmpl, 2);
+        assert_ne!(perm, 0);
+        assert!(
+            !page.overlaps(&info.svsm),
+            "SVSM page {gpa:#x} granted to VMPL2"
+        );
+        assert!(
+            page.overlaps(&firmware) || info.firmware_regions().any(|r| r.range.overlaps(&page)),
+            "page {gpa:#x} granted but neither firmware nor a region"
+        );
+    }
+    let granted = host.perms.len() as u64;
+    let expect =
+        (firmware.len() + info.firmware_regions().map(|r| r.range.len()).sum::<u64>()) / PAGE_SIZE;
+    assert_eq!(granted, expect + 1, "firmware + regions + the VMSA page");
+    // The boot VMSA: the guest context, made a VMPL2 VMSA, not yet
+    // runnable, announced to the hypervisor.
+    assert_eq!(host.vmsas.get(&vmsa_page), Some(&2));
+    let v = &host.mem[&vmsa_page];
+    assert_eq!(v[vo::VMPL], 2);
+    let efer = u64::from_le_bytes(v[vo::EFER..vo::EFER + 8].try_into().unwrap());
+    assert_eq!(efer & EFER_SVME, 0);
+    assert_eq!(host.ap_creations.len(), 1);
+    assert_eq!(host.ap_creations[0].1, vmsa_page);
+    assert_eq!((host.ap_creations[0].0 >> 16) & 0xf, 2, "for VMPL2");
+    // The protocol side: SVSM memory is never guest memory.
+    assert!(!core.is_guest_memory(info.svsm.start.0, PAGE_SIZE));
+    assert!(!core.is_guest_memory(info.svsm.end.0 - PAGE_SIZE, PAGE_SIZE));
+    assert!(core.is_guest_memory(caa, PAGE_SIZE));
 }
