@@ -7,7 +7,10 @@
 //!   returns [`GuestExit::SvsmCall`]; the request loop (`requests.rs`) runs
 //!   the same dispatcher as on every platform.
 //! - Any other L2 TDCALL is the L2 asking the TDX module for something. Only
-//!   TDG.VP.VMCALL (port I/O, CPUID, HLT) and TDG.VP.INFO are served; every
+//!   TDG.VP.VMCALL and TDG.VP.INFO are served. Port I/O, CPUID and HLT are
+//!   handled here; MMIO, MSRs and MapGPA go to the host after the checks of
+//!   `forward.rs`; GetQuote, ReportFatalError, SetupEventNotifyInterrupt
+//!   and unknown sub-functions are refused (R10 = INVALID_OPERAND). Every
 //!   other leaf — TDG.MR.REPORT (a report with the L2's own REPORTDATA would
 //!   carry the L1's measurements), TDG.MR.RTMR.EXTEND, TDG.VM.RD/WR,
 //!   TDG.VP.RD/WR, TDG.VP.ENTER, the SERVTD and SYS leaves and the rest — is
@@ -17,6 +20,7 @@
 //!   #UD; HLT and triple fault end the run; anything else (EPT violations:
 //!   MMIO or a touch of L1 memory) is an unhandled exit.
 
+use super::forward::{self, L2Bounds};
 use super::tdcall::{
     self, L2ExitInfo, TdxError, TdxModule, VmIndex, VpEnterOutcome, exit_reason, field, leaf,
     vmcall,
@@ -268,6 +272,15 @@ pub struct LoopStats {
     pub gp_injected: u64,
     /// #UD injected (VMCALL).
     pub ud_injected: u64,
+    /// L2 MMIO requests forwarded to the host.
+    pub mmio_forwarded: u64,
+    /// L2 RDMSR/WRMSR requests forwarded to the host.
+    pub msr_forwarded: u64,
+    /// L2 MapGPA requests forwarded to the host.
+    pub map_gpa_forwarded: u64,
+    /// Forwarded requests the host (or the module) answered with an error,
+    /// and MapGPAs to private whose pages could not be accepted again.
+    pub host_errors: u64,
 }
 
 /// The completion status an L2 gets for a TDCALL the L1 refuses:
@@ -278,11 +291,13 @@ pub const REFUSED: u64 = (tdcall::status::OPERAND_INVALID as u64) << 32;
 /// is treated as a broken module.
 pub const MAX_RESUMES_IN_A_ROW: u32 = 1 << 20;
 
-/// Runs the L2 until it needs the SVSM or stops.
+/// Runs the L2 until it needs the SVSM or stops; `bounds` says what the
+/// L2's forwarded requests may name.
 pub fn run(
     m: &mut dyn TdxModule,
     v: &mut L2Vcpu,
     stats: &mut LoopStats,
+    bounds: &mut L2Bounds<'_>,
 ) -> Result<GuestExit, TdxError> {
     let mut resumes = 0u32;
     loop {
@@ -305,7 +320,7 @@ pub fn run(
         m.read(v.state_gpa, &mut buf)
             .map_err(|_| TdxError::BadArgument("L2 state buffer is not TD memory"))?;
         v.state = L2State::from_bytes(&buf);
-        if let Some(exit) = handle_exit(m, v, &info, stats)? {
+        if let Some(exit) = handle_exit(m, v, &info, stats, bounds)? {
             return Ok(exit);
         }
     }
@@ -327,6 +342,7 @@ fn handle_exit(
     v: &mut L2Vcpu,
     info: &L2ExitInfo,
     stats: &mut LoopStats,
+    bounds: &mut L2Bounds<'_>,
 ) -> Result<Option<GuestExit>, TdxError> {
     match info.basic() {
         exit_reason::TDCALL if info.cpl != 0 => {
@@ -338,10 +354,10 @@ fn handle_exit(
         }
         exit_reason::TDCALL => {
             step_over(v, info)?;
-            if call_pending(m, v.caa) {
+            if bounds.private_l2(v.caa, 8) && call_pending(m, v.caa) {
                 return Ok(Some(GuestExit::SvsmCall));
             }
-            l2_tdcall(m, v, stats)
+            l2_tdcall(m, v, stats, bounds)
         }
         exit_reason::IO => {
             let q = info.qualification;
@@ -397,7 +413,8 @@ fn unhandled(info: &L2ExitInfo) -> GuestExit {
 }
 
 /// Whether the L2 set call_pending (bit 0 of the Calling Area's byte 0).
-/// An unreadable Calling Area counts as no call.
+/// An unreadable Calling Area counts as no call; so does one the L2 made
+/// shared (the caller checks, the L1 never reads it privately then).
 fn call_pending(m: &mut dyn TdxModule, caa: u64) -> bool {
     let mut b = [0u8; 1];
     m.read(caa, &mut b).is_ok() && b[0] & 1 != 0
@@ -408,6 +425,7 @@ fn l2_tdcall(
     m: &mut dyn TdxModule,
     v: &mut L2Vcpu,
     stats: &mut LoopStats,
+    bounds: &mut L2Bounds<'_>,
 ) -> Result<Option<GuestExit>, TdxError> {
     let rax = v.state.gprs[gpr::RAX];
     // Leaf in bits 15:0, version in 23:16; anything above is reserved.
@@ -417,7 +435,7 @@ fn l2_tdcall(
         u64::MAX
     };
     match leaf {
-        leaf::VP_VMCALL => l2_vmcall(m, v, stats),
+        leaf::VP_VMCALL => l2_vmcall(m, v, stats, bounds),
         leaf::VP_INFO => {
             // Read-only facts about the TD; nothing of the L1's.
             let mut a = tdcall::TdcallArgs {
@@ -452,6 +470,7 @@ fn l2_vmcall(
     m: &mut dyn TdxModule,
     v: &mut L2Vcpu,
     stats: &mut LoopStats,
+    bounds: &mut L2Bounds<'_>,
 ) -> Result<Option<GuestExit>, TdxError> {
     let g = v.state.gprs;
     // The TDCALL itself succeeds; the sub-function's result goes in R10.
@@ -493,12 +512,44 @@ fn l2_vmcall(
             Ok(None)
         }
         vmcall::HLT => {
+            // Not forwarded: nothing can wake the L2 yet (the L1 delivers
+            // it no interrupts), so a forwarded HLT would park the L1's
+            // vCPU in the host — no SVSM calls served meanwhile — until an
+            // interrupt meant for the L1 arrives, and the L2 would resume
+            // into the same wait. The guest halted: the request loop ends.
             v.state.gprs[gpr::R10] = vmcall::SUCCESS;
             Ok(Some(GuestExit::Halt))
         }
+        vmcall::MMIO => {
+            forward::mmio(m, &mut v.state.gprs, bounds, stats);
+            Ok(None)
+        }
+        vmcall::RDMSR | vmcall::WRMSR => {
+            let write = g[gpr::R11] == vmcall::WRMSR;
+            forward::msr(m, &mut v.state.gprs, write, stats);
+            Ok(None)
+        }
+        vmcall::MAP_GPA => {
+            forward::map_gpa(m, &mut v.state.gprs, bounds, stats);
+            Ok(None)
+        }
+        vmcall::GET_QUOTE => {
+            // The L2's evidence comes from the SVSM attestation protocol,
+            // which binds it to the vTPM (the SVSM's REPORTDATA covers the
+            // nonce and the vTPM manifest). A quote made at the L2's
+            // request would carry the L1's measurements under REPORTDATA
+            // the L2 chose, and use the L1's quoting service.
+            log::warn!("L2 GetQuote refused: use the SVSM attestation protocol");
+            stats.refused_vmcalls += 1;
+            v.state.gprs[gpr::R10] = vmcall::INVALID_OPERAND;
+            Ok(None)
+        }
         other => {
-            // MSRs, MMIO, MapGPA, GetQuote, ReportFatalError, event
-            // notification, vendor calls: not served to the L2.
+            // ReportFatalError (the TD's fatal error is the L1's to report:
+            // the host would tear down the whole TD, the SVSM and its vTPM
+            // included), SetupEventNotifyInterrupt (it would point the
+            // host's notification at the L1's APIC), GetTdVmcallInfo,
+            // vendor calls, anything unknown: not served to the L2.
             log::warn!("L2 TDG.VP.VMCALL sub-function {other:#x} refused");
             stats.refused_vmcalls += 1;
             v.state.gprs[gpr::R10] = vmcall::INVALID_OPERAND;

@@ -5,6 +5,8 @@
 //! (TDG.VP.VMCALL<MapGPA>).
 
 use super::tdcall::{self, Accepted, PageSize, TdxError, TdxModule, VmIndex, attr};
+use alloc::vec::Vec;
+
 use crate::mm::{LARGE_PAGE_SIZE, PAGE_SIZE, PhysAddr, PhysRange};
 
 /// How often a TDCALL answered TDX_OPERAND_BUSY is tried again before the
@@ -270,6 +272,80 @@ pub fn convert(
         accept_range(m, range)?;
     }
     Ok(())
+}
+
+/// A set of pages kept as sorted, disjoint, non-adjacent ranges: the L2
+/// pages the L2 converted to shared, which the L1 must never touch through
+/// their private alias (on hardware that is an EPT-violation #VE in the L1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageSet {
+    ranges: Vec<PhysRange>,
+}
+
+impl PageSet {
+    /// The ranges, in order.
+    pub fn ranges(&self) -> &[PhysRange] {
+        &self.ranges
+    }
+
+    /// How many disjoint ranges the set holds.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Whether any byte of `[gpa, gpa + len)` is in the set (a range that
+    /// wraps counts as overlapping).
+    pub fn overlaps(&self, gpa: u64, len: u64) -> bool {
+        let Some(end) = gpa.checked_add(len.max(1)) else {
+            return true;
+        };
+        self.ranges.iter().any(|r| r.start.0 < end && gpa < r.end.0)
+    }
+
+    /// Adds `range` (merged with its neighbours).
+    pub fn insert(&mut self, range: PhysRange) {
+        if range.is_empty() {
+            return;
+        }
+        let (mut start, mut end) = (range.start.0, range.end.0);
+        self.ranges.retain(|r| {
+            let touches = r.start.0 <= end && start <= r.end.0;
+            if touches {
+                start = start.min(r.start.0);
+                end = end.max(r.end.0);
+            }
+            !touches
+        });
+        let at = self.ranges.partition_point(|r| r.start.0 < start);
+        self.ranges
+            .insert(at, PhysRange::new(PhysAddr(start), PhysAddr(end)));
+    }
+
+    /// Takes `range` out (splitting a range it falls inside).
+    pub fn remove(&mut self, range: PhysRange) {
+        if range.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.ranges.len() + 1);
+        for r in &self.ranges {
+            if !r.overlaps(&range) {
+                out.push(*r);
+                continue;
+            }
+            if r.start.0 < range.start.0 {
+                out.push(PhysRange::new(r.start, range.start));
+            }
+            if range.end.0 < r.end.0 {
+                out.push(PhysRange::new(range.end, r.end));
+            }
+        }
+        self.ranges = out;
+    }
 }
 
 /// `range` minus every range in `holes`, written into `out`; returns how

@@ -15,6 +15,9 @@
 //! - `l2`: the L2's reset state, its VMCS setup, and the run loop that sends
 //!   SVSM calls (an L2 TDCALL with call_pending set) to the common request
 //!   loop and refuses the L2 every TDCALL that would touch the L1's evidence.
+//! - `forward`: the L2's TDG.VP.VMCALLs for MMIO, MSRs and MapGPA, checked
+//!   and passed to the host; the L2 pages it made shared, which the L1
+//!   then never touches privately.
 //! - [`Tdp`]: the [`Platform`] built on them.
 //!
 //! Attestation: the report the SVSM attestation protocol serves on tdp is a
@@ -37,6 +40,7 @@
 //! Nothing here has run on TDX hardware: every part is tested against the
 //! software model in `model.rs` only.
 
+pub mod forward;
 pub mod l2;
 pub mod mem;
 pub mod report;
@@ -60,7 +64,7 @@ use crate::boot::pvh::BootInfo;
 use crate::mm::{PAGE_SIZE, PhysAddr, PhysRange};
 use crate::protocols::{Guest, SvsmError, result};
 use l2::{L2Vcpu, LoopStats, gpr};
-use mem::{L1Memory, MemError};
+use mem::{L1Memory, MemError, PageSet};
 use tdcall::{PageSize, TdxError, TdxModule, VmIndex, VpInfo, attr};
 
 /// The legacy COM1 port the console writes to (through the host).
@@ -161,6 +165,9 @@ struct Inner<M> {
     /// The GetQuote buffer could not be made private again: it is never
     /// used again (no more quotes).
     quote_buffer_lost: bool,
+    /// L2 pages the L2 converted to shared (MapGPA): the L1 never reads or
+    /// writes them through their private alias.
+    l2_shared: PageSet,
 }
 
 /// The TDX-partitioning platform over the module `M`.
@@ -314,6 +321,7 @@ impl<M: TdxModule> Tdp<M> {
                 stats: LoopStats::default(),
                 remap: None,
                 quote_buffer_lost: false,
+                l2_shared: PageSet::default(),
             })),
             console: Mutex::new(console),
             layout: Arc::new(layout),
@@ -341,6 +349,11 @@ impl<M: TdxModule> Tdp<M> {
     /// The run loop's counters.
     pub fn loop_stats(&self) -> LoopStats {
         self.inner.lock().stats
+    }
+
+    /// The L2 pages the L2 converted to shared.
+    pub fn l2_shared(&self) -> Vec<PhysRange> {
+        self.inner.lock().l2_shared.ranges().to_vec()
     }
 
     /// A fresh TDREPORT carrying `report_data` (for the SVSM itself: the
@@ -440,8 +453,9 @@ struct TdGuest<M: TdxModule> {
 }
 
 impl<M: TdxModule> Guest for TdGuest<M> {
+    /// L2 memory the L2 has not converted to shared.
     fn is_guest_memory(&self, gpa: u64, len: u64) -> bool {
-        self.layout.in_l2(gpa, len)
+        self.layout.in_l2(gpa, len) && !self.inner.lock().l2_shared.overlaps(gpa, len)
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), SvsmError> {
@@ -550,6 +564,7 @@ impl<M: TdxModule> Platform for Tdp<M> {
             vcpu,
             stats,
             remap,
+            l2_shared,
             ..
         } = &mut *g;
         let v = vcpu
@@ -561,6 +576,7 @@ impl<M: TdxModule> Platform for Tdp<M> {
         if let Some(new_caa) = remap.take()
             && regs.rax == result::SUCCESS
             && self.layout.in_l2(new_caa, 8)
+            && !l2_shared.overlaps(new_caa, 8)
         {
             v.caa = new_caa;
         }
@@ -570,7 +586,13 @@ impl<M: TdxModule> Platform for Tdp<M> {
         r[gpr::RDX] = regs.rdx;
         r[gpr::R8] = regs.r8;
         r[gpr::R9] = regs.r9;
-        let exit = l2::run(m, v, stats).map_err(|e| tdx_err("L2 run loop", e))?;
+        let mut bounds = forward::L2Bounds {
+            l1: &self.layout.l1,
+            l2: &self.layout.l2,
+            shared_bit: self.info.shared_bit(),
+            shared: l2_shared,
+        };
+        let exit = l2::run(m, v, stats, &mut bounds).map_err(|e| tdx_err("L2 run loop", e))?;
         let r = &v.state.gprs;
         if exit == GuestExit::SvsmCall && r[gpr::RAX] == 0 {
             // Core protocol (0), call 0: SVSM_CORE_REMAP_CA to RCX.

@@ -22,6 +22,12 @@
 //! ([`Qgs`]): a v4 quote of the TDREPORT it was given (if the model's MAC
 //! over it is right), no quoting service, an error status, IN_FLIGHT for a
 //! number of looks, RETRY, or raw bytes of a hostile host's choosing.
+//!
+//! The host also answers the L2 requests the L1 forwards: it records every
+//! TDG.VP.VMCALL it receives (`host_vmcalls`), emulates MMIO (records it,
+//! reads return `mmio_value` unmasked) and the MSRs in `msrs`, can convert
+//! only part of a MapGPA and answer RETRY, and can be told to fail the next
+//! call of a sub-function with a chosen R10 and garbage in R11.
 
 use std::boxed::Box;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -165,6 +171,19 @@ pub struct Model {
     pub refuse_private: bool,
     /// VM 1's attributes of a page accepted after it came back private.
     pub readd_l2_attrs: u16,
+    /// Every TDG.VP.VMCALL the host received: R11..R15.
+    pub host_vmcalls: Vec<[u64; 5]>,
+    /// Forced answers: the next VMCALL of this sub-function gets this R10
+    /// (and garbage in R11) and does nothing.
+    pub vmcall_errors: VecDeque<(u64, u64)>,
+    /// MMIO the host emulated: (GPA, size, write, value).
+    pub mmio: Vec<(u64, u64, bool, u64)>,
+    /// What an MMIO read returns in R11 (all 64 bits).
+    pub mmio_value: u64,
+    /// The MSRs the host emulates for the TD (RDMSR of another one fails).
+    pub msrs: BTreeMap<u32, u64>,
+    /// MapGPA converts at most this many pages per call, then answers RETRY.
+    pub map_gpa_max_pages: Option<u64>,
 }
 
 /// The TD's ranges in the tests.
@@ -210,6 +229,12 @@ impl Model {
             dirty_shares: Vec::new(),
             refuse_private: false,
             readd_l2_attrs: 0,
+            host_vmcalls: Vec::new(),
+            vmcall_errors: VecDeque::new(),
+            mmio: Vec::new(),
+            mmio_value: 0,
+            msrs: BTreeMap::new(),
+            map_gpa_max_pages: None,
         }
     }
 
@@ -287,6 +312,14 @@ impl Model {
             a.r10 = vmcall::INVALID_OPERAND;
             return;
         }
+        let len = match self.map_gpa_max_pages {
+            Some(n) if n * PAGE < len => {
+                a.r10 = vmcall::RETRY;
+                a.r11 = a.r12 + n * PAGE;
+                n * PAGE
+            }
+            _ => len,
+        };
         for p in (gpa..gpa + len).step_by(PAGE as usize) {
             if to_shared {
                 let chunk = p & !(CHUNK - 1);
@@ -747,8 +780,36 @@ impl Model {
             a.r10 = vmcall::INVALID_OPERAND;
             return 0;
         }
+        self.host_vmcalls.push([a.r11, a.r12, a.r13, a.r14, a.r15]);
+        if let Some(i) = self.vmcall_errors.iter().position(|(f, _)| *f == a.r11) {
+            let (_, code) = self.vmcall_errors.remove(i).unwrap();
+            a.r10 = code;
+            // A hostile host also leaves garbage in R11.
+            a.r11 = 0xBAD0_BAD0_BAD0_BAD0;
+            return 0;
+        }
         a.r10 = vmcall::SUCCESS;
         match a.r11 {
+            vmcall::MMIO => {
+                let write = a.r13 == vmcall::MMIO_WRITE;
+                self.mmio.push((a.r14, a.r12, write, a.r15));
+                if !matches!(a.r12, 1 | 2 | 4 | 8) || a.r13 > 1 {
+                    a.r10 = vmcall::INVALID_OPERAND;
+                } else if !write {
+                    // The full register, whatever the size: the L1 masks.
+                    a.r11 = self.mmio_value;
+                }
+            }
+            vmcall::RDMSR => match u32::try_from(a.r12).ok().and_then(|i| self.msrs.get(&i)) {
+                Some(v) => a.r11 = *v,
+                None => a.r10 = vmcall::INVALID_OPERAND,
+            },
+            vmcall::WRMSR => match u32::try_from(a.r12) {
+                Ok(i) => {
+                    self.msrs.insert(i, a.r13);
+                }
+                Err(_) => a.r10 = vmcall::INVALID_OPERAND,
+            },
             vmcall::IO => {
                 let out = a.r13 == 1;
                 self.io.push((a.r14 as u16, a.r12, out, a.r15));

@@ -126,6 +126,11 @@ pub mod vmcall {
     /// SetupEventNotifyInterrupt.
     pub const SETUP_EVENT_NOTIFY: u64 = 0x10004;
 
+    /// #VE.RequestMMIO R13: a read.
+    pub const MMIO_READ: u64 = 0;
+    /// #VE.RequestMMIO R13: a write.
+    pub const MMIO_WRITE: u64 = 1;
+
     /// R10: success.
     pub const SUCCESS: u64 = 0;
     /// R10: try again (MapGPA: R11 holds where to resume).
@@ -827,6 +832,73 @@ pub fn io_read(m: &mut dyn TdxModule, port: u16, size: u8) -> Result<u32, TdxErr
     };
     vp_vmcall(m, &mut r)?;
     Ok((r.r11 & io_mask(size)) as u32)
+}
+
+/// The mask of an access of `size` bytes (1, 2, 4 or 8).
+pub fn size_mask(size: u8) -> u64 {
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (u32::from(size) * 8)) - 1
+    }
+}
+
+fn mmio_size_ok(size: u8) -> Result<u64, TdxError> {
+    match size {
+        1 | 2 | 4 | 8 => Ok(u64::from(size)),
+        _ => Err(TdxError::BadArgument("MMIO size is not 1, 2, 4 or 8")),
+    }
+}
+
+/// TDG.VP.VMCALL<#VE.RequestMMIO> read of `size` bytes at `gpa` (R12 size,
+/// R13 = 0, R14 the address; the value comes back in R11, masked here to
+/// the size).
+pub fn mmio_read(m: &mut dyn TdxModule, gpa: u64, size: u8) -> Result<u64, TdxError> {
+    let mut r = VmcallRegs {
+        r11: vmcall::MMIO,
+        r12: mmio_size_ok(size)?,
+        r13: vmcall::MMIO_READ,
+        r14: gpa,
+        r15: 0,
+    };
+    vp_vmcall(m, &mut r)?;
+    Ok(r.r11 & size_mask(size))
+}
+
+/// TDG.VP.VMCALL<#VE.RequestMMIO> write of the low `size` bytes of `value`
+/// at `gpa` (R13 = 1, R15 the value).
+pub fn mmio_write(m: &mut dyn TdxModule, gpa: u64, size: u8, value: u64) -> Result<(), TdxError> {
+    let mut r = VmcallRegs {
+        r11: vmcall::MMIO,
+        r12: mmio_size_ok(size)?,
+        r13: vmcall::MMIO_WRITE,
+        r14: gpa,
+        r15: value & size_mask(size),
+    };
+    vp_vmcall(m, &mut r)
+}
+
+/// TDG.VP.VMCALL<Instruction.RDMSR> of MSR `index` (R12); the value comes
+/// back in R11.
+pub fn rdmsr(m: &mut dyn TdxModule, index: u32) -> Result<u64, TdxError> {
+    let mut r = VmcallRegs {
+        r11: vmcall::RDMSR,
+        r12: u64::from(index),
+        ..Default::default()
+    };
+    vp_vmcall(m, &mut r)?;
+    Ok(r.r11)
+}
+
+/// TDG.VP.VMCALL<Instruction.WRMSR> of `value` (R13) to MSR `index` (R12).
+pub fn wrmsr(m: &mut dyn TdxModule, index: u32, value: u64) -> Result<(), TdxError> {
+    let mut r = VmcallRegs {
+        r11: vmcall::WRMSR,
+        r12: u64::from(index),
+        r13: value,
+        ..Default::default()
+    };
+    vp_vmcall(m, &mut r)
 }
 
 /// TDG.VP.VMCALL<MapGPA> of `[gpa, gpa + len)` (`gpa` carries the SHARED bit

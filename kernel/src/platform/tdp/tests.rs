@@ -962,9 +962,9 @@ fn l2_tdvmcalls_io_and_cpuid_are_served_the_rest_refused() {
             &[(gpr::R12, 1), (gpr::R13, 0), (gpr::R14, 0x3FD)],
         ),
         vmc(vmcall::CPUID, &[(gpr::R12, 0x4000_0000), (gpr::R13, 0)]),
-        vmc(vmcall::RDMSR, &[(gpr::R12, 0x10)]),
+        vmc(vmcall::RDMSR, &[(gpr::R12, 0x830)]),
         vmc(vmcall::GET_QUOTE, &[(gpr::R12, 5 * MIB), (gpr::R13, 4096)]),
-        vmc(vmcall::MAP_GPA, &[(gpr::R12, 5 * MIB), (gpr::R13, 4096)]),
+        vmc(vmcall::MAP_GPA, &[(gpr::R12, 2 * MIB), (gpr::R13, 4096)]),
         vmc(
             vmcall::IO,
             &[(gpr::R12, 3), (gpr::R13, 1), (gpr::R14, 0x3F8)],
@@ -988,9 +988,9 @@ fn l2_tdvmcalls_io_and_cpuid_are_served_the_rest_refused() {
         [0x4000_1000, 0x2000]
     );
     for (i, what) in [
-        (3, "RDMSR"),
+        (3, "RDMSR of the L1's APIC"),
         (4, "GetQuote"),
-        (5, "MapGPA"),
+        (5, "MapGPA of L1 memory"),
         (6, "bad size"),
         (7, "vendor call"),
     ] {
@@ -1002,6 +1002,10 @@ fn l2_tdvmcalls_io_and_cpuid_are_served_the_rest_refused() {
         [(0x3F8, 1, true, u64::from(b'A')), (0x3FD, 1, false, 0)]
     );
     assert!(g.map_gpa.is_empty());
+    assert!(
+        g.host_vmcalls.iter().all(|c| c[0] == vmcall::IO),
+        "nothing but the port I/O reached the host"
+    );
     drop(g);
     assert_eq!(tdp.loop_stats().refused_vmcalls, 5);
 }
@@ -1287,4 +1291,456 @@ fn vp_info_decoding() {
     assert_eq!((info.gpaw, info.shared_bit()), (48, 1 << 47));
     h.get().gpaw = 52;
     assert_eq!(tdcall::vp_info(&mut h).unwrap().shared_bit(), 1 << 51);
+}
+
+// ------------------------------------------------- forwarded TDG.VP.VMCALLs
+
+/// An L2 TDG.VP.VMCALL of sub-function `r11` with more registers.
+fn vmc(r11: u64, more: &[(usize, u64)]) -> Exit {
+    let mut set = vec![(gpr::RAX, leaf::VP_VMCALL), (gpr::R10, 0), (gpr::R11, r11)];
+    set.extend_from_slice(more);
+    tdcall_exit(set, vec![])
+}
+
+/// Plays `script` (then the model's HLT) and returns the L2's registers at
+/// the entry after each exit, and the host's VMCALLs made meanwhile.
+fn play(
+    h: &Handle,
+    tdp: &'static Tdp<Handle>,
+    setup: &mut GuestSetup,
+    script: Vec<Exit>,
+) -> (Vec<L2State>, Vec<[u64; 5]>) {
+    let mut svsm = Svsm::new(setup.caa, Some(EchoTpm));
+    let n = script.len();
+    let host_before = h.get().host_vmcalls.len();
+    h.get().exits.extend(script);
+    let mut regs = GuestRegisters::default();
+    assert_eq!(
+        serve_once(tdp, setup, &mut svsm, &mut regs),
+        GuestExit::Halt,
+        "the L2 resumed after every request"
+    );
+    let g = h.get();
+    (
+        g.entries[g.entries.len() - n..].to_vec(),
+        g.host_vmcalls[host_before..].to_vec(),
+    )
+}
+
+const MMIO_READ: u64 = vmcall::MMIO_READ;
+const MMIO_WRITE: u64 = vmcall::MMIO_WRITE;
+
+fn mmio(size: u64, dir: u64, gpa: u64, value: u64) -> Exit {
+    vmc(
+        vmcall::MMIO,
+        &[
+            (gpr::R12, size),
+            (gpr::R13, dir),
+            (gpr::R14, gpa),
+            (gpr::R15, value),
+            (gpr::R11, vmcall::MMIO),
+        ],
+    )
+}
+
+#[test]
+fn l2_mmio_is_forwarded_for_devices_only() {
+    let (h, tdp, mut setup) = started(model());
+    h.get().mmio_value = 0x1122_3344_5566_7788;
+    let script = vec![
+        // The local APIC's version register, the HPET, a shared page.
+        mmio(4, MMIO_READ, 0xFEE0_0030, 0),
+        mmio(8, MMIO_WRITE, 0xFED0_0010, 0xDEAD_BEEF_0000_0001),
+        mmio(2, MMIO_WRITE, SHARED_BIT | (5 * MIB), 0x1_2345),
+        mmio(1, MMIO_READ, 0xB000_0000, 0),
+        // Refused: L1 memory at either alias (the report page, the
+        // GetQuote buffer), private L2 RAM, the firmware, garbage sizes,
+        // a direction that is neither, across a page, beyond GPAW.
+        mmio(4, MMIO_READ, PAGES.report, 0),
+        mmio(4, MMIO_WRITE, SHARED_BIT | PAGES.quote, 7),
+        mmio(4, MMIO_WRITE, 5 * MIB, 7),
+        mmio(8, MMIO_READ, FW.start.0, 0),
+        mmio(3, MMIO_READ, 0xFEE0_0030, 0),
+        mmio(16, MMIO_READ, 0xFEE0_0030, 0),
+        mmio(0, MMIO_READ, 0xFEE0_0030, 0),
+        mmio(4, 2, 0xFEE0_0030, 0),
+        mmio(4, MMIO_READ, 0xFEE0_0FFE, 0),
+        mmio(4, MMIO_READ, 1 << 48, 0),
+        mmio(4, MMIO_READ, u64::MAX - 1, 0),
+    ];
+    let (e, host) = play(&h, tdp, &mut setup, script);
+    assert_eq!(
+        (e[0].gprs[gpr::R10], e[0].gprs[gpr::R11]),
+        (0, 0x5566_7788),
+        "a 4-byte read gets 4 bytes"
+    );
+    assert_eq!(e[1].gprs[gpr::R10], 0);
+    assert_eq!(e[2].gprs[gpr::R10], 0);
+    assert_eq!((e[3].gprs[gpr::R10], e[3].gprs[gpr::R11]), (0, 0x88));
+    for (i, x) in e.iter().enumerate().skip(4) {
+        assert_eq!(x.gprs[gpr::R10], vmcall::INVALID_OPERAND, "request {i}");
+        assert_eq!(x.gprs[gpr::R11], vmcall::MMIO, "request {i}: R11 kept");
+        assert_eq!(x.gprs[gpr::RAX], 0, "the TDCALL itself succeeds");
+    }
+    assert_eq!(
+        h.get().mmio,
+        [
+            (0xFEE0_0030, 4, false, 0),
+            (0xFED0_0010, 8, true, 0xDEAD_BEEF_0000_0001),
+            (SHARED_BIT | (5 * MIB), 2, true, 0x2345),
+            (0xB000_0000, 1, false, 0),
+        ],
+        "the host saw the device accesses only, values masked to the size"
+    );
+    assert_eq!(host.len(), 4);
+    let stats = tdp.loop_stats();
+    assert_eq!(stats.mmio_forwarded, 4);
+    assert_eq!(stats.refused_vmcalls, 11);
+    assert!(h.get().l1_faults.is_empty());
+}
+
+#[test]
+fn host_errors_reach_the_l2_as_the_host_said() {
+    let (h, tdp, mut setup) = started(model());
+    h.get().vmcall_errors.extend([
+        (vmcall::MMIO, vmcall::INVALID_OPERAND),
+        (vmcall::MMIO, 0x8000_0000_0000_0042),
+        (vmcall::WRMSR, vmcall::RETRY),
+        (vmcall::MAP_GPA, vmcall::GPA_INUSE),
+    ]);
+    let script = [
+        mmio(4, MMIO_READ, 0xFEE0_0030, 0),
+        mmio(4, MMIO_WRITE, 0xFEE0_0030, 1),
+        vmc(vmcall::WRMSR, &[(gpr::R12, 0x48), (gpr::R13, 1)]),
+        vmc(
+            vmcall::MAP_GPA,
+            &[(gpr::R12, SHARED_BIT | (6 * MIB)), (gpr::R13, 4096)],
+        ),
+        vmc(vmcall::RDMSR, &[(gpr::R12, 0x179)]),
+    ];
+    let (e, _) = play(&h, tdp, &mut setup, script[..4].to_vec());
+    assert_eq!(
+        (e[0].gprs[gpr::R10], e[0].gprs[gpr::R11]),
+        (vmcall::INVALID_OPERAND, 0),
+        "status passed, the host's garbage R11 not"
+    );
+    assert_eq!(e[1].gprs[gpr::R10], 0x8000_0000_0000_0042);
+    assert_eq!(e[2].gprs[gpr::R10], vmcall::RETRY);
+    assert_eq!(e[3].gprs[gpr::R10], vmcall::GPA_INUSE);
+    assert!(
+        tdp.l2_shared().is_empty(),
+        "a refused MapGPA shares nothing"
+    );
+    // The module fails the L1's own TDG.VP.VMCALL.
+    h.get().inject.push_back((leaf::VP_VMCALL, st_invalid()));
+    let (e, _) = play(&h, tdp, &mut setup, script[4..].to_vec());
+    assert_eq!(
+        (e[0].gprs[gpr::R10], e[0].gprs[gpr::R11]),
+        (vmcall::INVALID_OPERAND, 0)
+    );
+    assert_eq!(tdp.loop_stats().host_errors, 5);
+}
+
+fn st_invalid() -> u64 {
+    u64::from(status::OPERAND_INVALID) << 32
+}
+
+#[test]
+fn l2_msrs_are_forwarded_unless_denied() {
+    let (h, tdp, mut setup) = started(model());
+    h.get().msrs.extend([(0x179, 0x0C09), (0x1B, 0xFEE0_0D00)]);
+    let rd = |i: u64| vmc(vmcall::RDMSR, &[(gpr::R12, i)]);
+    let wr = |i: u64, v: u64| vmc(vmcall::WRMSR, &[(gpr::R12, i), (gpr::R13, v)]);
+    let script = vec![
+        rd(0x179),
+        wr(0x48, 1),
+        rd(0x48),
+        rd(0x1B),
+        rd(0x3A), // not emulated by this host: its error
+        // Denied: the L1's APIC (an INIT IPI; reads too), its timer,
+        // paravirtual MSRs naming GPAs the host writes, the vCPU's APIC
+        // mode, memory types, system-call entry, a 64-bit index.
+        wr(0x830, 0x4500),
+        rd(0x830),
+        rd(0x6E0),
+        wr(0x6E0, 1),
+        wr(0x4B56_4D01, PAGES.report | 1),
+        wr(0x4000_0001, PAGES.report | 1),
+        rd(0x4000_0000),
+        wr(0x1B, 0),
+        wr(0x2FF, 0),
+        wr(0x277, 0),
+        wr(0xC000_0082, 0x1000),
+        wr(0x10, 0),
+        rd(1 << 32 | 0x179),
+    ];
+    let (e, host) = play(&h, tdp, &mut setup, script);
+    assert_eq!((e[0].gprs[gpr::R10], e[0].gprs[gpr::R11]), (0, 0x0C09));
+    assert_eq!(e[1].gprs[gpr::R10], 0);
+    assert_eq!((e[2].gprs[gpr::R10], e[2].gprs[gpr::R11]), (0, 1));
+    assert_eq!((e[3].gprs[gpr::R10], e[3].gprs[gpr::R11]), (0, 0xFEE0_0D00));
+    assert_eq!(
+        (e[4].gprs[gpr::R10], e[4].gprs[gpr::R11]),
+        (vmcall::INVALID_OPERAND, 0)
+    );
+    for (i, x) in e.iter().enumerate().skip(5) {
+        assert_eq!(x.gprs[gpr::R10], vmcall::INVALID_OPERAND, "request {i}");
+    }
+    assert_eq!(
+        host.iter().map(|c| (c[0], c[1])).collect::<Vec<_>>(),
+        [
+            (vmcall::RDMSR, 0x179),
+            (vmcall::WRMSR, 0x48),
+            (vmcall::RDMSR, 0x48),
+            (vmcall::RDMSR, 0x1B),
+            (vmcall::RDMSR, 0x3A),
+        ],
+        "no denied MSR reached the host"
+    );
+    assert_eq!(h.get().msrs.get(&0x48), Some(&1));
+    assert_eq!(h.get().msrs.len(), 3, "no denied write landed");
+    let stats = tdp.loop_stats();
+    assert_eq!(stats.msr_forwarded, 5);
+    assert_eq!(stats.refused_vmcalls, 13);
+}
+
+#[test]
+fn msr_deny_list() {
+    use super::forward::msr_denied;
+    for (i, w) in [
+        (0x800, false),
+        (0x830, true),
+        (0x8FF, true),
+        (0x6E0, false),
+        (0x11, true),
+        (0x4B56_4D00, false),
+        (0x4000_0073, true),
+        (0x1B, true),
+        (0x10, true),
+        (0x3B, true),
+        (0x200, true),
+        (0x2FF, true),
+        (0x277, true),
+        (0xFE, true),
+        (0x174, true),
+        (0xC000_0080, true),
+        (0xC000_0103, true),
+    ] {
+        assert!(msr_denied(i, w).is_some(), "{i:#x} write={w}");
+    }
+    for (i, w) in [
+        (0x1B, false),
+        (0x10, false),
+        (0x48, true),
+        (0x179, false),
+        (0x7FF, true),
+        (0x900, true),
+        (0xC000_0104, true),
+    ] {
+        assert!(msr_denied(i, w).is_none(), "{i:#x} write={w}");
+    }
+}
+
+fn map(gpa: u64, len: u64) -> Exit {
+    vmc(vmcall::MAP_GPA, &[(gpr::R12, gpa), (gpr::R13, len)])
+}
+
+#[test]
+fn l2_map_gpa_converts_its_own_memory_only() {
+    let (h, tdp, mut setup) = started(model());
+    let at = 5 * MIB;
+    h.get().poke(at, &[0x77; 16]).unwrap();
+    // To shared: forwarded as given, the pages remembered.
+    let (e, host) = play(&h, tdp, &mut setup, vec![map(SHARED_BIT | at, 0x2000)]);
+    assert_eq!(e[0].gprs[gpr::R10], vmcall::SUCCESS);
+    assert_eq!(host, [[vmcall::MAP_GPA, SHARED_BIT | at, 0x2000, 0, 0]]);
+    assert_eq!(tdp.l2_shared(), [r(at, at + 0x2000)]);
+    assert!(h.get().shared.contains(&at) && h.get().shared.contains(&(at + 0x1000)));
+    // The SVSM no longer touches them privately.
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        setup.memory.read(at + 0x1000, &mut buf),
+        Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+    );
+    assert_eq!(
+        setup.memory.write(at, &[1]),
+        Err(crate::protocols::SvsmError::INVALID_ADDRESS)
+    );
+    assert!(!setup.memory.is_guest_memory(at, 1));
+    assert!(setup.memory.is_guest_memory(at + 0x2000, 1));
+    assert!(h.get().l1_faults.is_empty());
+
+    // Back to private: the L1 accepts the pages (zeroed) and grants them to
+    // the L2 before it runs again.
+    let (e, _) = play(&h, tdp, &mut setup, vec![map(at, 0x2000)]);
+    assert_eq!(e[0].gprs[gpr::R10], vmcall::SUCCESS);
+    assert!(tdp.l2_shared().is_empty());
+    {
+        let g = h.get();
+        for p in [at, at + 0x1000] {
+            assert!(!g.pending.contains(&p) && !g.shared.contains(&p), "{p:#x}");
+            assert!(g.accepted_4k.contains(&p), "{p:#x} accepted again");
+            assert_eq!(g.l2_attrs.get(&p).copied(), Some(attr::RWX), "{p:#x}");
+        }
+    }
+    setup.memory.read(at, &mut buf).unwrap();
+    assert_eq!(buf, [0; 16], "the module zeroed the re-accepted page");
+    // The L2 can write it again.
+    h.get()
+        .exits
+        .push_back(tdcall_exit(vec![(gpr::RAX, 1)], vec![(at, vec![5])]));
+    let _ = play(&h, tdp, &mut setup, vec![]);
+    assert!(h.get().l2_violations.is_empty());
+    assert!(h.get().l1_faults.is_empty());
+
+    // Refused before the host: L1 memory (either alias), the GetQuote
+    // buffer, a range reaching into the L1, the hole between RAM ranges,
+    // unaligned, empty, beyond the GPA width, wrapping.
+    let before = h.get().map_gpa.len();
+    let script = vec![
+        map(2 * MIB, 0x1000),
+        map(SHARED_BIT | (2 * MIB), 0x1000),
+        map(SHARED_BIT | QB.start.0, QB.len()),
+        map(SHARED_BIT | (4 * MIB - 0x1000), 0x2000),
+        map(SHARED_BIT | (8 * MIB), 0x1000),
+        map(SHARED_BIT | (7 * MIB), 2 * MIB),
+        map(SHARED_BIT | at | 1, 0x1000),
+        map(SHARED_BIT | at, 0x1001),
+        map(SHARED_BIT | at, 0),
+        map(1 << 48 | at, 0x1000),
+        map(SHARED_BIT | at, !0xFFF),
+    ];
+    let (e, host) = play(&h, tdp, &mut setup, script);
+    let want = [
+        vmcall::INVALID_OPERAND,
+        vmcall::INVALID_OPERAND,
+        vmcall::INVALID_OPERAND,
+        vmcall::INVALID_OPERAND,
+        vmcall::INVALID_OPERAND,
+        vmcall::INVALID_OPERAND,
+        vmcall::ALIGN_ERROR,
+        vmcall::ALIGN_ERROR,
+        vmcall::INVALID_OPERAND,
+        vmcall::INVALID_OPERAND,
+        vmcall::INVALID_OPERAND,
+    ];
+    for (i, (x, w)) in e.iter().zip(want).enumerate() {
+        assert_eq!(x.gprs[gpr::R10], w, "request {i}");
+    }
+    assert!(host.is_empty(), "no refused MapGPA reached the host");
+    assert_eq!(h.get().map_gpa.len(), before);
+    assert!(tdp.l2_shared().is_empty());
+    let g = h.get();
+    for p in (QB.start.0..QB.end.0).step_by(4096).chain([2 * MIB]) {
+        assert!(g.is_accepted(p) && !g.shared.contains(&p), "{p:#x}");
+    }
+    // The L2's own page went out with its contents: its choice.
+    assert_eq!(g.dirty_shares, [at]);
+}
+
+#[test]
+fn l2_map_gpa_retry_and_a_shared_calling_area() {
+    let (h, tdp, mut setup) = started(model());
+    let at = 6 * MIB;
+    // A host that converts one page per call: RETRY with R11 where to go on.
+    h.get().map_gpa_max_pages = Some(1);
+    let (e, _) = play(
+        &h,
+        tdp,
+        &mut setup,
+        vec![
+            map(SHARED_BIT | at, 0x3000),
+            map(SHARED_BIT | (at + 0x1000), 0x2000),
+        ],
+    );
+    assert_eq!(
+        (e[0].gprs[gpr::R10], e[0].gprs[gpr::R11]),
+        (vmcall::RETRY, SHARED_BIT | (at + 0x1000))
+    );
+    assert_eq!(
+        (e[1].gprs[gpr::R10], e[1].gprs[gpr::R11]),
+        (vmcall::RETRY, SHARED_BIT | (at + 0x2000))
+    );
+    assert_eq!(tdp.l2_shared(), [r(at, at + 0x2000)]);
+    h.get().map_gpa_max_pages = None;
+    // Half of it back to private, from the middle: the set splits.
+    let (e, _) = play(&h, tdp, &mut setup, vec![map(at + 0x1000, 0x1000)]);
+    assert_eq!(e[0].gprs[gpr::R10], vmcall::SUCCESS);
+    assert_eq!(tdp.l2_shared(), [r(at, at + 0x1000)]);
+
+    // The L2 shares its Calling Area page: a TDCALL with call_pending
+    // "set" is no SVSM call (the L1 does not read the page privately), and
+    // the module leaf it names is refused.
+    let (e, _) = play(&h, tdp, &mut setup, vec![map(SHARED_BIT | CAA, 0x1000)]);
+    assert_eq!(e[0].gprs[gpr::R10], vmcall::SUCCESS);
+    let (e, _) = play(
+        &h,
+        tdp,
+        &mut setup,
+        vec![tdcall_exit(vec![(gpr::RAX, leaf::MEM_PAGE_ACCEPT)], vec![])],
+    );
+    assert_eq!(e[0].gprs[gpr::RAX], REFUSED);
+    assert!(h.get().l1_faults.is_empty(), "{:?}", h.get().l1_faults);
+
+    // A module that cannot accept the pages again: they stay shared to the
+    // L1, and the L2 hears of it.
+    h.get()
+        .inject
+        .push_back((leaf::MEM_PAGE_ACCEPT, st_invalid()));
+    h.get()
+        .inject
+        .push_back((leaf::MEM_PAGE_ACCEPT, st_invalid()));
+    let (e, _) = play(&h, tdp, &mut setup, vec![map(at, 0x1000)]);
+    assert_eq!(e[0].gprs[gpr::R10], vmcall::INVALID_OPERAND);
+    assert!(tdp.l2_shared().contains(&r(at, at + 0x1000)));
+    let mut buf = [0u8; 1];
+    assert!(setup.memory.read(at, &mut buf).is_err());
+    assert!(h.get().l1_faults.is_empty());
+}
+
+#[test]
+fn l2_vmcalls_that_touch_l1_evidence_never_reach_the_host() {
+    let (h, tdp, mut setup) = started(model());
+    let script = vec![
+        vmc(
+            vmcall::GET_QUOTE,
+            &[(gpr::R12, SHARED_BIT | (5 * MIB)), (gpr::R13, 4096)],
+        ),
+        vmc(vmcall::REPORT_FATAL_ERROR, &[(gpr::R12, 1)]),
+        vmc(vmcall::SETUP_EVENT_NOTIFY, &[(gpr::R12, 0x20)]),
+        vmc(0x10000, &[]),
+        vmc(0x10005, &[]),
+        vmc(54, &[]),
+        vmc(0x1234_5678, &[]),
+        vmc(u64::MAX, &[]),
+    ];
+    let n = script.len();
+    let (e, host) = play(&h, tdp, &mut setup, script);
+    for (i, x) in e.iter().enumerate() {
+        assert_eq!(x.gprs[gpr::R10], vmcall::INVALID_OPERAND, "request {i}");
+        assert_eq!(x.gprs[gpr::RAX], 0);
+    }
+    assert!(host.is_empty());
+    assert!(h.get().fatal.is_empty() && h.get().quote_requests.is_empty());
+    assert_eq!(tdp.loop_stats().refused_vmcalls, n as u64);
+}
+
+#[test]
+fn page_set() {
+    let mut s = mem::PageSet::default();
+    s.insert(r(0x3000, 0x5000));
+    s.insert(r(0x1000, 0x2000));
+    s.insert(r(0x2000, 0x3000));
+    assert_eq!(s.ranges(), [r(0x1000, 0x5000)], "adjacent ranges merge");
+    s.insert(r(0x8000, 0x9000));
+    s.remove(r(0x2000, 0x3000));
+    assert_eq!(
+        s.ranges(),
+        [r(0x1000, 0x2000), r(0x3000, 0x5000), r(0x8000, 0x9000)]
+    );
+    assert!(s.overlaps(0x4FFF, 1));
+    assert!(!s.overlaps(0x5000, 0x3000));
+    assert!(s.overlaps(u64::MAX, 2), "a wrapping range overlaps");
+    s.remove(r(0, 0x10000));
+    assert!(s.is_empty());
 }
