@@ -26,6 +26,13 @@
 //!   page and never needs TDG.MEM.PAGE.ACCEPT, which it is refused; if that
 //!   fails the pages stay in the set and the L2 gets INVALID_OPERAND.
 //!
+//! The L2's own TDG.MEM.PAGE.ACCEPT (OVMF accepts the memory it uses) is
+//! made by the L1 on its behalf for L2 memory that is not shared: the L1
+//! accepted all of it at start, so the L2 mostly hears
+//! TDX_PAGE_ALREADY_ACCEPTED (which OVMF counts and goes on) or
+//! TDX_PAGE_SIZE_MISMATCH (it retries with 4 KiB pages); a page the host
+//! re-added is accepted now (zeroed) and granted to the L2.
+//!
 //! Whatever the host answers goes back to the L2 as it came (R10, and R11
 //! for reads); a TDCALL the module itself fails gives the L2
 //! INVALID_OPERAND. A refused request never reaches the host: the L2 gets
@@ -33,7 +40,7 @@
 
 use super::l2::{LoopStats, gpr};
 use super::mem::{self, L1Memory, PageSet};
-use super::tdcall::{self, TdxError, TdxModule, VmIndex, attr, vmcall};
+use super::tdcall::{self, Accepted, PageSize, TdxError, TdxModule, VmIndex, attr, status, vmcall};
 use crate::mm::{PAGE_SIZE, PhysAddr, PhysRange};
 
 /// How many disjoint shared ranges the L2 may keep before its MapGPAs are
@@ -293,4 +300,67 @@ pub fn map_gpa(
         g[gpr::R10] = vmcall::RETRY;
         g[gpr::R11] = done;
     }
+}
+
+fn st(class: u32, details: u64) -> u64 {
+    (u64::from(class) << 32) | details
+}
+
+/// TDG.MEM.PAGE.ACCEPT from the L2: RCX the page (GPA bits 51:12, level in
+/// bits 2:0: 0 = 4 KiB, 1 = 2 MiB; the rest reserved); the completion
+/// status goes in RAX as the module would put it.
+pub fn page_accept(
+    m: &mut dyn TdxModule,
+    g: &mut [u64; 16],
+    b: &L2Bounds<'_>,
+    stats: &mut LoopStats,
+) {
+    let invalid = st(status::OPERAND_INVALID, 1);
+    let rcx = g[gpr::RCX];
+    let level = rcx & 7;
+    let size = match level {
+        0 => PageSize::Size4K,
+        1 => PageSize::Size2M,
+        _ => {
+            stats.refused_tdcalls += 1;
+            g[gpr::RAX] = invalid;
+            return;
+        }
+    };
+    let gpa = rcx & !7;
+    // Reserved bits (11:3 and 63:52) clear, GPA aligned to the size, and
+    // the page the L2's own, private memory.
+    let ok = rcx & !(0x000F_FFFF_FFFF_F000 | 7) == 0
+        && gpa.is_multiple_of(size.bytes())
+        && b.private_l2(gpa, size.bytes())
+        && !b
+            .l1
+            .iter()
+            .any(|l| l.overlaps(&PhysRange::new(PhysAddr(gpa), PhysAddr(gpa + size.bytes()))));
+    if !ok {
+        log::warn!("L2 TDG.MEM.PAGE.ACCEPT {rcx:#x} refused: not private L2 memory");
+        stats.refused_tdcalls += 1;
+        g[gpr::RAX] = invalid;
+        return;
+    }
+    stats.accepts_served += 1;
+    let range = PhysRange::new(PhysAddr(gpa), PhysAddr(gpa + size.bytes()));
+    g[gpr::RAX] = match tdcall::mem_page_accept(m, gpa, size) {
+        Ok(Accepted::Now) => {
+            match mem::grant_l2(m, range, VmIndex::L2, attr::RWX, L1Memory(b.l1)) {
+                Ok(_) => 0,
+                Err(e) => {
+                    log::error!("granting the L2 a page it accepted: {e}");
+                    invalid
+                }
+            }
+        }
+        Ok(Accepted::Already) => st(status::PAGE_ALREADY_ACCEPTED, level),
+        Err(TdxError::PageSizeMismatch(l)) => st(status::PAGE_SIZE_MISMATCH, u64::from(l)),
+        Err(TdxError::OperandBusy(op)) => st(status::OPERAND_BUSY, u64::from(op)),
+        Err(e) => {
+            log::warn!("L2 TDG.MEM.PAGE.ACCEPT {rcx:#x}: {e}");
+            invalid
+        }
+    };
 }

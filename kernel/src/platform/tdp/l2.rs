@@ -7,7 +7,8 @@
 //!   returns [`GuestExit::SvsmCall`]; the request loop (`requests.rs`) runs
 //!   the same dispatcher as on every platform.
 //! - Any other L2 TDCALL is the L2 asking the TDX module for something. Only
-//!   TDG.VP.VMCALL and TDG.VP.INFO are served. Port I/O, CPUID and HLT are
+//!   TDG.VP.VMCALL, TDG.VP.INFO and TDG.MEM.PAGE.ACCEPT (of L2 memory, by
+//!   the L1 on its behalf, `forward.rs`) are served. Port I/O, CPUID and HLT are
 //!   handled here; MMIO, MSRs and MapGPA go to the host after the checks of
 //!   `forward.rs`; GetQuote, ReportFatalError, SetupEventNotifyInterrupt
 //!   and unknown sub-functions are refused (R10 = INVALID_OPERAND). Every
@@ -281,6 +282,8 @@ pub struct LoopStats {
     /// Forwarded requests the host (or the module) answered with an error,
     /// and MapGPAs to private whose pages could not be accepted again.
     pub host_errors: u64,
+    /// L2 TDG.MEM.PAGE.ACCEPTs the L1 made for it.
+    pub accepts_served: u64,
 }
 
 /// The completion status an L2 gets for a TDCALL the L1 refuses:
@@ -436,6 +439,10 @@ fn l2_tdcall(
     };
     match leaf {
         leaf::VP_VMCALL => l2_vmcall(m, v, stats, bounds),
+        leaf::MEM_PAGE_ACCEPT => {
+            forward::page_accept(m, &mut v.state.gprs, bounds, stats);
+            Ok(None)
+        }
         leaf::VP_INFO => {
             // Read-only facts about the TD; nothing of the L1's.
             let mut a = tdcall::TdcallArgs {

@@ -901,7 +901,7 @@ fn l2_is_refused_every_tdcall_that_touches_l1_evidence() {
         leaf::VP_RD,
         leaf::VP_WR,
         leaf::VP_ENTER,
-        leaf::MEM_PAGE_ACCEPT,
+        // MEM.PAGE.ACCEPT is made for the L2 on its own memory (below).
         leaf::MEM_PAGE_ATTR_WR,
         leaf::SERVTD_RD,
         leaf::SERVTD_WR,
@@ -1677,7 +1677,7 @@ fn l2_map_gpa_retry_and_a_shared_calling_area() {
         &h,
         tdp,
         &mut setup,
-        vec![tdcall_exit(vec![(gpr::RAX, leaf::MEM_PAGE_ACCEPT)], vec![])],
+        vec![tdcall_exit(vec![(gpr::RAX, leaf::MR_REPORT)], vec![])],
     );
     assert_eq!(e[0].gprs[gpr::RAX], REFUSED);
     assert!(h.get().l1_faults.is_empty(), "{:?}", h.get().l1_faults);
@@ -1743,4 +1743,108 @@ fn page_set() {
     assert!(s.overlaps(u64::MAX, 2), "a wrapping range overlaps");
     s.remove(r(0, 0x10000));
     assert!(s.is_empty());
+}
+
+fn accept(gpa: u64, level: u64) -> Exit {
+    tdcall_exit(
+        vec![(gpr::RAX, leaf::MEM_PAGE_ACCEPT), (gpr::RCX, gpa | level)],
+        vec![],
+    )
+}
+
+fn accepts_made(h: &Handle) -> usize {
+    h.get()
+        .calls
+        .iter()
+        .filter(|&&c| c == leaf::MEM_PAGE_ACCEPT)
+        .count()
+}
+
+#[test]
+fn l2_page_accept_is_made_for_it_on_its_own_memory() {
+    let (h, tdp, mut setup) = started(model());
+    let already = |level: u64| (u64::from(status::PAGE_ALREADY_ACCEPTED) << 32) | level;
+    // Its memory was accepted at start: "already accepted", as OVMF expects
+    // for a page accepted twice.
+    let (e, _) = play(
+        &h,
+        tdp,
+        &mut setup,
+        vec![accept(5 * MIB, 0), accept(4 * MIB, 1), accept(16 * MIB, 1)],
+    );
+    assert_eq!(e[0].gprs[gpr::RAX], already(0));
+    assert_eq!(e[1].gprs[gpr::RAX], already(1));
+    assert_eq!(e[2].gprs[gpr::RAX], already(1));
+    // A chunk split by a MapGPA round trip: 2 MiB is a size mismatch, the
+    // 4 KiB pages are accepted (by the L1, after the MapGPA).
+    let at = 6 * MIB;
+    let (e, _) = play(
+        &h,
+        tdp,
+        &mut setup,
+        vec![
+            map(SHARED_BIT | at, 0x1000),
+            map(at, 0x1000),
+            accept(at, 1),
+            accept(at, 0),
+        ],
+    );
+    assert_eq!(e[0].gprs[gpr::R10], 0);
+    assert_eq!(e[1].gprs[gpr::R10], 0);
+    assert_eq!(
+        e[2].gprs[gpr::RAX] >> 32,
+        u64::from(status::PAGE_SIZE_MISMATCH)
+    );
+    assert_eq!(e[3].gprs[gpr::RAX], already(0));
+    // A page the host removed and added again: accepted now and granted.
+    let p = at + 0x3000;
+    {
+        let mut g = h.get();
+        g.accepted_4k.remove(&p);
+        g.pending.insert(p);
+        g.l2_attrs.remove(&p);
+    }
+    let (e, _) = play(&h, tdp, &mut setup, vec![accept(p, 0)]);
+    assert_eq!(e[0].gprs[gpr::RAX], 0);
+    assert!(h.get().is_accepted(p));
+    assert_eq!(h.get().l2_attr(p), attr::RWX);
+    assert_eq!(tdp.loop_stats().accepts_served, 6);
+
+    // Refused before any TDCALL: L1 pages, the GetQuote buffer, a page the
+    // L2 made shared, the hole between RAM ranges, a 2 MiB page reaching
+    // into the L1, bad levels, misaligned, reserved bits, GPA above 51 bits.
+    let (e, _) = play(
+        &h,
+        tdp,
+        &mut setup,
+        vec![map(SHARED_BIT | (7 * MIB), 0x1000)],
+    );
+    assert_eq!(e[0].gprs[gpr::R10], 0);
+    let made = accepts_made(&h);
+    let script = vec![
+        accept(PAGES.report, 0),
+        accept(QB.start.0, 0),
+        accept(7 * MIB, 0),
+        accept(8 * MIB, 0),
+        accept(2 * MIB, 1),
+        accept(5 * MIB, 2),
+        accept(5 * MIB, 7),
+        accept(5 * MIB, 1),
+        accept((5 * MIB) | 0x8, 0),
+        accept((1 << 52) | (5 * MIB), 0),
+    ];
+    let n = script.len();
+    let (e, host) = play(&h, tdp, &mut setup, script);
+    for (i, x) in e.iter().enumerate() {
+        assert_eq!(
+            x.gprs[gpr::RAX],
+            (u64::from(status::OPERAND_INVALID) << 32) | 1,
+            "request {i}"
+        );
+    }
+    assert_eq!(accepts_made(&h), made, "the L1 accepted nothing for them");
+    assert!(host.is_empty());
+    assert_eq!(tdp.loop_stats().accepts_served, 6);
+    assert_eq!(tdp.loop_stats().refused_tdcalls, n as u64);
+    assert!(h.get().l1_faults.is_empty());
 }
