@@ -364,3 +364,40 @@ pub fn page_accept(
         }
     };
 }
+
+/// An L2 RDMSR/WRMSR instruction exit (ECX the index, EDX:EAX the value):
+/// forwarded like [`msr`]. True when done (RDMSR's value is in EDX:EAX,
+/// upper halves cleared), false when the L2 should get #GP(0).
+pub fn msr_instruction(
+    m: &mut dyn TdxModule,
+    g: &mut [u64; 16],
+    write: bool,
+    stats: &mut LoopStats,
+) -> bool {
+    let index = g[gpr::RCX] as u32;
+    if let Some(why) = msr_denied(index, write) {
+        log::warn!(
+            "L2 {} of MSR {index:#x}: {why}",
+            if write { "WRMSR" } else { "RDMSR" }
+        );
+        return false;
+    }
+    stats.msr_forwarded += 1;
+    let done = if write {
+        let value = (g[gpr::RDX] << 32) | (g[gpr::RAX] & 0xFFFF_FFFF);
+        tdcall::wrmsr(m, index, value)
+    } else {
+        tdcall::rdmsr(m, index).map(|v| {
+            g[gpr::RAX] = v & 0xFFFF_FFFF;
+            g[gpr::RDX] = v >> 32;
+        })
+    };
+    match done {
+        Ok(()) => true,
+        Err(e) => {
+            stats.host_errors += 1;
+            log::debug!("L2 MSR {index:#x}: {e}");
+            false
+        }
+    }
+}

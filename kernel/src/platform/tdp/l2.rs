@@ -17,8 +17,9 @@
 //!   TDG.VP.RD/WR, TDG.VP.ENTER, the SERVTD and SYS leaves and the rest — is
 //!   refused with TDX_OPERAND_INVALID in the L2's RAX, and the L2 resumes.
 //! - Port I/O and CPUID exits are forwarded to the host / answered with the
-//!   L1's CPUID; MSR exits and TDCALL outside CPL 0 get #GP(0), VMCALL gets
-//!   #UD; HLT and triple fault end the run; anything else (EPT violations:
+//!   L1's CPUID; RDMSR/WRMSR exits go to the host through the MSR filter of
+//!   `forward.rs` (#GP(0) when denied or refused); TDCALL outside CPL 0 gets
+//!   #GP(0), VMCALL gets #UD; HLT and triple fault end the run; anything else (EPT violations:
 //!   MMIO or a touch of L1 memory) is an unhandled exit.
 
 use super::forward::{self, L2Bounds};
@@ -388,8 +389,16 @@ fn handle_exit(
             Ok(None)
         }
         exit_reason::MSR_READ | exit_reason::MSR_WRITE => {
-            inject_exception(m, v.vm, 13, Some(0))?;
-            stats.gp_injected += 1;
+            // The same filter as TDG.VP.VMCALL<Instruction.RDMSR/WRMSR>; a
+            // denied MSR or one the host refuses is #GP(0), as on a CPU
+            // without it.
+            let write = info.basic() == exit_reason::MSR_WRITE;
+            if forward::msr_instruction(m, &mut v.state.gprs, write, stats) {
+                step_over(v, info)?;
+            } else {
+                inject_exception(m, v.vm, 13, Some(0))?;
+                stats.gp_injected += 1;
+            }
             Ok(None)
         }
         exit_reason::VMCALL => {

@@ -1848,3 +1848,56 @@ fn l2_page_accept_is_made_for_it_on_its_own_memory() {
     assert_eq!(tdp.loop_stats().refused_tdcalls, n as u64);
     assert!(h.get().l1_faults.is_empty());
 }
+
+#[test]
+fn l2_msr_instructions_go_through_the_filter() {
+    let (h, tdp, mut setup) = started(model());
+    h.get().msrs.insert(0x179, 0x1_0000_0C09);
+    let exit = |reason: u32, set: Vec<(usize, u64)>| Exit {
+        reason,
+        instr_len: 2,
+        set,
+        ..Default::default()
+    };
+    let script = vec![
+        exit(
+            31,
+            vec![
+                (gpr::RCX, 0x179),
+                (gpr::RAX, u64::MAX),
+                (gpr::RDX, u64::MAX),
+            ],
+        ),
+        exit(
+            32,
+            vec![
+                (gpr::RCX, 0x48),
+                (gpr::RAX, 0xFFFF_FFFF_0000_0001),
+                (gpr::RDX, 2),
+            ],
+        ),
+        // Denied: an INIT IPI through the L1's APIC, the L1's timer.
+        exit(
+            32,
+            vec![(gpr::RCX, 0x830), (gpr::RAX, 0x4500), (gpr::RDX, 0)],
+        ),
+        exit(31, vec![(gpr::RCX, 0x6E0)]),
+    ];
+    let rip = ENTRY & 0xFFFF; // the reset state's IP: nothing ran yet
+    let (e, host) = play(&h, tdp, &mut setup, script);
+    assert_eq!((e[0].gprs[gpr::RAX], e[0].gprs[gpr::RDX]), (0xC09, 1));
+    assert_eq!(e[0].rip, rip + 2);
+    assert_eq!(e[1].rip, rip + 4);
+    assert_eq!(h.get().msrs.get(&0x48), Some(&0x2_0000_0001));
+    assert_eq!(e[2].rip, e[1].rip, "#GP leaves RIP on the WRMSR");
+    assert_eq!(e[3].rip, e[1].rip);
+    assert_eq!(
+        h.get().vp_fields.get(&field::l2_vmcs(1, 0x4016)).copied(),
+        Some(0x8000_0B0D)
+    );
+    assert_eq!(
+        host.iter().map(|c| (c[0], c[1])).collect::<Vec<_>>(),
+        [(vmcall::RDMSR, 0x179), (vmcall::WRMSR, 0x48)]
+    );
+    assert_eq!(tdp.loop_stats().gp_injected, 2);
+}
