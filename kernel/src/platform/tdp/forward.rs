@@ -1,6 +1,8 @@
 //! The L2's TDG.VP.VMCALLs the L1 passes on to the host, filtered (TDX GHCI:
 //! R10 = 0 for a standard call, R11 the sub-function, R12..R15 its operands;
-//! the status comes back in R10 and a read's value in R11).
+//! the status comes back in R10 and a read's value in R11); the L2's
+//! RDMSR/WRMSR instruction exits, through the same MSR filter; and the L2's
+//! TDG.MEM.PAGE.ACCEPT, made by the L1 for it.
 //!
 //! A TDX-aware OVMF running as the L2 asks the host for what a TD cannot do
 //! itself: MMIO (#VE.RequestMMIO), MSRs the TDX module leaves to the host
@@ -23,8 +25,11 @@
 //!   has no call pending). Pages the L2 makes private again come back
 //!   pending: the L1 accepts them (the module zeroes them) and grants the
 //!   L2 its access before the L2 runs again, so the L2 never meets a pending
-//!   page and never needs TDG.MEM.PAGE.ACCEPT, which it is refused; if that
-//!   fails the pages stay in the set and the L2 gets INVALID_OPERAND.
+//!   page (its own TDG.MEM.PAGE.ACCEPT of them hears "already accepted");
+//!   if that fails the pages stay in the set and the L2 gets
+//!   INVALID_OPERAND. The set holds at most [`MAX_SHARED_RANGES`] disjoint
+//!   ranges; at the cap every MapGPA is refused (a conversion back to
+//!   private can split a range too).
 //!
 //! The L2's own TDG.MEM.PAGE.ACCEPT (OVMF accepts the memory it uses) is
 //! made by the L1 on its behalf for L2 memory that is not shared: the L1

@@ -1901,3 +1901,33 @@ fn l2_msr_instructions_go_through_the_filter() {
     );
     assert_eq!(tdp.loop_stats().gp_injected, 2);
 }
+
+#[test]
+fn l2_shared_ranges_are_capped() {
+    use super::forward::MAX_SHARED_RANGES;
+    let (h, tdp, mut setup) = started(model());
+    // Every other page of 16..48 MiB: as many disjoint ranges as allowed.
+    let page = |i: usize| 16 * MIB + 2 * 4096 * i as u64;
+    let script = (0..MAX_SHARED_RANGES)
+        .map(|i| map(SHARED_BIT | page(i), 0x1000))
+        .collect();
+    let (e, _) = play(&h, tdp, &mut setup, script);
+    assert!(e.iter().all(|x| x.gprs[gpr::R10] == vmcall::SUCCESS));
+    assert_eq!(tdp.l2_shared().len(), MAX_SHARED_RANGES);
+    // One more, either way, is refused before the host.
+    let (e, host) = play(
+        &h,
+        tdp,
+        &mut setup,
+        vec![
+            map(SHARED_BIT | page(MAX_SHARED_RANGES), 0x1000),
+            map(page(0), 0x1000),
+        ],
+    );
+    assert!(
+        e.iter()
+            .all(|x| x.gprs[gpr::R10] == vmcall::INVALID_OPERAND)
+    );
+    assert!(host.is_empty());
+    assert_eq!(tdp.l2_shared().len(), MAX_SHARED_RANGES);
+}
