@@ -7,7 +7,8 @@
 //!   one hardware boundary: TDCALL, CPUID, the L1's view of TD memory),
 //!   completion status decoding, typed wrappers for VP.INFO, MEM.PAGE.ACCEPT,
 //!   MEM.PAGE.ATTR.RD/WR, VM.RD/WR, VP.RD/WR, MR.REPORT, VP.ENTER and
-//!   VP.VMCALL (I/O, MapGPA, GetQuote, HLT, ReportFatalError).
+//!   VP.VMCALL (I/O, MMIO, RDMSR/WRMSR, MapGPA, GetQuote, HLT,
+//!   ReportFatalError).
 //! - `mem`: accepting ranges (2 MiB with 4 KiB fallback), granting the L2
 //!   (VM 1) its memory and never the L1's, MapGPA conversions.
 //! - `report`: TDG.MR.REPORT into an L1 page, the TDREPORT parser, GetQuote
