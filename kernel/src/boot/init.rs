@@ -102,9 +102,11 @@ fn igvm_start(addr: u64) -> ! {
         }
     }
     // The console's 16550 set-up is port I/O: on TDX that raises #VE (no
-    // handler), so on tdp the console stays silent until the platform,
-    // which writes through TDG.VP.VMCALL, is installed.
-    if !matches!(&parsed, Ok(i) if i.platform == LaunchPlatform::Tdp) {
+    // handler), so on tdp the console writes through TDG.VP.VMCALL port I/O
+    // from the start (log records and fatal reports included).
+    if matches!(&parsed, Ok(i) if i.platform == LaunchPlatform::Tdp) {
+        console::init_with_writer(log::LevelFilter::Info, tdp::early_console_write);
+    } else {
         console::init(log::LevelFilter::Info);
     }
     if let Err(missing) = cpu::enable_nx() {

@@ -12,6 +12,10 @@ use spin::Mutex;
 use serial::Serial16550;
 
 static SERIAL: Mutex<Option<Serial16550>> = Mutex::new(None);
+/// Where text goes before a platform is installed when the 16550 cannot be
+/// touched directly (on TDX its port I/O raises #VE): a lock-free writer
+/// the platform provides, e.g. port I/O through TDG.VP.VMCALL.
+static EARLY_WRITER: spin::Once<fn(&[u8])> = spin::Once::new();
 static LOGGER: Logger = Logger;
 static PANICKING: AtomicBool = AtomicBool::new(false);
 
@@ -23,15 +27,29 @@ pub fn init(level: log::LevelFilter) {
     log::set_max_level(level);
 }
 
+/// Installs the logger with `writer` as the console until a platform is
+/// installed, without touching the 16550 (for platforms where direct port
+/// I/O faults). `writer` must not take locks: fatal reports use it too.
+pub fn init_with_writer(level: log::LevelFilter, writer: fn(&[u8])) {
+    EARLY_WRITER.call_once(|| writer);
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}
+
 /// Writes raw text to the console.
 pub fn write_str(s: &str) {
     if PANICKING.load(Ordering::Relaxed) {
         // The lock may be held by the code that faulted: write around it.
-        Serial16550::init(serial::COM1).write_bytes(s.as_bytes());
+        match EARLY_WRITER.get() {
+            Some(write) => write(s.as_bytes()),
+            None => Serial16550::init(serial::COM1).write_bytes(s.as_bytes()),
+        }
         return;
     }
     if let Some(platform) = crate::platform::current() {
         platform.console_write(s.as_bytes());
+    } else if let Some(write) = EARLY_WRITER.get() {
+        write(s.as_bytes());
     } else if let Some(serial) = SERIAL.lock().as_ref() {
         serial.write_bytes(s.as_bytes());
     }
