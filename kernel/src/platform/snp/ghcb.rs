@@ -55,6 +55,8 @@ pub mod exit_code {
     pub const SNP_PSC: u64 = 0x8000_0010;
     /// SNP guest request.
     pub const SNP_GUEST_REQUEST: u64 = 0x8000_0011;
+    /// SNP extended guest request (RAX certificate buffer GPA, RBX pages).
+    pub const SNP_EXT_GUEST_REQUEST: u64 = 0x8000_0012;
     /// SNP AP creation.
     pub const SNP_AP_CREATION: u64 = 0x8000_0013;
     /// SNP run VMPL.

@@ -14,7 +14,10 @@
 //! - GHCB specification (AMD 56421), "SNP Guest Request" NAE event, exit code
 //!   0x8000_0011: SW_EXITINFO1 = request page GPA, SW_EXITINFO2 = response
 //!   page GPA; on return SW_EXITINFO2 bits 63:32 carry the hypervisor's error
-//!   (1 INVALID_LEN, 2 BUSY) and bits 31:0 the firmware's status.
+//!   (1 INVALID_LEN, 2 BUSY) and bits 31:0 the firmware's status. "SNP
+//!   Extended Guest Request", 0x8000_0012: the same plus RAX/RBX naming a
+//!   certificate buffer ([`GuestRequestChannel::report_with_certificates`];
+//!   the table itself is checked in `certs`).
 //! - Linux `arch/x86/coco/sev/core.c` (`snp_send_guest_request`) for the
 //!   practice this module follows: one sequence number per message, retry the
 //!   byte-identical message on BUSY, otherwise destroy the key on any error.
@@ -27,7 +30,10 @@
 //! the hypervisor the exchange ends in exactly one of three ways: a valid
 //! response (the count moves on by two), the hypervisor saying BUSY (the very
 //! same bytes are sent again; nothing new is revealed), or the key is wiped
-//! and the channel refuses every later request.
+//! and the channel refuses every later request. An extended request whose
+//! certificate part the hypervisor refuses (buffer too small, or the event
+//! unknown) is a fourth, harmless case: the identical bytes go out again as
+//! a plain request, as Linux does, so the count stays in step.
 //!
 //! The hardware exit is behind [`GuestRequestTransport`], which the platform's
 //! GHCB code implements; everything above it is tested on the host against a
@@ -183,9 +189,10 @@ pub const MIN_RESPONSE_LEN: usize = 0x20;
 /// Length of a derived key.
 pub const DERIVED_KEY_LEN: usize = 32;
 
-/// SW_EXITINFO2 when the hypervisor refused an extended request's buffer
-/// length (GHCB spec). This module never sends extended requests, so it is an
-/// error like any other here.
+/// SW_EXITINFO2 when the hypervisor refused an extended request's
+/// certificate buffer as too small (GHCB spec; RBX then holds the pages it
+/// needs). The transport reports it as [`TransportError::CertsTooSmall`]; on
+/// a plain request, or without RBX, it is an error like any other.
 pub const VMM_ERR_INVALID_LEN: u64 = 1 << 32;
 /// SW_EXITINFO2 when the hypervisor throttled the request without passing it
 /// to the firmware (GHCB spec): the same message must be sent again.
@@ -206,6 +213,10 @@ pub enum TransportError {
     /// The exit itself failed: no usable GHCB, SW_EXITINFO1/2 not marked
     /// valid, or the hypervisor asked for an exception to be injected.
     Protocol,
+    /// Extended requests only: SW_EXITINFO2 was INVALID_LEN and RBX says the
+    /// certificates need this many pages. The firmware has not seen the
+    /// message (GHCB spec).
+    CertsTooSmall(u64),
 }
 
 /// The hardware exit, implemented by the platform's GHCB code.
@@ -222,6 +233,24 @@ pub trait GuestRequestTransport {
         request: &[u8; PAGE_SIZE],
         response: &mut [u8; PAGE_SIZE],
     ) -> Result<(), TransportError>;
+
+    /// One SNP Extended Guest Request NAE event (exit code 0x8000_0012): as
+    /// [`Self::guest_request`], plus RAX = the GPA of a shared certificate
+    /// buffer of `certs.len() / PAGE_SIZE` pages and RBX = that count. On
+    /// success the shared buffer is copied once into `certs` (private
+    /// memory). SW_EXITINFO2 = INVALID_LEN with RBX marked valid is
+    /// [`TransportError::CertsTooSmall`] with RBX. A transport that cannot
+    /// make the event answers `Protocol` without sending anything (the
+    /// default); the channel then sends the message as a plain request.
+    fn extended_guest_request(
+        &mut self,
+        request: &[u8; PAGE_SIZE],
+        response: &mut [u8; PAGE_SIZE],
+        certs: &mut [u8],
+    ) -> Result<(), TransportError> {
+        let _ = (request, response, certs);
+        Err(TransportError::Protocol)
+    }
 
     /// Called between two attempts after the hypervisor said BUSY; `attempt`
     /// counts from 1. The platform waits here (Linux waits 2 s).
@@ -347,6 +376,12 @@ impl fmt::Display for GuestRequestError {
             Self::Transport(TransportError::Protocol) => {
                 f.write_str("guest request exit failed; VMPCK wiped")
             }
+            Self::Transport(TransportError::CertsTooSmall(n)) => {
+                write!(
+                    f,
+                    "certificate buffer too small ({n} pages needed); VMPCK wiped"
+                )
+            }
             Self::Busy { attempts } => {
                 write!(
                     f,
@@ -358,6 +393,20 @@ impl fmt::Display for GuestRequestError {
             Self::SequenceExhausted => f.write_str("message sequence numbers exhausted"),
         }
     }
+}
+
+/// What became of the certificate part of an extended request (the report
+/// part succeeded or failed on its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertsAnswer {
+    /// The hypervisor filled the buffer (possibly with an empty table).
+    Written,
+    /// The buffer was too small: the hypervisor asked for this many pages.
+    /// The same message then went out as a plain request.
+    TooSmall(u64),
+    /// The hypervisor refused the extended event; the same message then went
+    /// out as a plain request.
+    NotServed,
 }
 
 /// The channel: owns one VMPCK and its sequence number.
@@ -452,11 +501,41 @@ impl<T: GuestRequestTransport> GuestRequestChannel<T> {
         vmpl: u32,
         key: KeySelect,
     ) -> Result<[u8; REPORT_LEN], GuestRequestError> {
+        self.report_inner(report_data, vmpl, key, None)
+            .map(|(report, _)| report)
+    }
+
+    /// MSG_REPORT_REQ through the SNP Extended Guest Request: the report
+    /// (default key) and the hypervisor's certificate table in `certs`
+    /// (private memory; whole pages, `certs.len() / PAGE_SIZE` of them
+    /// offered). The certificate part never costs the key: if the
+    /// hypervisor refuses the buffer or the event, the very same ciphertext
+    /// (same sequence number) goes out again as a plain guest request, as
+    /// Linux does, so no nonce is reused and the count stays in step.
+    pub fn report_with_certificates(
+        &mut self,
+        report_data: &[u8; 64],
+        vmpl: u32,
+        certs: &mut [u8],
+    ) -> Result<([u8; REPORT_LEN], CertsAnswer), GuestRequestError> {
+        if certs.is_empty() || !certs.len().is_multiple_of(PAGE_SIZE) {
+            return Err(GuestRequestError::InvalidRequest);
+        }
+        self.report_inner(report_data, vmpl, KeySelect::Default, Some(certs))
+    }
+
+    fn report_inner(
+        &mut self,
+        report_data: &[u8; 64],
+        vmpl: u32,
+        key: KeySelect,
+        certs: Option<&mut [u8]>,
+    ) -> Result<([u8; REPORT_LEN], CertsAnswer), GuestRequestError> {
         let mut req = [0u8; report_req::LEN];
         req[report_req::REPORT_DATA..report_req::REPORT_DATA + 64].copy_from_slice(report_data);
         put_u32(&mut req, report_req::VMPL, vmpl);
         put_u32(&mut req, report_req::KEY_SEL, key as u32);
-        let len = self.exchange(msg_type::REPORT_REQ, &req)?;
+        let (len, answer) = self.exchange(msg_type::REPORT_REQ, &req, certs)?;
         let payload = &self.response[header::LEN..header::LEN + len];
         let status = le_u32(payload, report_rsp::STATUS);
         let result = if status != status::SUCCESS {
@@ -468,7 +547,7 @@ impl<T: GuestRequestTransport> GuestRequestChannel<T> {
         } else {
             let mut report = [0u8; REPORT_LEN];
             report.copy_from_slice(&payload[report_rsp::REPORT..report_rsp::REPORT + REPORT_LEN]);
-            Ok(report)
+            Ok((report, answer))
         };
         self.finish(result)
     }
@@ -478,7 +557,7 @@ impl<T: GuestRequestTransport> GuestRequestChannel<T> {
         &mut self,
         request: &DerivedKeyRequest,
     ) -> Result<Zeroizing<[u8; DERIVED_KEY_LEN]>, GuestRequestError> {
-        let len = self.exchange(msg_type::KEY_REQ, &request.encode())?;
+        let (len, _) = self.exchange(msg_type::KEY_REQ, &request.encode(), None)?;
         let payload = &self.response[header::LEN..header::LEN + len];
         let status = le_u32(payload, key_rsp::STATUS);
         let result = if status != status::SUCCESS {
@@ -505,9 +584,15 @@ impl<T: GuestRequestTransport> GuestRequestChannel<T> {
         }
     }
 
-    /// Seals `payload` as a `msg_type` message, sends it, validates and
-    /// decrypts the response into `self.response`, and returns its MSG_SZ.
-    fn exchange(&mut self, msg_type: u8, payload: &[u8]) -> Result<usize, GuestRequestError> {
+    /// Seals `payload` as a `msg_type` message, sends it (as an extended
+    /// request if `certs` is given), validates and decrypts the response
+    /// into `self.response`, and returns its MSG_SZ.
+    fn exchange(
+        &mut self,
+        msg_type: u8,
+        payload: &[u8],
+        mut certs: Option<&mut [u8]>,
+    ) -> Result<(usize, CertsAnswer), GuestRequestError> {
         if self.disabled {
             return Err(GuestRequestError::Disabled);
         }
@@ -528,14 +613,32 @@ impl<T: GuestRequestTransport> GuestRequestChannel<T> {
 
         // From here on the sequence number is spent (see the module docs).
         let mut attempts = 0u32;
+        let mut answer = CertsAnswer::Written;
         loop {
             attempts += 1;
             self.response.zeroize();
-            match self
-                .transport
-                .guest_request(&self.request, &mut self.response)
-            {
+            let sent = match certs.as_deref_mut() {
+                Some(buf) => {
+                    self.transport
+                        .extended_guest_request(&self.request, &mut self.response, buf)
+                }
+                None => self
+                    .transport
+                    .guest_request(&self.request, &mut self.response),
+            };
+            match sent {
                 Ok(()) => break,
+                // The certificate part failed: the identical bytes go out
+                // once more as a plain request (a resend, like BUSY's, so
+                // nothing new is revealed and the nonce is not reused).
+                Err(TransportError::CertsTooSmall(pages)) if certs.is_some() => {
+                    certs = None;
+                    answer = CertsAnswer::TooSmall(pages);
+                }
+                Err(TransportError::Protocol) if certs.is_some() => {
+                    certs = None;
+                    answer = CertsAnswer::NotServed;
+                }
                 // Throttled: the firmware never saw the message. Sending the
                 // identical bytes again reveals nothing new and keeps the
                 // count in step; a different message must never take this
@@ -556,7 +659,7 @@ impl<T: GuestRequestTransport> GuestRequestChannel<T> {
         match self.open(rsp_seqno, msg_type + 1) {
             Ok(n) => {
                 self.last_seqno = rsp_seqno;
-                Ok(n)
+                Ok((n, answer))
             }
             Err(fault) => Err(self.fail(GuestRequestError::BadResponse(fault))),
         }

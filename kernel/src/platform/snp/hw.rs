@@ -26,10 +26,13 @@ use crate::platform::{
 };
 
 /// Linear address of the shared window: the GHCB, then the guest-request
-/// request and response pages, mapped with the C-bit clear.
+/// request and response pages, then the extended guest request's
+/// certificate buffer, mapped with the C-bit clear.
 pub const SHARED_WINDOW: u64 = 0x1_0000_0000;
+/// The first page of the certificate buffer in the shared window.
+const CERT_PAGE: usize = 3;
 /// Pages in the shared window.
-pub const SHARED_PAGES: usize = 3;
+pub const SHARED_PAGES: usize = CERT_PAGE + super::certs::MAX_PAGES;
 /// The console's ports (COM1).
 const CONSOLE_PORTS: core::ops::Range<u16> = 0x3F8..0x400;
 /// Ports the SVSM's own code may use through #VC: the console, and the PIT
@@ -371,6 +374,8 @@ fn busy_wait(_attempt: u32) {
 pub struct Snp {
     info: LaunchInfo,
     channel: Mutex<Option<GuestRequestChannel<GhcbTransport<'static, HwSnp>>>>,
+    /// The host's certificate table, validated (empty if none or bad).
+    certs: Vec<u8>,
 }
 
 fn core() -> &'static Mutex<SnpCore<HwSnp>> {
@@ -392,21 +397,45 @@ impl Snp {
         let taken = core().lock().take_vmpck0(secrets_gpa);
         let vmpck0 = taken.map_err(firmware_error)?;
         let shared = shared_pages();
-        let channel = GuestRequestChannel::new(
+        let mut channel = GuestRequestChannel::new(
             GhcbTransport {
                 core: core(),
                 pages: (shared[1].1, shared[2].1),
                 backoff: busy_wait,
+                certs: Some((shared[CERT_PAGE].1, super::certs::MAX_PAGES)),
             },
             vmpck0,
         )
         .map_err(|e| log::error!("SNP guest-request channel: {e}"))
         .ok();
+        // The certificate chain, once, with a throwaway report.
+        let certs = match channel.as_mut() {
+            Some(ch) => {
+                let (table, how) = super::certs::fetch(ch);
+                match how {
+                    super::certs::Fetched::Table(_) => {
+                        let mut names =
+                            super::certs::entry_names(&table).map(|n| n.unwrap_or("unknown GUID"));
+                        let first = names.next().unwrap_or("");
+                        let rest: alloc::string::String =
+                            names.map(|n| alloc::format!(", {n}")).collect();
+                        log::info!("SNP: {how}: {first}{rest} ({} bytes)", table.len());
+                    }
+                    super::certs::Fetched::Empty | super::certs::Fetched::NotServed => {
+                        log::info!("SNP: {how}; the attestation protocol returns no certificates");
+                    }
+                    _ => log::warn!("SNP: {how}; the attestation protocol returns no certificates"),
+                }
+                table
+            }
+            None => Vec::new(),
+        };
         let ram = super::svsm::guest_ram(boot_info.ram(), info.svsm);
         core().lock().guest_ram = ram;
         Ok(Self {
             info: *info,
             channel: Mutex::new(channel),
+            certs,
         })
     }
 }
@@ -494,9 +523,10 @@ impl Platform for Snp {
     }
 
     fn attestation_certificates(&self) -> Option<&[u8]> {
-        // The VCEK chain is not fetched here (no extended guest request);
-        // a verifier gets it from AMD's key distribution service.
-        Some(&[])
+        // The host's table from the extended guest request at start-up
+        // (`certs`); empty if it sent none or a bad one, and the verifier
+        // then gets the chain from AMD's key distribution service.
+        Some(&self.certs)
     }
 
     fn terminate(&self, status: ExitStatus) -> ! {

@@ -10,11 +10,13 @@
 //! | `vc` | #VC: CPUID from the CPUID page, console port I/O and MSRs through the GHCB |
 //! | `svsm` | the SVSM side: boot vCPU, RUN_VMPL loop, CREATE/DELETE_VCPU, guest memory, guest-request transport |
 //! | `secrets`, `guest_request` | the secrets page and the PSP channel (helper "snpreq") |
+//! | `certs` | the host's VCEK/VLEK certificate table from the extended guest request, validated |
 //! | `hw` (bare metal) | the instructions themselves, and the `Snp` platform |
 //!
 //! Nothing here has run on SEV-SNP hardware: see the README's "Hardware
 //! platforms".
 
+pub mod certs;
 pub mod ghcb;
 pub mod guest_request;
 #[cfg(target_os = "none")]

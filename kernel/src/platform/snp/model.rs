@@ -339,6 +339,21 @@ impl ModelRmp {
 /// it; returns the exit code the VMSA records.
 pub type GuestFn = Box<dyn FnMut(&mut Machine, u64) -> u64>;
 
+/// How the model hypervisor answers the SNP Extended Guest Request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExtHost {
+    /// Does not know the event (fails it, asking for a #UD).
+    Unsupported,
+    /// Writes these bytes at the start of the certificate buffer; a buffer
+    /// of fewer pages than they need is refused with INVALID_LEN and the
+    /// page count in RBX, without passing the request on.
+    Certs(Vec<u8>),
+    /// Always refuses the buffer as too small, asking for this many pages.
+    WantPages(u64),
+    /// Says INVALID_LEN without marking RBX valid.
+    InvalidLenNoRbx,
+}
+
 /// Hypervisor, RMP, memory and a guest.
 pub struct Machine {
     /// The hypervisor.
@@ -353,6 +368,10 @@ pub struct Machine {
     pub guest: Option<GuestFn>,
     /// RUN_VMPL exits seen.
     pub runs: usize,
+    /// The extended guest request's behaviour.
+    pub ext: ExtHost,
+    /// Every extended guest request: (RAX, RBX) as the SVSM gave them.
+    pub ext_requests: Vec<(u64, u64)>,
 }
 
 impl Default for Machine {
@@ -371,6 +390,8 @@ impl Machine {
             psp: None,
             guest: None,
             runs: 0,
+            ext: ExtHost::Unsupported,
+            ext_requests: Vec::new(),
         }
     }
 
@@ -503,6 +524,36 @@ impl Machine {
     }
 }
 
+impl Machine {
+    fn ext_guest_request(&mut self, g: &mut GhcbPage) {
+        let (Ok(gpa), Ok(pages)) = (g.get_valid(offset::RAX), g.get_valid(offset::RBX)) else {
+            return ModelHv::answer(g, 2, 0x13);
+        };
+        self.ext_requests.push((gpa, pages));
+        let (need, always) = match &self.ext {
+            ExtHost::Unsupported => return ModelHv::answer(g, 1, 0x8000_0306),
+            ExtHost::Certs(blob) => ((blob.len() as u64).div_ceil(PAGE).max(1), false),
+            ExtHost::WantPages(n) => (*n, true),
+            ExtHost::InvalidLenNoRbx => return ModelHv::answer(g, 0, 1 << 32),
+        };
+        if always || pages < need {
+            ModelHv::answer(g, 0, 1 << 32);
+            g.set(offset::RBX, need);
+            return;
+        }
+        if !gpa.is_multiple_of(PAGE) || !self.shared_ok(gpa, (pages * PAGE) as usize) {
+            return ModelHv::answer(g, 2, 0x14);
+        }
+        self.guest_request(g);
+        if g.get(offset::SW_EXITINFO2) == 0
+            && let ExtHost::Certs(blob) = &self.ext
+        {
+            let blob = blob.clone();
+            self.poke(gpa, &blob);
+        }
+    }
+}
+
 impl Hypervisor for Machine {
     fn read_msr(&mut self) -> u64 {
         self.hv.read_msr()
@@ -526,6 +577,10 @@ impl Hypervisor for Machine {
                 }
                 exit_code::SNP_GUEST_REQUEST => {
                     self.guest_request(ghcb);
+                    true
+                }
+                exit_code::SNP_EXT_GUEST_REQUEST => {
+                    self.ext_guest_request(ghcb);
                     true
                 }
                 _ => false,

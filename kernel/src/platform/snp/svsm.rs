@@ -10,7 +10,9 @@
 use alloc::vec::Vec;
 
 use super::ghcb::{self, GhcbError, GhcbPage, Hypervisor, exit_code, offset};
-use super::guest_request::{GuestRequestTransport, PAGE_SIZE as GR_PAGE, TransportError};
+use super::guest_request::{
+    GuestRequestTransport, PAGE_SIZE as GR_PAGE, TransportError, VMM_ERR_INVALID_LEN,
+};
 use super::rmp::{self, PscChannel, Rmp, RmpError, perm};
 use super::secrets::{self, SECRETS_PAGE_SIZE, SecretsPage, SvsmFields, Vmpck};
 use super::vc::CpuidTable;
@@ -596,11 +598,58 @@ impl<H: SnpHw> SnpCore<H> {
         request: &[u8; GR_PAGE],
         response: &mut [u8; GR_PAGE],
     ) -> Result<(), TransportError> {
+        self.guest_request_exit(pages, request, response, None)
+    }
+
+    /// The SNP Extended Guest Request NAE event: as [`Self::guest_request`],
+    /// with the shared certificate buffer at `certs_gpa` (`certs.len() /
+    /// 4096` contiguous shared pages) cleared, offered in RAX/RBX, and on
+    /// success copied once into `certs`.
+    pub fn extended_guest_request(
+        &mut self,
+        pages: (u64, u64),
+        request: &[u8; GR_PAGE],
+        response: &mut [u8; GR_PAGE],
+        certs_gpa: u64,
+        certs: &mut [u8],
+    ) -> Result<(), TransportError> {
+        if certs.is_empty() || !certs.len().is_multiple_of(GR_PAGE) {
+            return Err(TransportError::Protocol);
+        }
+        self.guest_request_exit(pages, request, response, Some((certs_gpa, certs)))
+    }
+
+    fn guest_request_exit(
+        &mut self,
+        pages: (u64, u64),
+        request: &[u8; GR_PAGE],
+        response: &mut [u8; GR_PAGE],
+        mut certs: Option<(u64, &mut [u8])>,
+    ) -> Result<(), TransportError> {
         let (req_gpa, rsp_gpa) = pages;
         self.hw
             .write_shared(req_gpa, request)
             .map_err(|_| TransportError::Protocol)?;
-        let r = self.nae(exit_code::SNP_GUEST_REQUEST, req_gpa, rsp_gpa, |_| {});
+        let mut code = exit_code::SNP_GUEST_REQUEST;
+        let mut regs = (0, 0);
+        if let Some((gpa, buf)) = certs.as_mut() {
+            // Whatever an earlier answer left there must not pass for this
+            // one's certificates.
+            let zero = [0u8; GR_PAGE];
+            for i in 0..buf.len() / GR_PAGE {
+                self.hw
+                    .write_shared(*gpa + (i * GR_PAGE) as u64, &zero)
+                    .map_err(|_| TransportError::Protocol)?;
+            }
+            code = exit_code::SNP_EXT_GUEST_REQUEST;
+            regs = (*gpa, (buf.len() / GR_PAGE) as u64);
+        }
+        let r = self.nae(code, req_gpa, rsp_gpa, |g| {
+            if code == exit_code::SNP_EXT_GUEST_REQUEST {
+                g.set(offset::RAX, regs.0);
+                g.set(offset::RBX, regs.1);
+            }
+        });
         let info2 = self.ghcb.get(offset::SW_EXITINFO2);
         match r {
             Ok(()) => {}
@@ -609,12 +658,26 @@ impl<H: SnpHw> SnpCore<H> {
         if !self.ghcb.is_valid(offset::SW_EXITINFO2) {
             return Err(TransportError::Protocol);
         }
+        if info2 == VMM_ERR_INVALID_LEN && certs.is_some() {
+            return match self.ghcb.get_valid(offset::RBX) {
+                Ok(pages) => Err(TransportError::CertsTooSmall(pages)),
+                Err(_) => Err(TransportError::Protocol),
+            };
+        }
         if info2 != 0 {
             return Err(TransportError::ExitInfo2(info2));
         }
         self.hw
             .read_shared(rsp_gpa, response)
-            .map_err(|_| TransportError::Protocol)
+            .map_err(|_| TransportError::Protocol)?;
+        if let Some((gpa, buf)) = certs {
+            for (i, page) in buf.chunks_exact_mut(GR_PAGE).enumerate() {
+                self.hw
+                    .read_shared(gpa + (i * GR_PAGE) as u64, page)
+                    .map_err(|_| TransportError::Protocol)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -639,6 +702,10 @@ pub struct GhcbTransport<'a, H: SnpHw> {
     /// Waits between attempts after the hypervisor said BUSY (the attempt
     /// number, from 1); the platform waits about 2 s, as Linux does.
     pub backoff: fn(u32),
+    /// The shared certificate buffer for extended requests: its first
+    /// page's GPA and its size in pages (contiguous). None: extended
+    /// requests are not made.
+    pub certs: Option<(u64, usize)>,
 }
 
 impl<H: SnpHw> GuestRequestTransport for GhcbTransport<'_, H> {
@@ -650,6 +717,22 @@ impl<H: SnpHw> GuestRequestTransport for GhcbTransport<'_, H> {
         self.core
             .lock()
             .guest_request(self.pages, request, response)
+    }
+
+    fn extended_guest_request(
+        &mut self,
+        request: &[u8; GR_PAGE],
+        response: &mut [u8; GR_PAGE],
+        certs: &mut [u8],
+    ) -> Result<(), TransportError> {
+        match self.certs {
+            Some((gpa, max_pages)) if certs.len() <= max_pages * GR_PAGE => self
+                .core
+                .lock()
+                .extended_guest_request(self.pages, request, response, gpa, certs),
+            // Nothing sent.
+            _ => Err(TransportError::Protocol),
+        }
     }
 
     fn busy_backoff(&mut self, attempt: u32) {

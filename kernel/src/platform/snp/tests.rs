@@ -2,7 +2,10 @@
 //! vCPU built from the IGVM guest-context page, the RUN_VMPL loop serving a
 //! guest call through the real protocol dispatcher, CREATE_VCPU/DELETE_VCPU,
 //! the guest's PVALIDATE, attestation through the GHCB guest-request event
-//! and the model PSP, and hypervisors that answer with errors or garbage.
+//! and the model PSP, and hypervisors that answer with errors or garbage;
+//! the certificate table from the extended guest request served to the
+//! guest by the attestation protocol, and hosts with no, oversized or bad
+//! tables.
 
 extern crate std;
 
@@ -432,6 +435,7 @@ fn attestation_report_through_the_ghcb_guest_request() {
         core: &core,
         pages: SHARED,
         backoff: |_| {},
+        certs: None,
     };
     let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
     let data = [0x5A; 64];
@@ -452,6 +456,7 @@ fn attestation_with_a_hypervisor_answering_garbage() {
         core: &core,
         pages: SHARED,
         backoff: |_| {},
+        certs: None,
     };
     let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
     let err = ch.report(&[1; 64], 0).unwrap_err();
@@ -463,6 +468,7 @@ fn attestation_with_a_hypervisor_answering_garbage() {
         core: &core,
         pages: (GUEST.0, GUEST.0 + 0x1000),
         backoff: |_| {},
+        certs: None,
     };
     let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
     assert!(ch.report(&[1; 64], 0).is_err());
@@ -616,9 +622,243 @@ fn attestation_waits_out_a_busy_hypervisor() {
         backoff: |attempt| {
             BACKOFFS.fetch_max(attempt, std::sync::atomic::Ordering::SeqCst);
         },
+        certs: None,
     };
     let mut ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
     let report = ch.report(&[7; 64], 0).unwrap();
     assert_eq!(&report[0x50..0x90], &[7u8; 64][..]);
     assert_eq!(BACKOFFS.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+// The certificate chain through the SNP Extended Guest Request.
+
+use super::certs::{self, Fetched, GUID_ARK, GUID_ASK, GUID_VCEK, TableError};
+use super::model::ExtHost;
+use crate::platform::snp_report::REPORT_LEN;
+use crate::protocols::SvsmError;
+use crate::protocols::attest::ReportProvider;
+
+/// The shared certificate buffer (16 pages after the request pages).
+const CERT_SHARED: u64 = 0x500_2000;
+
+type HwChannel = GuestRequestChannel<GhcbTransport<'static, Machine>>;
+
+/// A machine with the model PSP and a host answering extended requests as
+/// `ext`, and the channel the `Snp` platform builds over it.
+fn ext_setup(ext: ExtHost) -> (&'static spin::Mutex<SnpCore<Machine>>, HwChannel) {
+    let mut m = launched();
+    m.psp = Some(PspModel::new(VMPCK));
+    m.ext = ext;
+    let core: &'static spin::Mutex<SnpCore<Machine>> =
+        Box::leak(Box::new(spin::Mutex::new(core(m))));
+    let transport = GhcbTransport {
+        core,
+        pages: SHARED,
+        backoff: |_| {},
+        certs: Some((CERT_SHARED, certs::MAX_PAGES)),
+    };
+    let ch = GuestRequestChannel::new(transport, Vmpck::new(VMPCK[0])).unwrap();
+    (core, ch)
+}
+
+fn psp_seqno(core: &spin::Mutex<SnpCore<Machine>>) -> u64 {
+    core.lock().hw.psp.as_ref().unwrap().last_seqno(0)
+}
+
+/// A VCEK chain of realistic sizes (the bytes are stand-ins).
+fn chain() -> Vec<u8> {
+    certs::tests::table(&[
+        (GUID_VCEK, &[0xC1; 1360]),
+        (GUID_ASK, &[0xA5; 1650]),
+        (GUID_ARK, &[0xA7; 1660]),
+    ])
+}
+
+/// The channel still makes reports in step with the PSP.
+fn still_works(core: &spin::Mutex<SnpCore<Machine>>, ch: &mut HwChannel) {
+    let before = psp_seqno(core);
+    let report = ch.report(&[0x3C; 64], 0).unwrap();
+    assert_eq!(&report[0x50..0x90], &[0x3C; 64][..]);
+    assert_eq!(psp_seqno(core), before + 2);
+    assert_eq!(ch.last_seqno(), before + 2);
+}
+
+/// What the `Snp` platform serves: reports from the channel, the fetched table.
+struct SnpReports {
+    ch: HwChannel,
+    certs: Vec<u8>,
+}
+
+impl ReportProvider for SnpReports {
+    fn report(&mut self, report_data: &[u8; 64]) -> Result<Vec<u8>, SvsmError> {
+        self.ch
+            .report(report_data, 0)
+            .map(|r| r.to_vec())
+            .map_err(|_| SvsmError::INVALID_REQUEST)
+    }
+    fn report_len(&self) -> Option<usize> {
+        Some(REPORT_LEN)
+    }
+    fn certificates(&self) -> &[u8] {
+        &self.certs
+    }
+}
+
+#[test]
+fn the_hosts_certificates_reach_the_guest_through_the_attestation_protocol() {
+    let (core, mut ch) = ext_setup(ExtHost::Certs(chain()));
+    let (table, how) = certs::fetch(&mut ch);
+    assert_eq!(how, Fetched::Table(3));
+    assert_eq!(table, chain());
+    // One extended request, four pages offered, at the shared buffer; its
+    // report took sequence numbers 1 and 2.
+    assert_eq!(core.lock().hw.ext_requests, [(CERT_SHARED, 4)]);
+    assert_eq!(psp_seqno(core), 2);
+
+    // SVSM_ATTEST_SERVICES from the guest, through the real dispatcher.
+    const REQ: u64 = GUEST.0 + 0x4000;
+    const NONCE: u64 = GUEST.0 + 0x5000;
+    const MANIFEST: u64 = GUEST.0 + 0x6000;
+    const REPORT: u64 = GUEST.0 + 0x7000;
+    const CERTS: u64 = GUEST.0 + 0x8000;
+    let mut r = [0u8; 0x40];
+    r[0..8].copy_from_slice(&REPORT.to_le_bytes());
+    r[8..12].copy_from_slice(&4096u32.to_le_bytes());
+    r[0x10..0x18].copy_from_slice(&NONCE.to_le_bytes());
+    r[0x18..0x1A].copy_from_slice(&16u16.to_le_bytes());
+    r[0x20..0x28].copy_from_slice(&MANIFEST.to_le_bytes());
+    r[0x28..0x2C].copy_from_slice(&4096u32.to_le_bytes());
+    r[0x30..0x38].copy_from_slice(&CERTS.to_le_bytes());
+    r[0x38..0x3C].copy_from_slice(&(3 * 4096u32).to_le_bytes());
+    {
+        let mut c = core.lock();
+        c.hw.poke(REQ, &r);
+        c.hw.poke(NONCE, &[9; 16]);
+    }
+    let mut guest = SnpGuest { core };
+    let mut svsm: Svsm<EchoTpm> = Svsm::new(CAA, None);
+    svsm.attest = Some(Box::new(SnpReports {
+        ch,
+        certs: table.clone(),
+    }));
+    let mut regs = GuestRegisters {
+        rax: 1 << 32, // protocol 1 (attestation), call 0 (SERVICES)
+        rcx: REQ,
+        ..Default::default()
+    };
+    svsm.handle(&mut guest, &mut regs);
+    assert_eq!(regs.rax, result::SUCCESS);
+    assert_eq!(
+        regs.rdx,
+        table.len() as u64,
+        "RDX = the certificates' length"
+    );
+    assert_eq!(regs.r8, REPORT_LEN as u64);
+    let c = core.lock();
+    let mut got = vec![0u8; table.len()];
+    c.hw.peek(CERTS, &mut got);
+    assert_eq!(got, table);
+    assert_eq!(certs::validate(&got), Ok(table.clone()));
+    // The report came from the PSP through the same channel, next in line.
+    assert_eq!(c.hw.psp.as_ref().unwrap().last_seqno(0), 4);
+}
+
+#[test]
+fn a_buffer_too_small_is_resent_plain_then_retried_with_the_pages_asked_for() {
+    // 6 pages of certificates: more than the 4 offered first.
+    let big = certs::tests::table(&[(GUID_VCEK, &[0x5A; 5 * 4096]), (GUID_ARK, &[1; 100])]);
+    let (core, mut ch) = ext_setup(ExtHost::Certs(big.clone()));
+    let (table, how) = certs::fetch(&mut ch);
+    assert_eq!(how, Fetched::Table(2));
+    assert_eq!(table, big);
+    assert_eq!(
+        core.lock().hw.ext_requests,
+        [(CERT_SHARED, 4), (CERT_SHARED, 6)]
+    );
+    // The refused message went out again as a plain request (same
+    // sequence number), then the retry took the next: the PSP saw 1 and 3.
+    assert_eq!(psp_seqno(core), 4);
+    assert!(!ch.is_disabled());
+    still_works(core, &mut ch);
+}
+
+#[test]
+fn hosts_without_a_usable_table_give_an_empty_chain_and_keep_the_channel() {
+    let cases: Vec<(ExtHost, Fetched, usize)> = vec![
+        // (host, outcome, extended requests made)
+        (ExtHost::Unsupported, Fetched::NotServed, 1),
+        (ExtHost::Certs(Vec::new()), Fetched::Empty, 1),
+        (ExtHost::Certs(vec![0; 24]), Fetched::Empty, 1),
+        (ExtHost::WantPages(1 << 40), Fetched::BadSize(1 << 40), 1),
+        (ExtHost::WantPages(17), Fetched::BadSize(17), 1),
+        (ExtHost::WantPages(3), Fetched::BadSize(3), 1),
+        // Asks for 6, then for 6 again when given 6.
+        (ExtHost::WantPages(6), Fetched::BadSize(6), 2),
+        (ExtHost::InvalidLenNoRbx, Fetched::NotServed, 1),
+    ];
+    for (host, want, exts) in cases {
+        let label = format!("{host:?}");
+        let (core, mut ch) = ext_setup(host);
+        let (table, how) = certs::fetch(&mut ch);
+        assert_eq!(how, want, "{label}");
+        assert!(table.is_empty(), "{label}");
+        assert_eq!(core.lock().hw.ext_requests.len(), exts, "{label}");
+        assert_eq!(psp_seqno(core), 2 * exts as u64, "{label}");
+        still_works(core, &mut ch);
+    }
+}
+
+#[test]
+fn bad_tables_from_the_host_give_an_empty_chain_and_keep_the_channel() {
+    let good = chain();
+    let entry = |t: &mut Vec<u8>, i: usize, off: u32, len: u32| {
+        t[i * 24 + 16..i * 24 + 20].copy_from_slice(&off.to_le_bytes());
+        t[i * 24 + 20..i * 24 + 24].copy_from_slice(&len.to_le_bytes());
+    };
+    let mut overlapping = good.clone();
+    entry(&mut overlapping, 1, 96 + 1000, 1650);
+    let mut truncated = good.clone();
+    entry(&mut truncated, 2, 0x3F00, 0x200);
+    let mut unterminated = vec![0u8; 4 * 4096];
+    for (i, e) in unterminated.chunks_exact_mut(24).enumerate() {
+        e.fill((i % 250) as u8 + 1);
+    }
+    let cases = [
+        (overlapping, Fetched::Invalid(TableError::Overlap(0))),
+        (truncated, Fetched::Invalid(TableError::OutOfBounds(2))),
+        (unterminated, Fetched::Invalid(TableError::Unterminated)),
+    ];
+    for (blob, want) in cases {
+        let (core, mut ch) = ext_setup(ExtHost::Certs(blob));
+        let (table, how) = certs::fetch(&mut ch);
+        assert_eq!(how, want);
+        assert!(table.is_empty());
+        assert_eq!(psp_seqno(core), 2);
+        still_works(core, &mut ch);
+    }
+}
+
+#[test]
+fn a_hostile_report_part_wipes_the_key_as_any_guest_request_does() {
+    let (core, mut ch) = ext_setup(ExtHost::Certs(chain()));
+    core.lock().hw.hv.mode = HvMode::Garbage;
+    let (table, how) = certs::fetch(&mut ch);
+    assert!(table.is_empty());
+    assert!(
+        matches!(how, Fetched::Request(GuestRequestError::BadResponse(_))),
+        "{how:?}"
+    );
+    assert!(ch.is_disabled());
+    assert_eq!(ch.report(&[1; 64], 0), Err(GuestRequestError::Disabled));
+}
+
+#[test]
+fn a_busy_host_gets_the_same_extended_request_again() {
+    let (core, mut ch) = ext_setup(ExtHost::Certs(chain()));
+    core.lock().hw.hv.mode = HvMode::Busy(2);
+    let (table, how) = certs::fetch(&mut ch);
+    assert_eq!(how, Fetched::Table(3));
+    assert_eq!(table, chain());
+    assert_eq!(core.lock().hw.ext_requests.len(), 3);
+    assert_eq!(psp_seqno(core), 2);
 }
