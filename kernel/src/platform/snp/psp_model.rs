@@ -426,6 +426,12 @@ pub struct Host {
     pub responses: Vec<Box<[u8; PAGE_SIZE]>>,
     /// The `attempt` arguments of the back-off calls.
     pub backoffs: Vec<u32>,
+    /// Extended requests: None, the event is unknown (nothing is sent);
+    /// `Some(Ok(bytes))`, forwarded and `bytes` written to the certificate
+    /// buffer; `Some(Err(n))`, refused as too small, `n` pages needed.
+    pub ext: Option<Result<Vec<u8>, u64>>,
+    /// Every extended request's page count.
+    pub ext_pages: Vec<usize>,
 }
 
 impl Host {
@@ -437,6 +443,8 @@ impl Host {
             requests: Vec::new(),
             responses: Vec::new(),
             backoffs: Vec::new(),
+            ext: None,
+            ext_pages: Vec::new(),
         }
     }
 
@@ -511,6 +519,30 @@ impl GuestRequestTransport for Host {
             self.responses.push(Box::new(*response));
         }
         result
+    }
+
+    fn extended_guest_request(
+        &mut self,
+        request: &[u8; PAGE_SIZE],
+        response: &mut [u8; PAGE_SIZE],
+        certs: &mut [u8],
+    ) -> Result<(), TransportError> {
+        let Some(ext) = self.ext.clone() else {
+            return Err(TransportError::Protocol);
+        };
+        self.ext_pages.push(certs.len() / PAGE_SIZE);
+        match ext {
+            Err(pages) => {
+                self.requests.push(Box::new(*request));
+                Err(TransportError::CertsTooSmall(pages))
+            }
+            Ok(bytes) => {
+                self.guest_request(request, response)?;
+                let n = bytes.len().min(certs.len());
+                certs[..n].copy_from_slice(&bytes[..n]);
+                Ok(())
+            }
+        }
     }
 
     fn busy_backoff(&mut self, attempt: u32) {
@@ -887,6 +919,53 @@ mod tests {
         assert_eq!((ch.last_seqno(), h.psp.last_seqno(0)), (2, 2));
         ch.report(&DATA, 0).unwrap();
         assert_eq!(seqno_of(&ch.transport().requests[4]), 3);
+    }
+
+    #[test]
+    fn a_refused_certificate_buffer_resends_the_identical_message_plain() {
+        use crate::platform::snp::guest_request::CertsAnswer;
+        let mut h = host();
+        h.ext = Some(Err(7));
+        let mut ch = channel(h);
+        let mut certs = std::vec![0u8; 2 * PAGE_SIZE];
+        let (report, answer) = ch.report_with_certificates(&DATA, 0, &mut certs).unwrap();
+        assert_eq!(answer, CertsAnswer::TooSmall(7));
+        let h = ch.transport();
+        assert!(verifies(&report, h.psp.vcek()));
+        assert_eq!(h.ext_pages, [2]);
+        // The extended request and the plain resend: the same ciphertext,
+        // one sequence number.
+        assert_eq!(h.requests.len(), 2);
+        assert_eq!(h.requests[0], h.requests[1]);
+        assert_eq!((ch.last_seqno(), h.psp.last_seqno(0)), (2, 2));
+
+        // A host without the event: nothing sent on it, the plain request
+        // carries the message.
+        ch.transport_mut().ext = None;
+        let (_, answer) = ch.report_with_certificates(&DATA, 0, &mut certs).unwrap();
+        assert_eq!(answer, CertsAnswer::NotServed);
+        assert_eq!(ch.transport().requests.len(), 3);
+        assert_eq!((ch.last_seqno(), ch.transport().psp.last_seqno(0)), (4, 4));
+
+        // A host that serves it.
+        ch.transport_mut().ext = Some(Ok(std::vec![0xAB; 100]));
+        let (report, answer) = ch.report_with_certificates(&DATA, 0, &mut certs).unwrap();
+        assert_eq!(answer, CertsAnswer::Written);
+        assert!(verifies(&report, ch.transport().psp.vcek()));
+        assert_eq!(&certs[..100], &[0xAB; 100][..]);
+        assert_eq!(ch.last_seqno(), 6);
+
+        // Buffers that are not whole pages are refused before anything is
+        // sent, and cost nothing.
+        for len in [0, 100, PAGE_SIZE + 1] {
+            let mut b = std::vec![0u8; len];
+            assert_eq!(
+                ch.report_with_certificates(&DATA, 0, &mut b),
+                Err(GuestRequestError::InvalidRequest)
+            );
+        }
+        assert!(!ch.is_disabled());
+        assert_eq!(ch.transport().requests.len(), 4);
     }
 
     #[test]
