@@ -3,6 +3,7 @@
 
 use crate::appraisal::Appraisal;
 use crate::cert::{Cert, parse_certs};
+use crate::cert_table;
 use crate::evidence::{Evidence, SnpEvidence, TdxEvidence};
 use crate::policy::{Policy, in_set};
 use crate::snp::{self, Report, SigningKey, Tcb};
@@ -16,6 +17,8 @@ enum KeySource {
     Chain {
         vek: Box<Cert>,
         hardware_rooted: bool,
+        /// What the certificate table's GUID said the leaf is.
+        filed_as: Option<cert_table::Kind>,
     },
     /// A raw key handed in by the native platform's host.
     Simulated(Vec<u8>),
@@ -79,7 +82,7 @@ pub fn snp(a: &mut Appraisal, ev: &SnpEvidence, policy: &Policy, now: i64) -> Op
 
     // signer_info vs the leaf's kind, and the TCB/hwID extensions.
     match &key {
-        Some(KeySource::Chain { vek, .. }) => {
+        Some(KeySource::Chain { vek, filed_as, .. }) => {
             let cn = vek.cn();
             let leaf = if cn.contains("VLEK") {
                 SigningKey::Vlek
@@ -87,7 +90,18 @@ pub fn snp(a: &mut Appraisal, ev: &SnpEvidence, policy: &Policy, now: i64) -> Op
                 SigningKey::Vcek
             };
             let said = report.signing_key();
-            if said == leaf {
+            let table_kind = filed_as.map(|k| match k {
+                cert_table::Kind::Vlek => SigningKey::Vlek,
+                _ => SigningKey::Vcek,
+            });
+            if let Some(filed) = table_kind.filter(|k| *k != leaf) {
+                a.fail(
+                    "snp.signing_key",
+                    format!(
+                        "the certificate table files the leaf as {filed:?} but the certificate is '{cn}'"
+                    ),
+                );
+            } else if said == leaf {
                 a.pass(
                     "snp.signing_key",
                     format!("signer_info says {said:?}, the leaf is '{cn}'"),
@@ -218,7 +232,33 @@ fn endorsement(
     now: i64,
 ) -> Option<KeySource> {
     const NAME: &str = "snp.endorsement_chain";
-    let Some(vek_bytes) = &ev.vek else {
+    // The certificate table, when given, stands in for `vek` and `chain`.
+    let split;
+    let (vek_field, chain_field, filed_as) = match &ev.cert_table {
+        Some(buf) => {
+            if let Err(e) = ev.check_exclusive() {
+                a.fail(NAME, e);
+                return None;
+            }
+            match cert_table::parse(buf) {
+                Ok(t) => {
+                    a.claim("snp.cert_table", t.summary());
+                    split = t;
+                }
+                Err(e) => {
+                    a.fail(NAME, e.to_string());
+                    return None;
+                }
+            }
+            let Some((kind, vek)) = &split.vek else {
+                a.not_run(NAME, "the certificate table has no VCEK or VLEK entry");
+                return None;
+            };
+            (Some(vek), split.chain(), Some(*kind))
+        }
+        None => (ev.vek.as_ref(), ev.chain.clone(), None),
+    };
+    let Some(vek_bytes) = vek_field else {
         if let Some(k) = &ev.simulated_vcek_public_key {
             if policy.trusted_keys.iter().any(|t| t == k) {
                 a.pass(NAME, "simulated VCEK key passed explicitly as a trust root");
@@ -240,8 +280,13 @@ fn endorsement(
             return None;
         }
     };
+    let chain_key = |hardware_rooted| KeySource::Chain {
+        vek: Box::new(vek.clone()),
+        hardware_rooted,
+        filed_as,
+    };
     let mut certs = Vec::new();
-    for c in &ev.chain {
+    for c in &chain_field {
         match parse_certs(c) {
             Ok(mut v) => certs.append(&mut v),
             Err(e) => {
@@ -254,32 +299,20 @@ fn endorsement(
         certs.into_iter().partition(|c| c.is_self_signed());
     let (Some(root), Some(inter)) = (roots.first(), inters.first()) else {
         a.fail(NAME, "the chain needs an ASK/ASVK and a self-signed ARK");
-        return Some(KeySource::Chain {
-            vek: Box::new(vek),
-            hardware_rooted: false,
-        });
+        return Some(chain_key(false));
     };
     if roots.len() > 1 || inters.len() > 1 {
         a.fail(NAME, "the chain holds more than one ASK/ASVK or ARK");
-        return Some(KeySource::Chain {
-            vek: Box::new(vek),
-            hardware_rooted: false,
-        });
+        return Some(chain_key(false));
     }
     match snp::verify_amd_chain(&vek, inter, root, &policy.trust_roots, now) {
         Ok(r) => {
             a.pass(NAME, format!("{} valid at now", r.detail));
-            Some(KeySource::Chain {
-                vek: Box::new(vek),
-                hardware_rooted: r.hardware_rooted,
-            })
+            Some(chain_key(r.hardware_rooted))
         }
         Err(e) => {
             a.fail(NAME, e);
-            Some(KeySource::Chain {
-                vek: Box::new(vek),
-                hardware_rooted: false,
-            })
+            Some(chain_key(false))
         }
     }
 }

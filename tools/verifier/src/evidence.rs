@@ -52,6 +52,32 @@ pub struct SnpEvidence {
     pub chain: Vec<Vec<u8>>,
     /// Native platform: the SEC1 P-384 key that signs reports, no chain.
     pub simulated_vcek_public_key: Option<Vec<u8>>,
+    /// The certificate table as the guest received it (SVSM certificate
+    /// buffer, GHCB extended guest request, Linux `SNP_GET_EXT_REPORT`);
+    /// split by [`crate::cert_table::parse`] into `vek` and `chain` at
+    /// appraisal. Exclusive with `vek`, `chain` and the simulated key.
+    pub cert_table: Option<Vec<u8>>,
+}
+
+impl SnpEvidence {
+    /// Refuses a `cert_table` together with `vek`, `chain` or
+    /// `simulated_vcek_public_key`: there is no precedence, the bundle is
+    /// ambiguous.
+    pub fn check_exclusive(&self) -> Result<(), String> {
+        if self.cert_table.is_some()
+            && (self.vek.is_some()
+                || !self.chain.is_empty()
+                || self.simulated_vcek_public_key.is_some())
+        {
+            return Err(
+                "ambiguous SNP evidence: snp.cert_table together with snp.vek, \
+                 snp.chain or snp.simulated_vcek_public_key (give the table or the separate \
+                 fields, not both)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// TDX platform evidence.
@@ -117,6 +143,8 @@ struct RawSnp {
     chain: Vec<Value>,
     #[serde(default)]
     simulated_vcek_public_key: Option<String>,
+    #[serde(default)]
+    cert_table: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +244,7 @@ impl Evidence {
                     .map(decode_hex)
                     .transpose()
                     .map_err(|e| format!("snp.simulated_vcek_public_key: {e}"))?,
+                cert_table: d.opt(&s.cert_table, "snp.cert_table")?,
             }),
             None => None,
         };
@@ -226,6 +255,9 @@ impl Evidence {
             }),
             None => None,
         };
+        if let Some(s) = &snp {
+            s.check_exclusive()?;
+        }
         if snp.is_none() && tdx.is_none() {
             return Err("the bundle has no platform evidence (snp or tdx)".into());
         }
@@ -321,6 +353,9 @@ impl Evidence {
             if let Some(k) = &s.simulated_vcek_public_key {
                 o.insert("simulated_vcek_public_key".into(), hex::encode(k).into());
             }
+            if let Some(t) = &s.cert_table {
+                o.insert("cert_table".into(), hex_blob(t));
+            }
             m.insert("snp".into(), o.into());
         }
         if let Some(t) = &self.tdx {
@@ -393,6 +428,7 @@ mod tests {
                 vek: Some(vec![4]),
                 chain: vec![vec![5], vec![6]],
                 simulated_vcek_public_key: Some(vec![4, 9]),
+                cert_table: None,
             }),
             nonce: Some(b"n".to_vec()),
             manifest: Some(b"m".to_vec()),
@@ -411,5 +447,30 @@ mod tests {
         };
         let back = Evidence::from_json(&e.to_json().to_string(), None).unwrap();
         assert_eq!(format!("{back:?}"), format!("{e:?}"));
+        let t = Evidence {
+            snp: Some(SnpEvidence {
+                report: vec![1],
+                cert_table: Some(vec![0; 24]),
+                ..SnpEvidence::default()
+            }),
+            ..Evidence::default()
+        };
+        let back = Evidence::from_json(&t.to_json().to_string(), None).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{t:?}"));
+    }
+
+    #[test]
+    fn a_table_with_separate_fields_is_ambiguous() {
+        for extra in [
+            r#""vek": {"hex": "00"}"#,
+            r#""chain": [{"hex": "00"}]"#,
+            r#""simulated_vcek_public_key": "04""#,
+        ] {
+            let j = format!(
+                r#"{{"snp": {{"report": {{"hex": "00"}}, "cert_table": {{"hex": "00"}}, {extra}}}}}"#
+            );
+            let e = Evidence::from_json(&j, None).unwrap_err();
+            assert!(e.contains("ambiguous"), "{e}");
+        }
     }
 }

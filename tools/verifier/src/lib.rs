@@ -7,6 +7,7 @@
 
 pub mod appraisal;
 pub mod cert;
+pub mod cert_table;
 pub mod eventlog;
 pub mod evidence;
 pub mod policy;

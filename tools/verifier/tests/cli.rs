@@ -123,6 +123,7 @@ fn simulated_root_through_the_cli() {
             vek: Some(c.vcek.der.clone()),
             chain: vec![c.ask.der.clone(), c.ark.der.clone()],
             simulated_vcek_public_key: None,
+            cert_table: None,
         }),
         ..Default::default()
     };
