@@ -54,6 +54,49 @@ fn vlek_bundle_exit_codes_follow_now() {
 }
 
 #[test]
+fn cert_table_bundle_exit_codes_match_the_separate_fields() {
+    use rivet_verifier::cert_table::{GUID_ARK, GUID_ASK, GUID_VLEK, build};
+    let chain = rivet_verifier::cert::parse_certs(
+        &std::fs::read(data().join("snp/asvk_ark_milan.pem")).unwrap(),
+    )
+    .unwrap();
+    let vlek = std::fs::read(data().join("snp/milan_vlek.der")).unwrap();
+    let table = build(&[
+        (GUID_VLEK, &vlek),
+        (GUID_ASK, &chain[0].der),
+        (GUID_ARK, &chain[1].der),
+    ]);
+    let dir = scratch("cert-table-file");
+    std::fs::write(dir.join("table.bin"), &table).unwrap();
+    let bundle = format!(
+        r#"{{"snp": {{"report": {{"file": "DATA/snp/milan_vlek_report.bin"}}, "cert_table": {{"file": "{}"}}}}}}"#,
+        dir.join("table.bin").display()
+    );
+    for now in ["2025-06-01T00:00:00Z", "2026-01-01T00:00:00Z"] {
+        let (c1, j1) = run(VLEK_BUNDLE, &["--now", now], "ct-sep");
+        let (c2, j2) = run(&bundle, &["--now", now], "ct-table");
+        assert_eq!(c1, c2, "{j2:#}");
+        let checks = |j: &serde_json::Value| j["submods"]["rivet-vtpm"]["rivet.checks"].clone();
+        assert_eq!(checks(&j1), checks(&j2));
+    }
+    // A malformed table: contraindicated with the reason.
+    std::fs::write(dir.join("table.bin"), &table[..table.len() - 1]).unwrap();
+    let (code, j) = run(&bundle, &["--now", "2025-06-01T00:00:00Z"], "ct-bad");
+    assert_eq!(code, 2);
+    assert!(
+        j.to_string()
+            .contains("entry 2 (ARK) lies outside the buffer")
+    );
+    // Together with `vek`: ambiguous, unusable input.
+    let both = bundle.replace(
+        r#""cert_table""#,
+        r#""vek": {"file": "DATA/snp/milan_vlek.der"}, "cert_table""#,
+    );
+    assert_eq!(run(&both, &[], "ct-both").0, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_input_exits_3() {
     assert_eq!(run("{ not json", &[], "badjson").0, 3);
     assert_eq!(run(r#"{"nonce": "AAAA"}"#, &[], "noplatform").0, 3);
