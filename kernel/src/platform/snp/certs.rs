@@ -14,8 +14,9 @@
 //!
 //! GUIDs are stored as the bytes of their text form in order (what
 //! `uuid_parse` produces, as AMD's own guest tools do). Known: VCEK, VLEK,
-//! ASK, ARK. (An ASVK GUID was not found in the sources read; an ASVK entry
-//! would be kept as an unknown one.)
+//! ASK, ARK. The GHCB specification defines no ASVK GUID: hosts file the
+//! ASVK (the VLEK's signer) under the ASK GUID, and the verifier tells the
+//! two apart from the certificate itself.
 //!
 //! What is done with the table: it is copied once out of shared memory (by
 //! the transport), then checked here: entries inside the buffer, a
