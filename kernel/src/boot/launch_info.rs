@@ -626,8 +626,8 @@ pub(crate) mod tests {
         p[o..o + 4].copy_from_slice(&v.to_le_bytes());
     }
 
-    /// A page as `rivet-igvm build --platform snp` lays it out: kernel at
-    /// 1 MiB, launch pages right after.
+    /// A page laid out the way `rivet-igvm build --platform snp` does it
+    /// (kernel, then the launch pages right after), at small addresses.
     pub fn snp_page() -> [u8; LAYOUT_SIZE] {
         let mut p = [0u8; LAYOUT_SIZE];
         p[..8].copy_from_slice(&MAGIC);
