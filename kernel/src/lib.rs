@@ -39,9 +39,10 @@ macro_rules! fatal {
 /// installed.
 #[cfg(target_os = "none")]
 pub fn fatal_exit() -> ! {
-    match platform::current() {
-        Some(p) => p.terminate(platform::ExitStatus::Failure),
-        None => platform::native::debug_exit(platform::ExitStatus::Failure),
+    match (platform::current(), platform::early_exit()) {
+        (Some(p), _) => p.terminate(platform::ExitStatus::Failure),
+        (None, Some(exit)) => exit(platform::ExitStatus::Failure),
+        (None, None) => platform::native::debug_exit(platform::ExitStatus::Failure),
     }
 }
 

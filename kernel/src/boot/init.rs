@@ -106,6 +106,7 @@ fn igvm_start(addr: u64) -> ! {
     // from the start (log records and fatal reports included).
     if matches!(&parsed, Ok(i) if i.platform == LaunchPlatform::Tdp) {
         console::init_with_writer(log::LevelFilter::Info, tdp::early_console_write);
+        platform::set_early_exit(tdp::early_terminate);
     } else {
         console::init(log::LevelFilter::Info);
     }

@@ -186,6 +186,22 @@ pub fn install(platform: &'static dyn Platform) -> &'static dyn Platform {
     *CURRENT.call_once(|| platform)
 }
 
+#[cfg(target_os = "none")]
+static EARLY_EXIT: spin::Once<fn(ExitStatus) -> !> = spin::Once::new();
+
+/// Sets how the VM ends before a platform is installed, for launches where
+/// the native debug-exit port I/O would fault (tdp). Set once.
+#[cfg(target_os = "none")]
+pub fn set_early_exit(exit: fn(ExitStatus) -> !) {
+    EARLY_EXIT.call_once(|| exit);
+}
+
+/// The early exit, if one was set.
+#[cfg(target_os = "none")]
+pub fn early_exit() -> Option<fn(ExitStatus) -> !> {
+    EARLY_EXIT.get().copied()
+}
+
 /// The installed platform, if any yet.
 #[cfg(target_os = "none")]
 pub fn current() -> Option<&'static dyn Platform> {

@@ -693,18 +693,25 @@ impl<M: TdxModule> Platform for Tdp<M> {
 
     fn terminate(&self, status: ExitStatus) -> ! {
         let mut m = self.console.lock();
-        let value = match status {
-            ExitStatus::Success => 0x10,
-            ExitStatus::Failure => {
-                let _ = tdcall::report_fatal_error(&mut *m, FATAL_ERROR_CODE);
-                0x11
-            }
-        };
-        let _ = tdcall::io_write(&mut *m, DEBUG_EXIT_PORT, 4, value);
-        loop {
-            if tdcall::halt(&mut *m).is_err() {
-                core::hint::spin_loop();
-            }
+        terminate_with(&mut *m, status)
+    }
+}
+
+/// Ends the TD: a fatal-error report to the host on failure, the
+/// debug-exit port (QEMU's isa-debug-exit, if the VMM has one), then HLT
+/// forever.
+fn terminate_with(m: &mut dyn TdxModule, status: ExitStatus) -> ! {
+    let value = match status {
+        ExitStatus::Success => 0x10,
+        ExitStatus::Failure => {
+            let _ = tdcall::report_fatal_error(m, FATAL_ERROR_CODE);
+            0x11
+        }
+    };
+    let _ = tdcall::io_write(m, DEBUG_EXIT_PORT, 4, value);
+    loop {
+        if tdcall::halt(m).is_err() {
+            core::hint::spin_loop();
         }
     }
 }
@@ -730,6 +737,13 @@ mod boot_hw {
         for &b in bytes {
             let _ = tdcall::io_write(&mut hw, COM1, 1, u32::from(b));
         }
+    }
+
+    /// Ends the TD before the platform exists (a fatal error during boot):
+    /// direct port I/O to the debug-exit port would raise #VE here.
+    pub fn early_terminate(status: ExitStatus) -> ! {
+        let mut hw = HwTdx::new(&[]);
+        terminate_with(&mut hw, status)
     }
 
     /// Builds the platform (after the heap exists) and leaks it for
@@ -775,4 +789,4 @@ mod boot_hw {
 }
 
 #[cfg(target_os = "none")]
-pub use boot_hw::{accept_l1_memory, early_console_write, init};
+pub use boot_hw::{accept_l1_memory, early_console_write, early_terminate, init};
