@@ -291,25 +291,28 @@ pub(crate) mod tests {
         p
     }
 
+    /// One #VC through [`handle`] with [`cpuid_page`]'s table and a fresh
+    /// GHCB page.
+    fn vc(
+        hv: &mut ModelHv,
+        ports: &[core::ops::Range<u16>],
+        code: u64,
+        insn: &[u8],
+        regs: &mut VcRegs,
+    ) -> Result<usize, VcError> {
+        let t = CpuidTable::parse(&cpuid_page()).unwrap();
+        handle(hv, &mut GhcbPage::default(), &t, ports, code, insn, regs)
+    }
+
     #[test]
     fn cpuid_comes_from_the_page_not_the_hypervisor() {
         let t = CpuidTable::parse(&cpuid_page()).unwrap();
         let mut hv = ModelHv::new();
-        let mut g = GhcbPage::default();
         let mut regs = VcRegs {
             rax: 0x8000_001F,
             ..Default::default()
         };
-        let len = handle(
-            &mut hv,
-            &mut g,
-            &t,
-            &[0x3F8..0x400],
-            0x72,
-            &[0x0F, 0xA2],
-            &mut regs,
-        )
-        .unwrap();
+        let len = vc(&mut hv, &[0x3F8..0x400], 0x72, &[0x0F, 0xA2], &mut regs).unwrap();
         assert_eq!(len, 2);
         assert_eq!((regs.rax, regs.rbx), (0x1b, 0x133));
         assert_eq!(t.c_bit(), Some(51));
@@ -320,16 +323,7 @@ pub(crate) mod tests {
             rcx: 1,
             ..Default::default()
         };
-        handle(
-            &mut hv,
-            &mut g,
-            &t,
-            &[0x3F8..0x400],
-            0x72,
-            &[0x0F, 0xA2],
-            &mut regs,
-        )
-        .unwrap();
+        vc(&mut hv, &[0x3F8..0x400], 0x72, &[0x0F, 0xA2], &mut regs).unwrap();
         assert_eq!(regs, VcRegs::default());
         assert_eq!(t.lookup(0xD, 0, 1, 0), [1, 0, 0x240, 0x340]);
         assert_eq!(t.lookup(0xD, 0, 7, 0), [0; 4]);
@@ -342,10 +336,8 @@ pub(crate) mod tests {
 
     #[test]
     fn console_port_io_goes_through_the_ghcb() {
-        let t = CpuidTable::parse(&cpuid_page()).unwrap();
         let mut hv = ModelHv::new();
         hv.ghcb_gpa = Some(0x7000);
-        let mut g = GhcbPage::default();
         // out dx, al with DX = 0x3F8.
         let mut regs = VcRegs {
             rax: 0x1234_5641,
@@ -353,15 +345,7 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert_eq!(
-            handle(
-                &mut hv,
-                &mut g,
-                &t,
-                &[0x3F8..0x400],
-                0x7B,
-                &[0xEE],
-                &mut regs
-            ),
+            vc(&mut hv, &[0x3F8..0x400], 0x7B, &[0xEE], &mut regs),
             Ok(1)
         );
         assert_eq!(hv.io_log, [(0x3F8, 0x41, 1, false)]);
@@ -369,15 +353,7 @@ pub(crate) mod tests {
         hv.io_in_value = 0x60;
         regs.rdx = 0x3FD;
         assert_eq!(
-            handle(
-                &mut hv,
-                &mut g,
-                &t,
-                &[0x3F8..0x400],
-                0x7B,
-                &[0xEC],
-                &mut regs
-            ),
+            vc(&mut hv, &[0x3F8..0x400], 0x7B, &[0xEC], &mut regs),
             Ok(1)
         );
         assert_eq!(regs.rax, 0x1234_5660);
@@ -385,38 +361,20 @@ pub(crate) mod tests {
         regs.rax = 0xBEEF;
         regs.rdx = 0x3F9;
         assert_eq!(
-            handle(
-                &mut hv,
-                &mut g,
-                &t,
-                &[0x3F8..0x400],
-                0x7B,
-                &[0x66, 0xEF],
-                &mut regs
-            ),
+            vc(&mut hv, &[0x3F8..0x400], 0x7B, &[0x66, 0xEF], &mut regs),
             Ok(2)
         );
         assert_eq!(hv.io_log.last(), Some(&(0x3F9, 0xBEEF, 2, false)));
         assert_eq!(
-            handle(
-                &mut hv,
-                &mut g,
-                &t,
-                &[0xF0..0x100],
-                0x7B,
-                &[0xE6, 0xF4],
-                &mut regs
-            ),
+            vc(&mut hv, &[0xF0..0x100], 0x7B, &[0xE6, 0xF4], &mut regs),
             Ok(2)
         );
         assert_eq!(hv.io_log.last(), Some(&(0xF4, 0xEF, 1, false)));
         // Several allowed ranges (the console and the PIT).
         regs.rdx = 0x43;
         assert_eq!(
-            handle(
+            vc(
                 &mut hv,
-                &mut g,
-                &t,
                 &[0x3F8..0x400, 0x42..0x44],
                 0x7B,
                 &[0xEE],
@@ -429,95 +387,59 @@ pub(crate) mod tests {
         let exits = hv.exits;
         regs.rdx = 0xCF8;
         assert_eq!(
-            handle(
-                &mut hv,
-                &mut g,
-                &t,
-                &[0x3F8..0x400],
-                0x7B,
-                &[0xEF],
-                &mut regs
-            ),
+            vc(&mut hv, &[0x3F8..0x400], 0x7B, &[0xEF], &mut regs),
             Err(VcError::Port(0xCF8))
         );
         assert_eq!(hv.exits, exits);
         assert_eq!(
-            handle(
-                &mut hv,
-                &mut g,
-                &t,
-                &[0x3F8..0x400],
-                0x7B,
-                &[0x6E],
-                &mut regs
-            ),
+            vc(&mut hv, &[0x3F8..0x400], 0x7B, &[0x6E], &mut regs),
             Err(VcError::Decode)
         );
     }
 
     #[test]
     fn msrs_go_through_the_ghcb() {
-        let t = CpuidTable::parse(&cpuid_page()).unwrap();
         let mut hv = ModelHv::new();
-        let mut g = GhcbPage::default();
         let mut regs = VcRegs {
             rax: 0x5678,
             rcx: 0x277,
             rdx: 0x1234,
             ..Default::default()
         };
-        handle(&mut hv, &mut g, &t, &[0..0], 0x7C, &[0x0F, 0x30], &mut regs).unwrap();
+        vc(&mut hv, &[0..0], 0x7C, &[0x0F, 0x30], &mut regs).unwrap();
         assert_eq!(hv.msrs.get(&0x277), Some(&0x1234_0000_5678));
         regs = VcRegs {
             rcx: 0x277,
             ..Default::default()
         };
-        handle(&mut hv, &mut g, &t, &[0..0], 0x7C, &[0x0F, 0x32], &mut regs).unwrap();
+        vc(&mut hv, &[0..0], 0x7C, &[0x0F, 0x32], &mut regs).unwrap();
         assert_eq!((regs.rax, regs.rdx), (0x5678, 0x1234));
         assert_eq!(
-            handle(&mut hv, &mut g, &t, &[0..0], 0x400, &[0x90], &mut regs),
+            vc(&mut hv, &[0..0], 0x400, &[0x90], &mut regs),
             Err(VcError::Unsupported(0x400))
         );
     }
 
     #[test]
     fn garbage_from_the_hypervisor_is_refused() {
-        let t = CpuidTable::parse(&cpuid_page()).unwrap();
         let mut hv = ModelHv::new();
         hv.mode = HvMode::Garbage; // answers without marking RAX/RDX valid
-        let mut g = GhcbPage::default();
         let mut regs = VcRegs {
             rcx: 0x277,
             ..Default::default()
         };
         assert_eq!(
-            handle(&mut hv, &mut g, &t, &[0..0], 0x7C, &[0x0F, 0x32], &mut regs),
+            vc(&mut hv, &[0..0], 0x7C, &[0x0F, 0x32], &mut regs),
             Err(VcError::Ghcb(GhcbError::NotValid(offset::RAX)))
         );
         regs.rdx = 0x3FD;
         assert_eq!(
-            handle(
-                &mut hv,
-                &mut g,
-                &t,
-                &[0x3F8..0x400],
-                0x7B,
-                &[0xEC],
-                &mut regs
-            ),
+            vc(&mut hv, &[0x3F8..0x400], 0x7B, &[0xEC], &mut regs),
             Err(VcError::Ghcb(GhcbError::NotValid(offset::RAX)))
         );
         hv.mode = HvMode::NaeError;
         assert_eq!(
-            handle(
-                &mut hv,
-                &mut g,
-                &t,
-                &[0x3F8..0x400],
-                0x7B,
-                &[0xEC],
-                &mut regs
-            ),
+            vc(&mut hv, &[0x3F8..0x400], 0x7B, &[0xEC], &mut regs),
             Err(VcError::Ghcb(GhcbError::Nae {
                 info1: 1,
                 info2: 0x8000_0306
