@@ -299,10 +299,25 @@ pub(crate) fn appraise(a: &mut Appraisal, ev: &Evidence, policy: &Policy, now: i
     }
 }
 
-/// Appraises a carried SNP report with the bundle's endorsement (VEK chain
-/// or simulated key) and the policy, as the platform report is appraised;
-/// it must also come from the same launch (measurement and report ID equal
-/// the platform report's).
+/// Fails with every contraindicated check of a scratch appraisal of the
+/// carried report (`what`), if there is one.
+fn all_checks_pass(scratch: &Appraisal, what: &str) -> Result<(), String> {
+    let failed: Vec<String> = scratch
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Contraindicated)
+        .map(|c| format!("{}: {}", c.name, c.reason))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the carried {what} does not verify: {}",
+            failed.join("; ")
+        ))
+    }
+}
+
 /// The carried TDX quote, appraised like the platform's quote (signature,
 /// QE binding, PCK chain to the Intel root, policy); it must come from the
 /// same TD (same MRTD).
@@ -318,18 +333,7 @@ fn check_tdx_quote(
         ccel: None,
     };
     crate::appraise_platform::tdx(&mut scratch, &ev, policy, now);
-    let failed: Vec<String> = scratch
-        .checks
-        .iter()
-        .filter(|c| c.status == Status::Contraindicated)
-        .map(|c| format!("{}: {}", c.name, c.reason))
-        .collect();
-    if !failed.is_empty() {
-        return Err(format!(
-            "the carried quote does not verify: {}",
-            failed.join("; ")
-        ));
-    }
+    all_checks_pass(&scratch, "quote")?;
     let (Ok(carried), Ok(platform)) = (
         crate::tdx::Quote::parse(quote),
         crate::tdx::Quote::parse(&tdx.quote),
@@ -342,6 +346,10 @@ fn check_tdx_quote(
     Ok("the carried quote verifies like the platform quote, same MRTD".into())
 }
 
+/// Appraises a carried SNP report with the bundle's endorsement (VEK chain
+/// or simulated key) and the policy, as the platform report is appraised;
+/// it must also come from the same launch (measurement and report ID equal
+/// the platform report's).
 fn check_snp_report(
     report: &[u8],
     snp: &SnpEvidence,
@@ -354,18 +362,7 @@ fn check_snp_report(
         ..snp.clone()
     };
     crate::appraise_platform::snp(&mut scratch, &ev, policy, now);
-    let failed: Vec<String> = scratch
-        .checks
-        .iter()
-        .filter(|c| c.status == Status::Contraindicated)
-        .map(|c| format!("{}: {}", c.name, c.reason))
-        .collect();
-    if !failed.is_empty() {
-        return Err(format!(
-            "the carried report does not verify: {}",
-            failed.join("; ")
-        ));
-    }
+    all_checks_pass(&scratch, "report")?;
     let (Ok(carried), Ok(platform)) = (
         crate::snp::Report::parse(report),
         crate::snp::Report::parse(&snp.report),
