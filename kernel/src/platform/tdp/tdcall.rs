@@ -569,32 +569,28 @@ pub mod field {
 
 /// TDG.VM.RD: a TD-scope metadata field.
 pub fn vm_rd(m: &mut dyn TdxModule, field: u64) -> Result<u64, TdxError> {
-    let mut a = TdcallArgs {
-        rax: leaf::VM_RD,
-        rdx: field,
-        ..Default::default()
-    };
-    call(m, &mut a)?;
-    Ok(a.r8)
+    metadata_rd(m, leaf::VM_RD, field)
 }
 
 /// TDG.VM.WR: writes the bits of `mask`; returns the old value.
 pub fn vm_wr(m: &mut dyn TdxModule, field: u64, value: u64, mask: u64) -> Result<u64, TdxError> {
-    let mut a = TdcallArgs {
-        rax: leaf::VM_WR,
-        rdx: field,
-        r8: value,
-        r9: mask,
-        ..Default::default()
-    };
-    call(m, &mut a)?;
-    Ok(a.r8)
+    metadata_wr(m, leaf::VM_WR, field, value, mask)
 }
 
 /// TDG.VP.RD: a vCPU-scope metadata field (e.g. an L2 VMCS field).
 pub fn vp_rd(m: &mut dyn TdxModule, field: u64) -> Result<u64, TdxError> {
+    metadata_rd(m, leaf::VP_RD, field)
+}
+
+/// TDG.VP.WR: writes the bits of `mask`; returns the old value.
+pub fn vp_wr(m: &mut dyn TdxModule, field: u64, value: u64, mask: u64) -> Result<u64, TdxError> {
+    metadata_wr(m, leaf::VP_WR, field, value, mask)
+}
+
+/// The metadata reads (VM.RD, VP.RD): field id in RDX, value back in R8.
+fn metadata_rd(m: &mut dyn TdxModule, leaf: u64, field: u64) -> Result<u64, TdxError> {
     let mut a = TdcallArgs {
-        rax: leaf::VP_RD,
+        rax: leaf,
         rdx: field,
         ..Default::default()
     };
@@ -602,10 +598,17 @@ pub fn vp_rd(m: &mut dyn TdxModule, field: u64) -> Result<u64, TdxError> {
     Ok(a.r8)
 }
 
-/// TDG.VP.WR: writes the bits of `mask`; returns the old value.
-pub fn vp_wr(m: &mut dyn TdxModule, field: u64, value: u64, mask: u64) -> Result<u64, TdxError> {
+/// The metadata writes (VM.WR, VP.WR): field id in RDX, value in R8, write
+/// mask in R9; the old value back in R8.
+fn metadata_wr(
+    m: &mut dyn TdxModule,
+    leaf: u64,
+    field: u64,
+    value: u64,
+    mask: u64,
+) -> Result<u64, TdxError> {
     let mut a = TdcallArgs {
-        rax: leaf::VP_WR,
+        rax: leaf,
         rdx: field,
         r8: value,
         r9: mask,
