@@ -215,14 +215,7 @@ pub fn validate_range<H: Hypervisor + Rmp>(
 ) -> Result<(), RmpError> {
     check(range)?;
     page_state(hw, channel, range, PageState::Private)?;
-    for (gpa, huge) in pieces(range) {
-        if huge {
-            pvalidate_huge_or_split(hw, gpa, true)?;
-        } else {
-            pvalidate_one(hw, gpa, false, true)?;
-        }
-    }
-    Ok(())
+    pvalidate_range(hw, range, true)
 }
 
 /// The reverse: rescind validation, then give the pages to the hypervisor.
@@ -232,14 +225,21 @@ pub fn invalidate_range<H: Hypervisor + Rmp>(
     range: PhysRange,
 ) -> Result<(), RmpError> {
     check(range)?;
+    pvalidate_range(hw, range, false)?;
+    page_state(hw, channel, range, PageState::Shared)
+}
+
+/// PVALIDATE (`validate`) or rescinds every page of `range`, 2 MiB pages
+/// where the range allows them.
+fn pvalidate_range(rmp: &mut impl Rmp, range: PhysRange, validate: bool) -> Result<(), RmpError> {
     for (gpa, huge) in pieces(range) {
         if huge {
-            pvalidate_huge_or_split(hw, gpa, false)?;
+            pvalidate_huge_or_split(rmp, gpa, validate)?;
         } else {
-            pvalidate_one(hw, gpa, false, false)?;
+            pvalidate_one(rmp, gpa, false, validate)?;
         }
     }
-    page_state(hw, channel, range, PageState::Shared)
+    Ok(())
 }
 
 /// Gives `vmpl` the permissions `perms` on every page of `range`.
