@@ -9,6 +9,7 @@
 extern crate alloc;
 
 pub mod boot;
+pub mod bytes;
 pub mod certs;
 #[cfg(target_os = "none")]
 pub mod console;

@@ -14,6 +14,7 @@ use super::pvh::{
     BootInfo, MAX_MEMMAP_ENTRIES, MAX_TRACKABLE_ADDR, MemoryKind, MemoryRegion, PhysMemory,
     START_INFO_MAGIC, Unreadable,
 };
+use crate::bytes::{le_u32, le_u64};
 use crate::mm::{PAGE_SIZE, PhysAddr, PhysRange};
 
 /// The page's first eight bytes.
@@ -284,18 +285,6 @@ pub fn identify(addr: u64, mem: &impl PhysMemory) -> BootMagic {
     }
 }
 
-fn u32_at(raw: &[u8], o: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&raw[o..o + 4]);
-    u32::from_le_bytes(b)
-}
-
-fn u64_at(raw: &[u8], o: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&raw[o..o + 8]);
-    u64::from_le_bytes(b)
-}
-
 fn aligned(v: u64) -> bool {
     v.is_multiple_of(PAGE_SIZE)
 }
@@ -322,7 +311,7 @@ fn launch_page(
     name: &'static str,
     launch: PhysRange,
 ) -> Result<Option<u64>, LaunchInfoError> {
-    let v = u64_at(raw, at);
+    let v = le_u64(raw, at);
     if v == 0 {
         return Ok(None);
     }
@@ -356,27 +345,27 @@ pub fn parse_bytes(addr: u64, raw: &[u8; LAYOUT_SIZE]) -> Result<LaunchInfo, Lau
     if raw[offset::MAGIC..offset::MAGIC + 8] != MAGIC {
         return Err(E::BadMagic);
     }
-    let version = u32_at(raw, offset::VERSION);
+    let version = le_u32(raw, offset::VERSION);
     if version != VERSION {
         return Err(E::Version(version));
     }
-    let raw_platform = u32_at(raw, offset::PLATFORM);
+    let raw_platform = le_u32(raw, offset::PLATFORM);
     let platform = LaunchPlatform::from_raw(raw_platform).ok_or(E::Platform(raw_platform))?;
 
     let svsm = range(
-        u64_at(raw, offset::SVSM_BASE),
-        u64_at(raw, offset::SVSM_SIZE),
+        le_u64(raw, offset::SVSM_BASE),
+        le_u64(raw, offset::SVSM_SIZE),
         "SVSM area",
     )?;
-    let k0 = u64_at(raw, offset::KERNEL_START);
-    let k1 = u64_at(raw, offset::KERNEL_END);
+    let k0 = le_u64(raw, offset::KERNEL_START);
+    let k1 = le_u64(raw, offset::KERNEL_END);
     if k1 <= k0 || !aligned(k1) {
         return Err(E::BadField("kernel image"));
     }
     // The image may start mid-page (its lowest PT_LOAD address).
     let kernel = PhysRange::new(PhysAddr(k0), PhysAddr(k1));
-    let l0 = u64_at(raw, offset::LAUNCH_PAGES_START);
-    let l1 = u64_at(raw, offset::LAUNCH_PAGES_END);
+    let l0 = le_u64(raw, offset::LAUNCH_PAGES_START);
+    let l1 = le_u64(raw, offset::LAUNCH_PAGES_END);
     if l1 <= l0 {
         return Err(E::BadField("launch pages"));
     }
@@ -417,8 +406,8 @@ pub fn parse_bytes(addr: u64, raw: &[u8; LAYOUT_SIZE]) -> Result<LaunchInfo, Lau
         }
     }
 
-    let mm = u64_at(raw, offset::MEMORY_MAP);
-    let mm_size = u64_at(raw, offset::MEMORY_MAP_SIZE);
+    let mm = le_u64(raw, offset::MEMORY_MAP);
+    let mm_size = le_u64(raw, offset::MEMORY_MAP_SIZE);
     let memory_map = if mm == 0 {
         None
     } else {
@@ -436,9 +425,9 @@ pub fn parse_bytes(addr: u64, raw: &[u8; LAYOUT_SIZE]) -> Result<LaunchInfo, Lau
         Some(r)
     };
 
-    let fw_base = u64_at(raw, offset::FIRMWARE_BASE);
-    let fw_size = u64_at(raw, offset::FIRMWARE_SIZE);
-    let firmware_entry = u64_at(raw, offset::FIRMWARE_ENTRY);
+    let fw_base = le_u64(raw, offset::FIRMWARE_BASE);
+    let fw_size = le_u64(raw, offset::FIRMWARE_SIZE);
+    let firmware_entry = le_u64(raw, offset::FIRMWARE_ENTRY);
     let firmware = if fw_base == 0 && fw_size == 0 {
         None
     } else {
@@ -459,17 +448,17 @@ pub fn parse_bytes(addr: u64, raw: &[u8; LAYOUT_SIZE]) -> Result<LaunchInfo, Lau
         Some(r)
     };
 
-    let raw_vmpl = u32_at(raw, offset::GUEST_VMPL);
-    let count = u32_at(raw, offset::REGION_COUNT);
+    let raw_vmpl = le_u32(raw, offset::GUEST_VMPL);
+    let count = le_u32(raw, offset::REGION_COUNT);
     if count as usize > MAX_FIRMWARE_REGIONS {
         return Err(E::TooManyRegions(count));
     }
     let mut regions = [None; MAX_FIRMWARE_REGIONS];
     for (index, slot) in regions.iter_mut().enumerate().take(count as usize) {
         let at = offset::REGIONS + index * REGION_SIZE;
-        let r = range(u64_at(raw, at), u64_at(raw, at + 8), "firmware region")
+        let r = range(le_u64(raw, at), le_u64(raw, at + 8), "firmware region")
             .map_err(|_| E::BadRegion { index })?;
-        let kind = RegionKind::from_raw(u32_at(raw, at + 16)).ok_or(E::BadRegion { index })?;
+        let kind = RegionKind::from_raw(le_u32(raw, at + 16)).ok_or(E::BadRegion { index })?;
         if r.overlaps(&svsm) {
             return Err(E::Overlap("firmware region", "SVSM area"));
         }
@@ -557,8 +546,8 @@ pub fn read_memory_map(
         let mut e = [0u8; MEMORY_MAP_ENTRY_SIZE];
         mem.read(at, &mut e)
             .map_err(|Unreadable| E::MemoryMap("unreadable"))?;
-        let first = u64_at(&e, 0);
-        let pages = u64_at(&e, 8);
+        let first = le_u64(&e, 0);
+        let pages = le_u64(&e, 8);
         let kind = match u16::from_le_bytes([e[16], e[17]]) {
             memory_type::MEMORY | memory_type::VTL2_PROTECTABLE => MemoryKind::Ram,
             memory_type::PLATFORM_RESERVED => MemoryKind::Reserved,

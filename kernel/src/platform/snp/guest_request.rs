@@ -48,6 +48,7 @@ use aes_gcm::{Aes256Gcm, Tag};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::secrets::Vmpck;
+use crate::bytes::{le_u16, le_u32, le_u64};
 use crate::platform::snp_report::REPORT_LEN;
 
 /// Size of the request and response pages.
@@ -795,20 +796,4 @@ fn put_u32(b: &mut [u8], at: usize, v: u32) {
 
 fn put_u64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(v)
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(v)
 }

@@ -21,6 +21,7 @@
 
 use core::fmt;
 
+use crate::bytes::{le_u32, le_u64};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Size of the secrets page.
@@ -281,18 +282,6 @@ pub fn prepare_guest_page(
         wipe_vmpck_in_page(index, page)?;
     }
     Ok(())
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(v)
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(v)
 }
 
 #[cfg(test)]
