@@ -20,6 +20,7 @@ use alloc::vec::Vec;
 use sha2::{Digest, Sha512};
 
 use super::{Guest, GuestRegisters, SvsmError, TpmBackend};
+use crate::bytes::{le_u16, le_u32, le_u64};
 
 /// Call ids.
 pub mod call {
@@ -120,10 +121,11 @@ struct Request {
     service: Option<(Guid, u32)>,
 }
 
+/// `bytes` is at least the 0x40-byte request (the caller copied that much).
 fn parse(bytes: &[u8]) -> Request {
-    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
-    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
-    let u16_at = |o: usize| u16::from_le_bytes(bytes[o..o + 2].try_into().expect("2 bytes"));
+    let u64_at = |o| le_u64(bytes, o);
+    let u32_at = |o| le_u32(bytes, o);
+    let u16_at = |o| le_u16(bytes, o);
     Request {
         report: (u64_at(0x00), u32_at(0x08)),
         nonce: (u64_at(0x10), u16_at(0x18)),
