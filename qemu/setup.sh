@@ -14,9 +14,10 @@ if [ "$what" = linux ]; then
     packages+=("${linux_guest[@]}")
 fi
 if [ "$what" = test ]; then
-    # Peer tools, the reference TPM the engine is compared with, and g++ for
-    # the fuzzer's libFuzzer runtime.
-    packages+=(swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpms-dev dbus g++)
+    # Peer tools (swtpm and tpm2-tools come with the Linux guest's list),
+    # the reference TPM the engine is compared with, and g++ for the
+    # fuzzer's libFuzzer runtime.
+    packages+=(tpm2-abrmd libtss2-tcti-tabrmd0 libtpms-dev dbus g++)
     # OVMF for the IGVM builder's tests; the Linux guest's packages.
     packages+=("${linux_guest[@]}")
 fi

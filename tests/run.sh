@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints (host and kernel target), the engine built
 # for bare metal, the whole workspace's tests (unit tests; the kernel and the
-# SVSM serving its guest under QEMU; tpm2-tools, tpm2-abrmd and the mssim
-# protocol against the TPM server; the engine against libtpms), then a
-# bounded fuzz run.
+# SVSM serving its guest under QEMU; tpm2-tools, tpm2-abrmd, the mssim and
+# swtpm protocols against the TPM server; OVMF + Linux on our TPM and on
+# swtpm; the IGVM images; the engine against libtpms), then a bounded fuzz
+# run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
