@@ -211,12 +211,14 @@ fn rivet_snp_image_digest_matches_a_replay_through_sev_snp_measure() {
     let dir = common::scratch("replay");
     let script = dir.join("replay.py");
     std::fs::write(&script, REPLAY).unwrap();
-    // The synthetic kernel always; the real one too when a build names it
-    // (RIVET_KERNEL_ELF=target/x86_64-unknown-none/debug/rivet-kernel).
-    let mut kernels = vec![common::kernel()];
-    if let Ok(path) = std::env::var("RIVET_KERNEL_ELF") {
-        kernels.push(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")));
-    }
+    // A synthetic kernel and the real one (built here, debug).
+    let real = rivet_qemu::KernelBuild::default()
+        .build()
+        .unwrap_or_else(|e| panic!("building the kernel: {e}"));
+    let kernels = vec![
+        common::kernel(),
+        std::fs::read(&real).unwrap_or_else(|e| panic!("{}: {e}", real.display())),
+    ];
     let cases = kernels.iter().flat_map(|k| {
         [
             (k, common::OVMF_2M, 1, cpu_signature(23, 1, 2)),
