@@ -215,7 +215,7 @@ fn rivet_snp_image_digest_matches_a_replay_through_sev_snp_measure() {
     let real = rivet_qemu::KernelBuild::default()
         .build()
         .unwrap_or_else(|e| panic!("building the kernel: {e}"));
-    let kernels = vec![
+    let kernels = [
         common::kernel(),
         std::fs::read(&real).unwrap_or_else(|e| panic!("{}: {e}", real.display())),
     ];
