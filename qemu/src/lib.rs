@@ -340,76 +340,105 @@ impl Boot {
 
     /// Boots and waits for QEMU to exit or the deadline.
     pub fn run(&self) -> Result<Outcome, RunnerError> {
-        let mut cmd = self.command();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let start = Instant::now();
-        let mut child = cmd.spawn().map_err(|error| RunnerError::Spawn {
-            program: format!("{:?}", cmd.get_program()),
-            error,
-        })?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-
-        let (tx, rx) = mpsc::channel::<(String, Instant)>();
-        let echo = self.echo;
-        let reader = std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match lines.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let text = String::from_utf8_lossy(&line).replace('\r', "");
-                        if echo {
-                            print!("{text}");
-                        }
-                        if tx.send((text, Instant::now())).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-
-        let deadline = start + self.timeout;
-        let exit = loop {
-            match child.try_wait().map_err(RunnerError::Wait)? {
-                Some(status) => break Exit::from_status(status),
-                None if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Exit::Timeout;
-                }
-                None => std::thread::sleep(Duration::from_millis(5)),
-            }
-        };
-        let elapsed = start.elapsed();
-        let _ = reader.join();
-        let stderr = err_reader.join().unwrap_or_default();
+        let run = run_captured(&mut self.command(), self.timeout, self.echo)?;
         let mut serial = String::new();
         let mut ready_after = None;
-        for (line, at) in rx.try_iter() {
+        for (at, line) in &run.lines {
             if ready_after.is_none() && line.starts_with(READY_MARKER) {
-                ready_after = Some(at.duration_since(start));
+                ready_after = Some(*at);
             }
-            serial.push_str(&line);
+            serial.push_str(line);
         }
         Ok(Outcome {
-            exit,
+            exit: run.status.map_or(Exit::Timeout, Exit::from_status),
             serial,
-            stderr,
-            elapsed,
+            stderr: run.stderr,
+            elapsed: run.elapsed,
             ready_after,
         })
     }
+}
+
+/// What a captured process printed and how it ended.
+#[derive(Clone, Debug)]
+pub struct CapturedRun {
+    /// Its stdout (QEMU's serial console) line by line, CRs removed, each
+    /// line with its LF, and when it arrived (from the start).
+    pub lines: Vec<(Duration, String)>,
+    /// How it exited; None when it was still running at the deadline and
+    /// was killed.
+    pub status: Option<std::process::ExitStatus>,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+    /// From the start to its exit (or the kill).
+    pub elapsed: Duration,
+}
+
+/// Runs `cmd` with stdin closed and stdout/stderr captured until it exits or
+/// `timeout` passes (then it is killed); with `echo` each stdout line is
+/// also printed as it arrives. The QEMU runs of the tests share this.
+pub fn run_captured(
+    cmd: &mut Command,
+    timeout: Duration,
+    echo: bool,
+) -> Result<CapturedRun, RunnerError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|error| RunnerError::Spawn {
+        program: format!("{:?}", cmd.get_program()),
+        error,
+    })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+
+    let (tx, rx) = mpsc::channel::<(Duration, String)>();
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match lines.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line).replace('\r', "");
+                    if echo {
+                        print!("{text}");
+                    }
+                    if tx.send((start.elapsed(), text)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+
+    let deadline = start + timeout;
+    let status = loop {
+        match child.try_wait().map_err(RunnerError::Wait)? {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let elapsed = start.elapsed();
+    let _ = reader.join();
+    Ok(CapturedRun {
+        lines: rx.try_iter().collect(),
+        status,
+        stderr: err_reader.join().unwrap_or_default(),
+        elapsed,
+    })
 }
 
 /// Writes a fresh simulated attestation key (48 random bytes, a P-384

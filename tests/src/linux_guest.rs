@@ -6,10 +6,9 @@
 //! each arrived, and split into boots.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// OVMF from Debian's `ovmf` package (4 MiB flash layout).
@@ -251,61 +250,18 @@ impl GuestVm<'_> {
         if !self.allow_reboot {
             cmd.arg("-no-reboot");
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let start = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
-        let stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match lines.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let text = String::from_utf8_lossy(&line)
-                            .trim_end_matches(['\r', '\n'])
-                            .replace('\r', "");
-                        if tx.send((start.elapsed(), text)).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-        let deadline = start + self.timeout;
-        let mut timed_out = false;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    timed_out = true;
-                    break None;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Err(e) => return Err(format!("waiting for QEMU: {e}")),
-            }
-        };
-        let elapsed = start.elapsed();
-        let _ = reader.join();
+        let run = rivet_qemu::run_captured(&mut cmd, self.timeout, false)
+            .map_err(|e| format!("running QEMU: {e}"))?;
+        let timed_out = run.status.is_none();
         let output = GuestOutput {
-            lines: rx.try_iter().collect(),
-            status,
-            elapsed,
-            stderr: err_reader.join().unwrap_or_default(),
+            lines: run
+                .lines
+                .into_iter()
+                .map(|(at, l)| (at, l.trim_end_matches('\n').to_string()))
+                .collect(),
+            status: run.status,
+            elapsed: run.elapsed,
+            stderr: run.stderr,
         };
         if timed_out {
             return Err(format!(
